@@ -1,0 +1,103 @@
+//! Write a sluicegate stage in Rust without touching wit-bindgen.
+//!
+//! A stage is a generator: the host primes it, then resumes it with demand credits, and it
+//! answers with at most that many records, pulling its own input from upstream. Implement
+//! [`Map`] for a record-by-record stage (map, filter, flat-map), [`Stage`] for anything else,
+//! and export it with one macro:
+//!
+//! ```ignore
+//! use sluicegate_guest::{Batch, Config, Map};
+//!
+//! struct Upper;
+//!
+//! impl Map for Upper {
+//!     fn init(_config: &Config) -> Result<Self, String> {
+//!         Ok(Upper)
+//!     }
+//!     fn map(&mut self, record: &[u8], out: &mut Batch) {
+//!         out.push(&record.to_ascii_uppercase());
+//!     }
+//! }
+//!
+//! sluicegate_guest::export_map!(Upper);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2 --release` and a `cdylib` crate type; the
+//! result is a component of the world `sluicegate:stage/stage@0.1.0`. The protocol's rules are
+//! in `docs/protocol.md`; the SDK keeps them for you (priming, pauses, never more records than
+//! credits: extra records wait for the next resume, none is dropped).
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by path, from inside and outside alike.
+extern crate self as sluicegate_guest;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "sluicegate:stage/stage",
+        pub_export_macro: true,
+        export_macro_name: "__export_stage_world",
+        default_bindings_module: "sluicegate_guest::bindings",
+        runtime_path: "sluicegate_guest::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+mod batch;
+mod driver;
+mod host;
+mod stage;
+
+pub use crate::batch::{Batch, Input, Records};
+pub use crate::host::{Config, Level, Upstream, log, log_with};
+pub use crate::stage::{Flow, Map, RawStage, Stage};
+
+#[doc(hidden)]
+pub mod __rt {
+    pub use crate::driver::{MapDriver, StageDriver};
+}
+
+/// Exports a [`RawStage`]: full control of the wire, no rule kept for you. For tests and for
+/// stages that frame their own chunks.
+#[macro_export]
+macro_rules! export_raw {
+    ($ty:ty) => {
+        const _: () = {
+            struct __SluicegateExport;
+            ::std::thread_local! {
+                static STAGE: ::core::cell::RefCell<$ty> =
+                    ::core::cell::RefCell::new(<$ty as $crate::RawStage>::new());
+            }
+            impl $crate::bindings::exports::sluicegate::stage::generator::Guest
+                for __SluicegateExport
+            {
+                fn resume(credits: u32) -> ::core::option::Option<::std::vec::Vec<u8>> {
+                    STAGE.with(|s| $crate::RawStage::resume(&mut *s.borrow_mut(), credits))
+                }
+                fn close() {
+                    STAGE.with(|s| $crate::RawStage::close(&mut *s.borrow_mut()))
+                }
+            }
+            $crate::bindings::__export_stage_world!(__SluicegateExport);
+        };
+    };
+}
+
+/// Exports a [`Stage`] as this component's generator.
+#[macro_export]
+macro_rules! export_stage {
+    ($ty:ty) => {
+        $crate::export_raw!($crate::__rt::StageDriver<$ty>);
+    };
+}
+
+/// Exports a [`Map`] (a record-by-record stage) as this component's generator.
+#[macro_export]
+macro_rules! export_map {
+    ($ty:ty) => {
+        $crate::export_raw!($crate::__rt::StageDriver<$crate::__rt::MapDriver<$ty>>);
+    };
+}

@@ -1,0 +1,46 @@
+//! sluicegate runs pipeline stages as sandboxed WebAssembly components that speak a generator
+//! protocol with demand credits: `resume(credits) -> option<chunk>` and `close()`, with each
+//! stage pulling its input from the stage upstream (`yield from` across components).
+//!
+//! The host enforces the protocol at the boundary; `docs/protocol.md` is its specification.
+//!
+//! ```no_run
+//! use sluicegate::{Engine, StageOptions};
+//!
+//! # fn main() -> Result<(), sluicegate::Error> {
+//! let engine = Engine::new()?;
+//! let source = engine
+//!     .load_file("tick_source.wasm")?
+//!     .instantiate("ticks", StageOptions::new().config("records", "1000"))?;
+//! let filter = engine
+//!     .load_file("symbol_filter.wasm")?
+//!     .instantiate("filter", StageOptions::new().upstream(source.clone()))?;
+//!
+//! source.prime()?; // upstream first
+//! filter.prime()?;
+//! while let Some(chunk) = filter.resume(256)? {
+//!     for record in chunk.records() {
+//!         println!("{} bytes", record.len());
+//!     }
+//! }
+//! source.close()?; // upstream first, as PEP 380 closes a subgenerator first
+//! filter.close()?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod bindings;
+mod chunk;
+mod engine;
+mod error;
+mod guest_log;
+mod stage;
+mod upstream;
+
+pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
+pub use crate::engine::{Engine, StageComponent};
+pub use crate::error::{Call, Error, Result, Rule};
+pub use crate::stage::{Stage, StageOptions, StageState};
+pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

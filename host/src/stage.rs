@@ -1,0 +1,369 @@
+//! The [`Stage`] handle: the state machine of docs/protocol.md (states Created, Suspended,
+//! Running, Exhausted, Closed, Faulted). Every call checks the state before entering the guest
+//! and checks what the guest answered (rules C1–C3, P1–P3, S1–S3, E1–E2, D1–D2, F1–F2,
+//! X1–X4) before anything is delivered.
+
+mod boundary;
+
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+use wasmtime::Store;
+
+pub(crate) use self::boundary::StageCtx;
+use self::boundary::{CallReport, Serving};
+use crate::bindings::{StageWorld, StageWorldPre};
+use crate::chunk::{Chunk, CountError, count_records};
+use crate::engine::Engine;
+use crate::error::{Call, Error, Result, Rule};
+use crate::upstream::{NoUpstream, Upstream};
+
+/// Where a stage is in the protocol (docs/protocol.md, "States").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageState {
+    /// Instantiated, never entered.
+    Created,
+    /// Primed and waiting between calls.
+    Suspended,
+    /// Inside `resume` or `close`.
+    Running,
+    /// Answered `none`; cleanup not run yet.
+    Exhausted,
+    /// Cleanup ran (or there was nothing to clean up).
+    Closed,
+    /// Ended by a trap, a violation or a limit; its store is dropped.
+    Faulted,
+}
+
+/// How to instantiate a stage: its upstream and its configuration.
+#[derive(Default)]
+pub struct StageOptions {
+    upstream: Option<Box<dyn Upstream>>,
+    config: Vec<(String, String)>,
+}
+
+impl StageOptions {
+    /// No upstream (every pull answers `none`), no configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets where the stage's pulls go: another [`Stage`], or a host-native source.
+    pub fn upstream(mut self, upstream: impl Upstream + 'static) -> Self {
+        self.upstream = Some(Box::new(upstream));
+        self
+    }
+
+    /// Adds one configuration entry, returned to the guest by `host.config` in this order.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// One running instance of a stage component, with its own store.
+///
+/// A cheap, cloneable handle (`Send + Sync`): every clone drives the same instance. A call
+/// made while another is in progress, from another thread or by re-entry through a pull, is
+/// refused with [`Error::AlreadyRunning`] (rule R1).
+#[derive(Clone)]
+pub struct Stage {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: Arc<str>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: Lifecycle,
+    /// The store and bindings; `None` once Closed or Faulted, so its memory is freed.
+    live: Option<Live>,
+}
+
+struct Live {
+    store: Store<StageCtx>,
+    world: StageWorld,
+}
+
+enum Lifecycle {
+    Created,
+    Suspended,
+    Exhausted,
+    Closed,
+    Faulted(Box<Error>),
+}
+
+impl Stage {
+    pub(crate) fn instantiate(
+        engine: &Engine,
+        pre: &StageWorldPre<StageCtx>,
+        name: &str,
+        options: StageOptions,
+    ) -> Result<Stage> {
+        let name: Arc<str> = name.into();
+        let upstream = options.upstream.unwrap_or_else(|| Box::new(NoUpstream));
+        let ctx = StageCtx::new(name.clone(), upstream, options.config);
+        let mut store = Store::new(engine.wasmtime(), ctx);
+        let world = pre.instantiate(&mut store);
+        let report = store.data_mut().end();
+        let world = match (world, report.violation) {
+            (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
+            (Err(e), None) => return Err(trap(&name, Call::Instantiate, &e, &store)),
+            (Ok(world), None) => world,
+        };
+        Ok(Stage {
+            shared: Arc::new(Shared {
+                name,
+                inner: Mutex::new(Inner {
+                    state: Lifecycle::Created,
+                    live: Some(Live { store, world }),
+                }),
+            }),
+        })
+    }
+
+    /// The stage's name, as used in every error about it.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Where the stage is in the protocol; [`StageState::Running`] while a call is in progress.
+    pub fn state(&self) -> StageState {
+        match self.shared.inner.try_lock() {
+            Ok(inner) => inner.state.public(),
+            Err(TryLockError::WouldBlock) => StageState::Running,
+            Err(TryLockError::Poisoned(_)) => StageState::Faulted,
+        }
+    }
+
+    /// Primes the stage: `resume(0)` on a Created stage (rule P1). Returns `false` if the
+    /// stage finished during priming (it answered `none`).
+    pub fn prime(&self) -> Result<bool> {
+        self.resume(0).map(|chunk| chunk.is_some())
+    }
+
+    /// Resumes the stage with `credits` of demand (rules P1–P2, S1–S2, E1, D1, F1, R1).
+    ///
+    /// Returns `Some(chunk)` with at most `credits` records, or `None` once the stage is
+    /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
+    pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
+        let mut inner = self.lock()?;
+        inner.resume(&self.shared.name, credits)
+    }
+
+    /// Closes the stage: runs its cleanup exactly once if it was primed (rules P3, S3, E2, D2,
+    /// F2, R4). Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let mut inner = self.lock()?;
+        inner.close(&self.shared.name)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        match self.shared.inner.try_lock() {
+            Ok(inner) => Ok(inner),
+            Err(TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+                stage: self.name().to_string(),
+            }),
+            // Only a panic inside the host can poison the lock; refuse rather than guess.
+            Err(TryLockError::Poisoned(_)) => Err(Error::Host {
+                stage: self.name().to_string(),
+                message: "a previous call panicked inside the host; the stage is unusable".into(),
+            }),
+        }
+    }
+}
+
+impl Upstream for Stage {
+    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+        self.resume(credits)
+    }
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("name", &self.name())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Lifecycle {
+    fn public(&self) -> StageState {
+        match self {
+            Lifecycle::Created => StageState::Created,
+            Lifecycle::Suspended => StageState::Suspended,
+            Lifecycle::Exhausted => StageState::Exhausted,
+            Lifecycle::Closed => StageState::Closed,
+            Lifecycle::Faulted(_) => StageState::Faulted,
+        }
+    }
+}
+
+impl Inner {
+    fn resume(&mut self, name: &str, credits: u32) -> Result<Option<Chunk>> {
+        let call = match &self.state {
+            Lifecycle::Created if credits > 0 => {
+                return Err(Error::NotPrimed {
+                    stage: name.to_string(),
+                    credits,
+                });
+            }
+            Lifecycle::Created => Call::Prime,
+            Lifecycle::Suspended => Call::Resume,
+            Lifecycle::Exhausted => return Ok(None),
+            Lifecycle::Closed => {
+                return Err(Error::Closed {
+                    stage: name.to_string(),
+                });
+            }
+            Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
+        };
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.fault(missing_store(name)));
+        };
+        live.store.data_mut().begin(Serving::Resume(credits));
+        let answer = live
+            .world
+            .sluicegate_stage_generator()
+            .call_resume(&mut live.store, credits);
+        let CallReport {
+            violation: broken,
+            upstream_fault,
+        } = live.store.data_mut().end();
+        let answer = match (answer, broken) {
+            (_, Some((rule, detail))) => return Err(self.fault(violation(name, rule, detail))),
+            (Err(e), None) => {
+                let error = trap(name, call, &e, &live.store);
+                return Err(self.fault(error));
+            }
+            (Ok(answer), None) => answer,
+        };
+        let chunk = match answer {
+            None => {
+                self.state = Lifecycle::Exhausted;
+                None
+            }
+            Some(bytes) => match count_records(&bytes, credits) {
+                Ok(records) => {
+                    self.state = Lifecycle::Suspended;
+                    Some(Chunk::from_checked(bytes, records))
+                }
+                Err(error) => return Err(self.fault(chunk_violation(name, call, credits, error))),
+            },
+        };
+        match upstream_fault {
+            // X4: nothing of this call is delivered; the stage itself stays usable for close.
+            Some(cause) => Err(Error::UpstreamFaulted {
+                stage: name.to_string(),
+                cause: Box::new(cause),
+            }),
+            None => Ok(chunk),
+        }
+    }
+
+    fn close(&mut self, name: &str) -> Result<()> {
+        match &self.state {
+            Lifecycle::Created => {
+                // P3: never entered, so there is nothing to clean up.
+                self.state = Lifecycle::Closed;
+                self.live = None;
+                return Ok(());
+            }
+            Lifecycle::Suspended | Lifecycle::Exhausted => {}
+            Lifecycle::Closed => return Ok(()),
+            Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.fault(missing_store(name)));
+        };
+        live.store.data_mut().begin(Serving::Close);
+        let done = live
+            .world
+            .sluicegate_stage_generator()
+            .call_close(&mut live.store);
+        let report = live.store.data_mut().end();
+        match (done, report.violation) {
+            (_, Some((rule, detail))) => Err(self.fault(violation(name, rule, detail))),
+            (Err(e), None) => {
+                let error = trap(name, Call::Close, &e, &live.store);
+                Err(self.fault(error))
+            }
+            (Ok(()), None) => {
+                self.state = Lifecycle::Closed;
+                self.live = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Faults the stage: keeps the cause for later calls (X3) and drops the store (X1).
+    fn fault(&mut self, error: Error) -> Error {
+        self.state = Lifecycle::Faulted(Box::new(error.clone()));
+        self.live = None;
+        error
+    }
+}
+
+fn faulted(name: &str, cause: &Error) -> Error {
+    Error::Faulted {
+        stage: name.to_string(),
+        cause: Box::new(cause.clone()),
+    }
+}
+
+fn violation(name: &str, rule: Rule, detail: String) -> Error {
+    Error::ProtocolViolation {
+        stage: name.to_string(),
+        rule,
+        detail,
+    }
+}
+
+fn missing_store(name: &str) -> Error {
+    Error::Host {
+        stage: name.to_string(),
+        message: "the stage's store is gone although its state says it is live".into(),
+    }
+}
+
+/// Names the rule a bad chunk broke: framing (C1), or too many records, which is P1 on the
+/// priming call, S1 on a pause and C2 otherwise.
+fn chunk_violation(name: &str, call: Call, credits: u32, error: CountError) -> Error {
+    match error {
+        CountError::Framing(e) => violation(name, Rule::BadFraming, format!("chunk {e}")),
+        CountError::TooMany { .. } if credits == 0 && call == Call::Prime => violation(
+            name,
+            Rule::DataOnPriming,
+            "the priming resume(0) answered records; it must answer an empty chunk".into(),
+        ),
+        CountError::TooMany { .. } if credits == 0 => violation(
+            name,
+            Rule::DataWhilePaused,
+            "a pause resume(0) answered records; it must answer an empty chunk".into(),
+        ),
+        CountError::TooMany { .. } => violation(
+            name,
+            Rule::CreditsExceeded,
+            format!("resume({credits}) answered more than {credits} records"),
+        ),
+    }
+}
+
+/// Describes a trap, quoting the guest's last stderr line (a Rust panic message) if any.
+fn trap(name: &str, call: Call, error: &wasmtime::Error, store: &Store<StageCtx>) -> Error {
+    let mut message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    if let Some(line) = store.data().last_stderr_line() {
+        message.push_str(&format!("; guest stderr: {line}"));
+    }
+    Error::Trap {
+        stage: name.to_string(),
+        call,
+        message,
+    }
+}
