@@ -8,13 +8,15 @@ use crate::bindings::sluicegate::stage::{host, upstream};
 pub use crate::bindings::sluicegate::stage::host::Level;
 
 /// The stage upstream of this one. Pulling is how a stage gets input (delegated demand).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Upstream {
     _private: (),
 }
 
 impl Upstream {
-    pub(crate) fn new() -> Self {
+    /// A handle to this stage's upstream. [`Stage`](crate::Stage) and [`Map`](crate::Map)
+    /// are handed one; a [`RawStage`](crate::RawStage) makes its own.
+    pub fn new() -> Self {
         Upstream { _private: () }
     }
 

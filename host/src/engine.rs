@@ -64,10 +64,17 @@ impl Engine {
             stage: name.to_string(),
             reason: format!("{e:#}"),
         };
+        // Imports first (something the host does not grant), then the exports' shape.
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
+        crate::world::check_exports(&self.inner, &component).map_err(|reason| {
+            Error::WrongWorld {
+                stage: name.to_string(),
+                reason,
+            }
+        })?;
         let pre = StageWorldPre::new(pre).map_err(wrong_world)?;
         Ok(StageComponent {
             name: name.into(),

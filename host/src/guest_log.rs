@@ -1,6 +1,7 @@
 //! Where a stage's words go: its `host.log` calls and its stdout/stderr become `tracing`
 //! events carrying the stage's name. Nothing a guest writes reaches the host's own stdout.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -10,6 +11,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi_io::bytes::Bytes;
 
 use crate::bindings::Level;
+
+/// Lines of a call's stderr kept to explain a trap.
+const RECENT_LINES: usize = 8;
 
 /// Longest line kept from a guest's stdout/stderr; longer lines are cut, so a guest cannot
 /// make the host buffer without bound.
@@ -41,8 +45,8 @@ impl std::fmt::Display for FieldList<'_> {
     }
 }
 
-/// A guest's stdout or stderr: complete lines become tracing events; the last line is kept so
-/// a trap report can quote it (a Rust guest prints its panic message there before trapping).
+/// A guest's stdout or stderr: complete lines become tracing events; the last few are kept so a
+/// trap report can quote them (a Rust guest prints its panic message there before trapping).
 #[derive(Clone)]
 pub(crate) struct LogPipe {
     inner: Arc<Mutex<PipeState>>,
@@ -52,7 +56,7 @@ struct PipeState {
     stage: Arc<str>,
     stream: &'static str,
     partial: Vec<u8>,
-    last_line: Option<String>,
+    recent: VecDeque<String>,
 }
 
 impl LogPipe {
@@ -62,25 +66,31 @@ impl LogPipe {
                 stage,
                 stream,
                 partial: Vec::new(),
-                last_line: None,
+                recent: VecDeque::new(),
             })),
         }
     }
 
-    /// The last non-empty line written, including an unterminated one.
-    pub(crate) fn last_line(&self) -> Option<String> {
+    /// What the guest last said that explains a trap: a Rust panic's location and message
+    /// when there is one, else its last line.
+    pub(crate) fn last_words(&self) -> Option<String> {
         let state = self.inner.lock().ok()?;
+        let mut lines: Vec<String> = state.recent.iter().cloned().collect();
         if !state.partial.is_empty() {
-            return Some(String::from_utf8_lossy(&state.partial).into_owned());
+            lines.push(String::from_utf8_lossy(&state.partial).into_owned());
         }
-        state.last_line.clone()
+        lines.retain(|l| !l.starts_with("note: run with `RUST_BACKTRACE"));
+        match lines.iter().rposition(|l| l.contains("panicked at")) {
+            Some(i) => Some(lines[i..].join(" ")),
+            None => lines.pop(),
+        }
     }
 
     /// Forgets what was written so far, so a trap report quotes only the current call.
     pub(crate) fn forget(&self) {
         if let Ok(mut state) = self.inner.lock() {
             state.partial.clear();
-            state.last_line = None;
+            state.recent.clear();
         }
     }
 
@@ -105,8 +115,11 @@ impl PipeState {
         if line.trim().is_empty() {
             return;
         }
-        tracing::info!(target: "stage", stage = %self.stage, stream = self.stream, "{line}");
-        self.last_line = Some(line);
+        tracing::warn!(target: "stage", stage = %self.stage, stream = self.stream, "{line}");
+        if self.recent.len() == RECENT_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
     }
 }
 

@@ -32,15 +32,22 @@
 #![forbid(unsafe_code)]
 
 mod bindings;
+mod check;
 mod chunk;
 mod engine;
 mod error;
 mod guest_log;
+mod metrics;
 mod stage;
 mod upstream;
+mod world;
 
+pub use crate::check::{
+    CheckOptions, CheckReport, CheckStep, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS, check_file,
+};
 pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
 pub use crate::engine::{Engine, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
+pub use crate::metrics::StageStats;
 pub use crate::stage::{Stage, StageOptions, StageState};
 pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluicegate::{Engine, Stage, StageOptions};
+use sluicegate::{CheckOptions, Engine, check_file};
 
 #[derive(Parser)]
 #[command(
@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load a stage, check it implements the stage world, and drive it through
-    /// prime → resume → close, printing what happened.
+    /// prime → pause → resume → close, printing what happened.
     Check(CheckArgs),
 }
 
@@ -35,10 +35,10 @@ struct CheckArgs {
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
     /// Credits granted on each resume.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = sluicegate::DEFAULT_CHECK_CREDITS)]
     credits: u32,
     /// Stop after this many records (the stage is then closed mid-stream).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = sluicegate::DEFAULT_CHECK_MAX_RECORDS)]
     max_records: u64,
 }
 
@@ -74,80 +74,29 @@ fn init_tracing() {
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let engine = Engine::new().context("starting the engine")?;
-    let mut chain: Vec<Stage> = Vec::new();
-    for path in &args.upstream {
-        let component = engine.load_file(path)?;
-        let mut options = StageOptions::new();
-        if let Some(previous) = chain.last() {
-            options = options.upstream(previous.clone());
-        }
-        chain.push(component.instantiate(component.name(), options)?);
-    }
-    let component = engine.load_file(&args.stage)?;
-    println!("check {}", args.stage.display());
-    println!("  load     ok  implements sluicegate:stage/stage@0.1.0");
-    let mut options = StageOptions::new();
-    for (k, v) in &args.config {
-        options = options.config(k, v);
-    }
-    if let Some(previous) = chain.last() {
-        options = options.upstream(previous.clone());
-    }
-    let stage = component.instantiate(component.name(), options)?;
-    chain.push(stage.clone());
-
-    let driven = drive(&chain, &stage, args);
-    // Close every stage upstream-first, whatever happened, and report every failure.
-    let mut close_errors = Vec::new();
-    for s in &chain {
-        if let Err(e) = s.close() {
-            close_errors.push(e);
-        }
-    }
-    driven?;
-    if let Some(e) = close_errors.into_iter().next() {
-        println!("  close    FAIL {e}");
-        return Err(e.into());
-    }
-    println!("  close    ok  cleanup ran once on every primed stage");
-    println!("result: ok");
-    Ok(())
-}
-
-fn drive(chain: &[Stage], stage: &Stage, args: &CheckArgs) -> anyhow::Result<()> {
-    for s in chain {
-        if let Err(e) = s.prime() {
-            println!("  prime    FAIL {e}");
-            return Err(e.into());
-        }
-    }
-    println!("  prime    ok  resume(0) answered no records");
-    let (mut resumes, mut records, mut bytes) = (0u64, 0u64, 0u64);
-    let finished = loop {
-        if records >= args.max_records {
-            break false;
-        }
-        match stage.resume(args.credits) {
-            Ok(Some(chunk)) => {
-                resumes += 1;
-                records += u64::from(chunk.len());
-                bytes += chunk.as_bytes().len() as u64;
-            }
-            Ok(None) => break true,
-            Err(e) => {
-                println!("  resume   FAIL after {resumes} resumes and {records} records: {e}");
-                return Err(e.into());
-            }
-        }
+    let options = CheckOptions {
+        credits: args.credits,
+        max_records: args.max_records,
+        config: args.config.clone(),
+        upstream: args.upstream.clone(),
     };
-    let end = if finished {
-        "exhausted"
-    } else {
-        "stopped mid-stream"
-    };
-    println!(
-        "  resume   ok  {resumes} resumes of {} credits: {records} records, {bytes} bytes, {end}",
-        args.credits
-    );
-    Ok(())
+    let report = check_file(&engine, &args.stage, &options);
+    println!("check {}", report.path.display());
+    for step in &report.steps {
+        match &step.outcome {
+            Ok(evidence) => println!("  {:<8} ok    {evidence}", step.name),
+            Err(e) => println!("  {:<8} FAIL  {e}", step.name),
+        }
+    }
+    match report.first_error() {
+        None => {
+            println!("result: ok");
+            Ok(())
+        }
+        Some(e) => {
+            let rule = e.rule().map(|r| format!(" (rule {r})")).unwrap_or_default();
+            println!("result: FAIL{rule}");
+            Err(anyhow::anyhow!("{e}"))
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
+use crate::metrics::{Counters, StageStats};
 use crate::upstream::{NoUpstream, Upstream};
 
 /// Where a stage is in the protocol (docs/protocol.md, "States").
@@ -73,6 +74,7 @@ pub struct Stage {
 
 struct Shared {
     name: Arc<str>,
+    counters: Counters,
     inner: Mutex<Inner>,
 }
 
@@ -116,6 +118,7 @@ impl Stage {
         Ok(Stage {
             shared: Arc::new(Shared {
                 name,
+                counters: Counters::default(),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
                     live: Some(Live { store, world }),
@@ -138,6 +141,11 @@ impl Stage {
         }
     }
 
+    /// The host's counters for this stage; readable while it runs.
+    pub fn stats(&self) -> StageStats {
+        self.shared.counters.snapshot()
+    }
+
     /// Primes the stage: `resume(0)` on a Created stage (rule P1). Returns `false` if the
     /// stage finished during priming (it answered `none`).
     pub fn prime(&self) -> Result<bool> {
@@ -150,14 +158,14 @@ impl Stage {
     /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
     pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
         let mut inner = self.lock()?;
-        inner.resume(&self.shared.name, credits)
+        inner.resume(&self.shared.name, &self.shared.counters, credits)
     }
 
     /// Closes the stage: runs its cleanup exactly once if it was primed (rules P3, S3, E2, D2,
     /// F2, R4). Idempotent.
     pub fn close(&self) -> Result<()> {
         let mut inner = self.lock()?;
-        inner.close(&self.shared.name)
+        inner.close(&self.shared.name, &self.shared.counters)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
@@ -203,7 +211,7 @@ impl Lifecycle {
 }
 
 impl Inner {
-    fn resume(&mut self, name: &str, credits: u32) -> Result<Option<Chunk>> {
+    fn resume(&mut self, name: &str, counters: &Counters, credits: u32) -> Result<Option<Chunk>> {
         let call = match &self.state {
             Lifecycle::Created if credits > 0 => {
                 return Err(Error::NotPrimed {
@@ -224,6 +232,7 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
+        counters.entered_resume();
         live.store.data_mut().begin(Serving::Resume(credits));
         let answer = live
             .world
@@ -260,11 +269,16 @@ impl Inner {
                 stage: name.to_string(),
                 cause: Box::new(cause),
             }),
-            None => Ok(chunk),
+            None => {
+                if let Some(chunk) = &chunk {
+                    counters.delivered(chunk.len(), chunk.as_bytes().len());
+                }
+                Ok(chunk)
+            }
         }
     }
 
-    fn close(&mut self, name: &str) -> Result<()> {
+    fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
         match &self.state {
             Lifecycle::Created => {
                 // P3: never entered, so there is nothing to clean up.
@@ -279,6 +293,7 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
+        counters.entered_close();
         live.store.data_mut().begin(Serving::Close);
         let done = live
             .world
@@ -352,14 +367,14 @@ fn chunk_violation(name: &str, call: Call, credits: u32, error: CountError) -> E
     }
 }
 
-/// Describes a trap, quoting the guest's last stderr line (a Rust panic message) if any.
+/// Describes a trap, quoting what the guest last wrote to stderr (a Rust panic message).
 fn trap(name: &str, call: Call, error: &wasmtime::Error, store: &Store<StageCtx>) -> Error {
     let mut message = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
     };
-    if let Some(line) = store.data().last_stderr_line() {
-        message.push_str(&format!("; guest stderr: {line}"));
+    if let Some(words) = store.data().last_words() {
+        message.push_str(&format!("; guest stderr: {words}"));
     }
     Error::Trap {
         stage: name.to_string(),

@@ -85,9 +85,9 @@ impl StageCtx {
         std::mem::take(&mut self.report)
     }
 
-    /// The last line the guest wrote to stderr (a Rust panic message, typically).
-    pub(crate) fn last_stderr_line(&self) -> Option<String> {
-        self.stderr.last_line()
+    /// What the guest last wrote to stderr that explains a trap (a Rust panic message).
+    pub(crate) fn last_words(&self) -> Option<String> {
+        self.stderr.last_words()
     }
 
     fn violate(&mut self, rule: Rule, detail: String) {

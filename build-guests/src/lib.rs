@@ -1,0 +1,104 @@
+//! Compiles guest stage crates to `wasm32-wasip2` components from a build script, the way
+//! wasmtime's `test-programs/artifacts` does: one nested `cargo build` with its own target
+//! directory under `OUT_DIR`, artifacts found from cargo's JSON output, and
+//! `rerun-if-changed` on every source folder so edits to a guest rebuild it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The target every stage is built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// A built component.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The cargo package name, e.g. `tick-source`.
+    pub package: String,
+    /// Absolute path of the `.wasm` component.
+    pub path: PathBuf,
+}
+
+/// Builds `packages` (cargo package names of `cdylib` guest crates in this workspace) in
+/// release mode for [`TARGET`], watching `watch` (folders, relative to the workspace root) for
+/// changes. Panics with an actionable message on failure, as build scripts do.
+pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists() || dir.join("wit").is_dir())
+        .unwrap_or(&manifest_dir)
+        .to_path_buf();
+    for folder in watch {
+        println!("cargo:rerun-if-changed={}", workspace.join(folder).display());
+    }
+    let out_dir = PathBuf::from(env("OUT_DIR"));
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&workspace)
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--message-format=json-render-diagnostics")
+        .env("CARGO_TARGET_DIR", out_dir.join("guests"))
+        // Small, quick-to-load components: no debug info in guests.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // These describe the outer (host) build, not ours.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the guest stages: {e}"));
+    let mut artifacts = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            artifacts.extend(parse_artifact(&line));
+        }
+    }
+    let status = child.wait().expect("waiting for the nested cargo build");
+    if !status.success() {
+        panic!(
+            "building the guest stages for {TARGET} failed (see the errors above). \
+             If the target is missing, run `rustup target add {TARGET}`."
+        );
+    }
+    for package in packages {
+        assert!(
+            artifacts.iter().any(|a| a.package == *package),
+            "cargo built no component for `{package}`: is it a cdylib?"
+        );
+    }
+    artifacts
+}
+
+fn parse_artifact(line: &str) -> Option<Artifact> {
+    let msg: serde_json::Value = serde_json::from_str(line).ok()?;
+    if msg.get("reason")?.as_str()? != "compiler-artifact" {
+        return None;
+    }
+    let package = msg.get("target")?.get("name")?.as_str()?.replace('_', "-");
+    let path = msg
+        .get("filenames")?
+        .as_array()?
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(".wasm"))?;
+    Some(Artifact {
+        package,
+        path: PathBuf::from(path),
+    })
+}
+
+/// Writes `contents` to `OUT_DIR/name` and returns the path.
+pub fn write_out(name: &str, contents: &str) -> PathBuf {
+    let path = Path::new(&env("OUT_DIR")).join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: call this from a build script"))
+}

@@ -1,0 +1,6 @@
+//! Integration tests: real components, built from source by `tests/artifacts/build.rs`, driven
+//! through the real host. One binary, one module per area.
+
+mod check;
+mod loading;
+mod protocol;

@@ -1,0 +1,54 @@
+//! Builds every example stage and every fixture under `tests/fixtures/` to a component, and
+//! generates `artifacts.rs`: one path constant per component plus `foreach_fixture!` and
+//! `foreach_example!`, so that a fixture or example without a test is a compile error.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+const EXAMPLES: &[&str] = &["tick-source", "decode", "symbol-filter", "vwap", "strategy"];
+
+fn main() {
+    let fixtures_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    let mut fixtures: Vec<String> = std::fs::read_dir(&fixtures_dir)
+        .expect("reading tests/fixtures")
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("Cargo.toml").exists())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    fixtures.sort();
+    let mut packages: Vec<&str> = EXAMPLES.to_vec();
+    packages.extend(fixtures.iter().map(String::as_str));
+    let artifacts = sluicegate_build_guests::build(
+        &packages,
+        &["wit", "guest-sdk", "example-stages", "tests/fixtures"],
+    );
+
+    let mut code = String::new();
+    for artifact in &artifacts {
+        let name = artifact.package.to_uppercase().replace('-', "_");
+        writeln!(code, "/// Component built from `{}`.", artifact.package).ok();
+        writeln!(code, "pub const {name}: &str = {:?};", artifact.path).ok();
+    }
+    let list = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| format!("$mac!({});", n.replace('-', "_")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let fixture_names: Vec<&str> = fixtures.iter().map(String::as_str).collect();
+    writeln!(
+        code,
+        "/// Calls `$mac!(name)` for every fixture.\n#[macro_export]\nmacro_rules! foreach_fixture {{ ($mac:ident) => {{ {} }}; }}",
+        list(&fixture_names)
+    )
+    .ok();
+    writeln!(
+        code,
+        "/// Calls `$mac!(name)` for every example stage.\n#[macro_export]\nmacro_rules! foreach_example {{ ($mac:ident) => {{ {} }}; }}",
+        list(EXAMPLES)
+    )
+    .ok();
+    sluicegate_build_guests::write_out("artifacts.rs", &code);
+    println!("cargo:rerun-if-changed=build.rs");
+}

@@ -1,0 +1,91 @@
+//! Shared helpers for the integration tests: paths of the components built by `build.rs`, one
+//! engine with a compile cache, and a capture of what stages log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sluicegate::{Engine, StageComponent};
+
+pub use sluicegate_test_artifacts as artifacts;
+pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
+
+/// The engine shared by every test in the process.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
+}
+
+/// Loads (and compiles once per process) the component at `path`.
+pub fn component(path: &str) -> StageComponent {
+    static CACHE: OnceLock<Mutex<HashMap<String, StageComponent>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().expect("cache lock").get(path) {
+        return found.clone();
+    }
+    let loaded = engine()
+        .load_file(path)
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"));
+    cache
+        .lock()
+        .expect("cache lock")
+        .insert(path.to_string(), loaded.clone());
+    loaded
+}
+
+/// Log lines emitted by stages (their `host.log` calls and stdout/stderr) on this thread
+/// while `f` runs, as `(stage, message)` pairs.
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()));
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+    (out, lines)
+}
+
+struct Capture(Arc<Mutex<Vec<(String, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "stage" {
+            return;
+        }
+        let mut visitor = Fields::default();
+        event.record(&mut visitor);
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push((visitor.stage, visitor.message));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    stage: String,
+    message: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "stage" {
+            self.stage = value.to_string();
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "stage" => self.stage = format!("{value:?}").trim_matches('"').to_string(),
+            _ => {}
+        }
+    }
+}
+
+/// Collects every record a stage answers until it is exhausted, resuming with `credits`.
+pub fn drain(stage: &sluicegate::Stage, credits: u32) -> Result<Vec<Vec<u8>>, sluicegate::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stage.resume(credits)? {
+        assert!(chunk.len() <= credits, "C2: the host delivered more than {credits}");
+        out.extend(chunk.records().map(<[u8]>::to_vec));
+    }
+    Ok(out)
+}
