@@ -30,7 +30,10 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
         .unwrap_or(&manifest_dir)
         .to_path_buf();
     for folder in watch {
-        println!("cargo:rerun-if-changed={}", workspace.join(folder).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(folder).display()
+        );
     }
     let out_dir = PathBuf::from(env("OUT_DIR"));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -96,7 +96,12 @@ pub fn check_file(engine: &Engine, path: &Path, options: &CheckOptions) -> Check
 
 fn build_chain(engine: &Engine, path: &Path, options: &CheckOptions) -> Result<Vec<Stage>, Error> {
     let mut chain: Vec<Stage> = Vec::new();
-    for (i, file) in options.upstream.iter().chain(Some(&path.to_path_buf())).enumerate() {
+    for (i, file) in options
+        .upstream
+        .iter()
+        .chain(Some(&path.to_path_buf()))
+        .enumerate()
+    {
         let component = engine.load_file(file)?;
         let mut stage_options = StageOptions::new();
         if i == options.upstream.len() {

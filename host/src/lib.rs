@@ -43,7 +43,8 @@ mod upstream;
 mod world;
 
 pub use crate::check::{
-    CheckOptions, CheckReport, CheckStep, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS, check_file,
+    CheckOptions, CheckReport, CheckStep, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS,
+    check_file,
 };
 pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
 pub use crate::engine::{Engine, StageComponent};

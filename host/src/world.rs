@@ -10,13 +10,18 @@ pub(crate) const GENERATOR: &str = "sluicegate:stage/generator@0.1.0";
 
 /// Checks that `component` exports `generator` with `resume: func(credits: u32) ->
 /// option<list<u8>>` and `close: func()`.
-pub(crate) fn check_exports(engine: &wasmtime::Engine, component: &Component) -> Result<(), String> {
+pub(crate) fn check_exports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+) -> Result<(), String> {
     let ty = component.component_type();
     let export = ty
         .get_export(engine, GENERATOR)
         .ok_or_else(|| format!("it does not export the interface `{GENERATOR}`"))?;
     let ComponentItem::ComponentInstance(generator) = export.ty else {
-        return Err(format!("its export `{GENERATOR}` is not an interface instance"));
+        return Err(format!(
+            "its export `{GENERATOR}` is not an interface instance"
+        ));
     };
     let resume = func(engine, &generator, "resume")?;
     let params: Vec<Type> = resume.params().map(|(_, t)| t).collect();

@@ -29,7 +29,10 @@ fn check_passes_a_good_stage_with_exit_code_zero() {
 fn check_names_the_broken_rule_with_a_nonzero_exit_code() {
     let (ok, stdout, stderr) = sluicegate(&["check", a::CREDITS_EXCEEDED]);
     assert!(!ok, "{stdout}");
-    assert!(stdout.contains("result: FAIL (rule C2 credits-exceeded)"), "{stdout}");
+    assert!(
+        stdout.contains("result: FAIL (rule C2 credits-exceeded)"),
+        "{stdout}"
+    );
     assert!(stderr.contains("stage `credits_exceeded`"), "{stderr}");
 }
 
@@ -38,5 +41,8 @@ fn check_refuses_a_file_that_is_not_a_component() {
     let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs");
     let (ok, stdout, _) = sluicegate(&["check", this_file]);
     assert!(!ok);
-    assert!(stdout.contains("load     FAIL") && stdout.contains("not a WebAssembly file"), "{stdout}");
+    assert!(
+        stdout.contains("load     FAIL") && stdout.contains("not a WebAssembly file"),
+        "{stdout}"
+    );
 }

@@ -70,7 +70,11 @@ fn traps_in(report: &CheckReport, step: &str) {
 fn tick_source() {
     let report = run(a::TICK_SOURCE, &[], &[("records", "500")]);
     passes(&report);
-    let resume = report.steps.iter().find(|s| s.name == "resume").expect("resume step");
+    let resume = report
+        .steps
+        .iter()
+        .find(|s| s.name == "resume")
+        .expect("resume step");
     assert!(
         matches!(&resume.outcome, Ok(e) if e.contains("500 records") && e.contains("exhausted")),
         "{:?}",
@@ -99,7 +103,11 @@ fn vwap() {
 
 #[test]
 fn strategy() {
-    passes(&run(a::STRATEGY, &[a::TICK_SOURCE, a::DECODE, a::VWAP], &[]));
+    passes(&run(
+        a::STRATEGY,
+        &[a::TICK_SOURCE, a::DECODE, a::VWAP],
+        &[],
+    ));
 }
 
 #[test]
@@ -124,17 +132,29 @@ fn finishes_in_priming() {
 
 #[test]
 fn data_on_priming() {
-    fails_on(&run(a::DATA_ON_PRIMING, &[], &[]), "prime", Rule::DataOnPriming);
+    fails_on(
+        &run(a::DATA_ON_PRIMING, &[], &[]),
+        "prime",
+        Rule::DataOnPriming,
+    );
 }
 
 #[test]
 fn data_while_paused() {
-    fails_on(&run(a::DATA_WHILE_PAUSED, &[], &[]), "pause", Rule::DataWhilePaused);
+    fails_on(
+        &run(a::DATA_WHILE_PAUSED, &[], &[]),
+        "pause",
+        Rule::DataWhilePaused,
+    );
 }
 
 #[test]
 fn credits_exceeded() {
-    fails_on(&run(a::CREDITS_EXCEEDED, &[], &[]), "resume", Rule::CreditsExceeded);
+    fails_on(
+        &run(a::CREDITS_EXCEEDED, &[], &[]),
+        "resume",
+        Rule::CreditsExceeded,
+    );
 }
 
 #[test]

@@ -32,7 +32,10 @@ fn a_core_module_is_refused_with_what_to_do() {
 #[test]
 fn a_truncated_component_is_refused() {
     let err = load_err(b"\0asm\x0d\0\x01\0\x07\x05");
-    assert!(matches!(&err, Error::Load { reason, .. } if reason.contains("invalid component")), "{err}");
+    assert!(
+        matches!(&err, Error::Load { reason, .. } if reason.contains("invalid component")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -184,7 +184,9 @@ fn r1_a_running_stage_cannot_be_entered_again() {
             let _ = inside_tx.send(());
             let _ = release_rx.recv();
         }
-        Ok(Some(Chunk::from_records((0..credits).map(|i| i.to_string()))))
+        Ok(Some(Chunk::from_records(
+            (0..credits).map(|i| i.to_string()),
+        )))
     };
     let s = stage(
         a::PASSTHROUGH,
@@ -201,7 +203,11 @@ fn r1_a_running_stage_cannot_be_entered_again() {
     release_tx.send(()).expect("release");
     let chunk = worker.join().expect("worker").expect("first resume");
     assert_eq!(chunk.map(|c| c.len()), Some(2));
-    assert_eq!(s.stats().resumes_entered, 2, "prime + one resume: the refused calls never entered");
+    assert_eq!(
+        s.stats().resumes_entered,
+        2,
+        "prime + one resume: the refused calls never entered"
+    );
     s.close().expect("close after the call finished");
 }
 
@@ -217,7 +223,10 @@ fn r2_pull_is_answered_by_resuming_upstream() {
     map.prime().expect("prime map");
     assert_eq!(text(&drain(&map, 4).expect("drain")), numbers(0..10));
     let up = source.stats();
-    assert_eq!(up.records, 10, "every record went through the upstream stage");
+    assert_eq!(
+        up.records, 10,
+        "every record went through the upstream stage"
+    );
     assert!(
         up.chunks >= 3,
         "demand of 4 credits was delegated: {} chunks",
@@ -261,7 +270,11 @@ fn r3_pull_without_demand_faults() {
         matches!(&err, Error::ProtocolViolation { stage, rule: Rule::PullWithoutDemand, .. } if stage == "eager-puller"),
         "{err}"
     );
-    assert_eq!(source.stats().records, 0, "upstream was not asked for records");
+    assert_eq!(
+        source.stats().records,
+        0,
+        "upstream was not asked for records"
+    );
 }
 
 #[test]
@@ -311,7 +324,11 @@ fn r5_no_pull_reaches_upstream_after_it_answered_none() {
     );
     s.prime().expect("prime");
     let out = drain(&s, 2).expect("drain");
-    assert_eq!(text(&out), ["5"], "it saw 5 records and nothing past the end");
+    assert_eq!(
+        text(&out),
+        ["5"],
+        "it saw 5 records and nothing past the end"
+    );
     // 2 + 2 + 1 records, then the one `none`; the three extra pulls never left the host.
     assert_eq!(pulls.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
@@ -361,16 +378,40 @@ fn d2_close_is_idempotent() {
 fn f1_faulted_stage_refuses_calls_with_the_original_cause() {
     let s = stage(a::TRAP_MID_STREAM, "fragile", StageOptions::new());
     s.prime().expect("prime");
-    assert_eq!(text(&[s.resume(2).expect("1st").expect("chunk").records().flat_map(|r| r.to_vec()).collect()]), ["01"]);
+    assert_eq!(
+        text(&[s
+            .resume(2)
+            .expect("1st")
+            .expect("chunk")
+            .records()
+            .flat_map(|r| r.to_vec())
+            .collect()]),
+        ["01"]
+    );
     s.resume(2).expect("2nd resume");
     let err = s.resume(2).expect_err("3rd resume traps");
-    assert!(matches!(&err, Error::Trap { call: Call::Resume, .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            Error::Trap {
+                call: Call::Resume,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let entered = s.stats().resumes_entered;
     let again = s.resume(1).expect_err("refused");
     match &again {
         Error::Faulted { stage, cause } => {
             assert_eq!(stage, "fragile");
-            assert!(matches!(**cause, Error::Trap { call: Call::Resume, .. }));
+            assert!(matches!(
+                **cause,
+                Error::Trap {
+                    call: Call::Resume,
+                    ..
+                }
+            ));
         }
         other => panic!("expected Faulted, got {other}"),
     }

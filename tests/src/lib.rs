@@ -46,7 +46,11 @@ pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
 struct Capture(Arc<Mutex<Vec<(String, String)>>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         if event.metadata().target() != "stage" {
             return;
         }
@@ -84,7 +88,10 @@ impl tracing::field::Visit for Fields {
 pub fn drain(stage: &sluicegate::Stage, credits: u32) -> Result<Vec<Vec<u8>>, sluicegate::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = stage.resume(credits)? {
-        assert!(chunk.len() <= credits, "C2: the host delivered more than {credits}");
+        assert!(
+            chunk.len() <= credits,
+            "C2: the host delivered more than {credits}"
+        );
         out.extend(chunk.records().map(<[u8]>::to_vec));
     }
     Ok(out)
