@@ -40,7 +40,7 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
     cmd.current_dir(&workspace)
         .args(["build", "--release", "--target", TARGET])
         .arg("--message-format=json-render-diagnostics")
-        .env("CARGO_TARGET_DIR", out_dir.join("guests"))
+        .env("CARGO_TARGET_DIR", guest_target_dir(&out_dir))
         // Small, quick-to-load components: no debug info in guests.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
@@ -75,6 +75,20 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
         );
     }
     artifacts
+}
+
+/// One directory for every guest build of the workspace (`<target>/sluicegate-guests`), so the
+/// host's and the tests' build scripts, in every profile, share one set of compiled guests.
+/// Concurrent builds wait on cargo's lock there; the outer build never holds it.
+fn guest_target_dir(out_dir: &Path) -> PathBuf {
+    // OUT_DIR is `<target>[/<triple>]/<profile>/build/<pkg>-<hash>/out`.
+    out_dir
+        .ancestors()
+        .find(|dir| dir.file_name().is_some_and(|n| n == "build"))
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|target| target.join("sluicegate-guests"))
+        .unwrap_or_else(|| out_dir.join("guests"))
 }
 
 fn parse_artifact(line: &str) -> Option<Artifact> {

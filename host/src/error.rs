@@ -172,6 +172,23 @@ pub enum Error {
         /// The upstream's error (it names the upstream stage).
         cause: Box<Error>,
     },
+    /// A pipeline file is invalid: bad TOML, an unknown key, a missing file, a duplicate name.
+    /// The message names the stage when the problem is in one.
+    #[error("pipeline file {file}: {message}")]
+    Config {
+        /// The pipeline file.
+        file: String,
+        /// What is wrong, with line and column where the parser knows them.
+        message: String,
+    },
+    /// A host-native source or sink failed (an I/O error, a truncated input file).
+    #[error("{stage}: {message}")]
+    Io {
+        /// `source` or `sink`.
+        stage: String,
+        /// What failed.
+        message: String,
+    },
     /// The host itself could not be set up (engine configuration), or a host-side resource
     /// failed. Names the stage when there is one.
     #[error("stage `{stage}`: host error: {message}")]
@@ -184,7 +201,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The name of the stage this error is about.
+    /// The name of the stage this error is about (the file, for a pipeline file error).
     pub fn stage(&self) -> &str {
         match self {
             Error::Load { stage, .. }
@@ -196,7 +213,20 @@ impl Error {
             | Error::Trap { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
+            | Error::Io { stage, .. }
             | Error::Host { stage, .. } => stage,
+            Error::Config { file, .. } => file,
+        }
+    }
+
+    /// The error at the root: looks through `UpstreamFaulted` and `Faulted` to the stage that
+    /// actually failed.
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::UpstreamFaulted { cause, .. } | Error::Faulted { cause, .. } => {
+                cause.root_cause()
+            }
+            other => other,
         }
     }
 
@@ -221,6 +251,8 @@ impl Error {
             Error::Trap { .. } => "trap",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
+            Error::Config { .. } => "config",
+            Error::Io { .. } => "io",
             Error::Host { .. } => "host",
         }
     }

@@ -32,12 +32,16 @@
 #![forbid(unsafe_code)]
 
 mod bindings;
+mod builtin;
 mod check;
 mod chunk;
+mod config;
 mod engine;
 mod error;
 mod guest_log;
 mod metrics;
+mod pipeline;
+mod report;
 mod stage;
 mod upstream;
 mod world;
@@ -47,8 +51,14 @@ pub use crate::check::{
     check_file,
 };
 pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
+pub use crate::config::{
+    DEFAULT_CREDITS, LimitsSpec, PipelineSpec, RecordFormat, SinkKind, SinkSpec, SourceSpec,
+    StageSpec,
+};
 pub use crate::engine::{Engine, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
 pub use crate::metrics::StageStats;
+pub use crate::pipeline::{HopSnapshot, Pipeline, Probe, build_from_file, build_from_toml};
+pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 pub use crate::stage::{Stage, StageOptions, StageState};
 pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

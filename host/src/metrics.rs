@@ -1,10 +1,12 @@
-//! What the host counts about each stage: calls that entered the guest, and what it delivered.
-//! Counters are atomics so they can be read while the stage runs (progress displays).
+//! What the host counts about each stage: calls that entered the guest, credits granted, what
+//! it delivered, and how long its resumes took. Counters are atomics so they can be read while
+//! the stage runs (progress displays); nothing here allocates on the hot path.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 /// A snapshot of one stage's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct StageStats {
     /// Calls to `resume` that entered the guest (priming and pauses included).
     pub resumes_entered: u64,
@@ -16,6 +18,13 @@ pub struct StageStats {
     pub records: u64,
     /// Bytes delivered downstream, framing included.
     pub bytes: u64,
+    /// Credits granted over all resumes that entered the guest; `records <= credits_granted`.
+    pub credits_granted: u64,
+    /// Median time of a resume that entered the guest, in microseconds. Inclusive: a stage's
+    /// resume contains the resumes of the stages it pulled from.
+    pub resume_p50_us: f64,
+    /// 99th percentile of the same, in microseconds.
+    pub resume_p99_us: f64,
 }
 
 #[derive(Debug, Default)]
@@ -25,11 +34,18 @@ pub(crate) struct Counters {
     chunks: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
+    credits_granted: AtomicU64,
+    latency: Histogram,
 }
 
 impl Counters {
-    pub(crate) fn entered_resume(&self) {
+    pub(crate) fn entered_resume(&self, credits: u32) {
         self.resumes_entered.fetch_add(1, Relaxed);
+        self.credits_granted.fetch_add(u64::from(credits), Relaxed);
+    }
+
+    pub(crate) fn resume_took(&self, elapsed: Duration) {
+        self.latency.record(elapsed);
     }
 
     pub(crate) fn entered_close(&self) {
@@ -49,6 +65,87 @@ impl Counters {
             chunks: self.chunks.load(Relaxed),
             records: self.records.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
+            credits_granted: self.credits_granted.load(Relaxed),
+            resume_p50_us: self.latency.quantile_us(0.50),
+            resume_p99_us: self.latency.quantile_us(0.99),
         }
+    }
+}
+
+/// Buckets per doubling of the duration: each bucket spans about 19%.
+const SUBBUCKETS: u32 = 4;
+/// Durations up to 2^40 ns (18 minutes) have a bucket; longer ones land in the last.
+const BUCKETS: usize = 40 * SUBBUCKETS as usize;
+
+/// A log-bucketed histogram of durations with fixed, lock-free storage.
+#[derive(Debug)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Histogram {
+    fn record(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+    }
+
+    /// The upper bound of the bucket holding quantile `q`, in microseconds; 0 when empty.
+    fn quantile_us(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return upper_bound_ns(i) / 1000.0;
+            }
+        }
+        upper_bound_ns(BUCKETS - 1) / 1000.0
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    let octave = 63 - ns.leading_zeros();
+    let fraction = if octave >= 2 {
+        ((ns >> (octave - 2)) & 0b11) as u32
+    } else {
+        0
+    };
+    ((octave * SUBBUCKETS + fraction) as usize).min(BUCKETS - 1)
+}
+
+fn upper_bound_ns(bucket: usize) -> f64 {
+    let octave = (bucket as u32 / SUBBUCKETS) as i32;
+    let fraction = (bucket as u32 % SUBBUCKETS) as f64;
+    2f64.powi(octave) * (1.0 + (fraction + 1.0) / f64::from(SUBBUCKETS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_land_within_a_bucket_of_the_truth() {
+        let h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile_us(0.5);
+        let p99 = h.quantile_us(0.99);
+        assert!((50.0..=50.0 * 1.25).contains(&p50), "p50 {p50}");
+        assert!((99.0..=99.0 * 1.25).contains(&p99), "p99 {p99}");
+        assert_eq!(Histogram::default().quantile_us(0.5), 0.0);
     }
 }

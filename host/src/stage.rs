@@ -6,6 +6,7 @@
 mod boundary;
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
 
 use wasmtime::Store;
 
@@ -232,12 +233,14 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
-        counters.entered_resume();
+        counters.entered_resume(credits);
         live.store.data_mut().begin(Serving::Resume(credits));
+        let started = Instant::now();
         let answer = live
             .world
             .sluicegate_stage_generator()
             .call_resume(&mut live.store, credits);
+        counters.resume_took(started.elapsed());
         let CallReport {
             violation: broken,
             upstream_fault,
@@ -270,7 +273,8 @@ impl Inner {
                 cause: Box::new(cause),
             }),
             None => {
-                if let Some(chunk) = &chunk {
+                // Answers to priming and pauses are not deliveries.
+                if let Some(chunk) = chunk.as_ref().filter(|_| credits > 0) {
                     counters.delivered(chunk.len(), chunk.as_bytes().len());
                 }
                 Ok(chunk)

@@ -46,3 +46,78 @@ fn check_refuses_a_file_that_is_not_a_component() {
         "{stdout}"
     );
 }
+
+const MARKET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/market.toml");
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn run_json_reports_every_hop_and_a_stable_checksum() {
+    let args = [
+        "run",
+        "--json",
+        MARKET,
+        "--records",
+        "5000",
+        "--credits",
+        "64",
+    ];
+    let (ok, stdout, stderr) = sluicegate(&args);
+    assert!(ok, "{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["credits"], 64);
+    let hops: Vec<&str> = report["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    assert_eq!(hops, ["ticks", "decode", "filter", "vwap", "strategy"]);
+    assert_eq!(report["hops"][0]["records_out"], 5000);
+    assert!(report["hops"][4]["resume_p99_us"].as_f64().expect("p99") > 0.0);
+    assert!(report["failure"].is_null());
+    let (_, again, _) = sluicegate(&args);
+    assert_eq!(json(&again)["sink"]["checksum"], report["sink"]["checksum"]);
+}
+
+#[test]
+fn run_of_a_failing_pipeline_exits_nonzero_and_names_the_stage() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("failing.toml");
+    let toml = format!(
+        "[[stage]]\nname = \"fragile\"\ncomponent = {:?}\n[[stage]]\nname = \"map\"\ncomponent = {:?}\n",
+        a::TRAP_MID_STREAM,
+        a::PASSTHROUGH
+    );
+    std::fs::write(&file, toml).expect("write");
+    let (ok, stdout, stderr) = sluicegate(&["run", "--json", file.to_str().expect("path")]);
+    assert!(!ok);
+    let report = json(&stdout);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["failure"]["stage"], "fragile");
+    assert_eq!(report["failure"]["kind"], "trap");
+    assert!(stderr.contains("failed in stage `fragile`"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_refuses_a_bad_pipeline_file_with_its_name() {
+    let (ok, _, stderr) = sluicegate(&["run", "/nonexistent/pipeline.toml"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("pipeline file /nonexistent/pipeline.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_runs_the_market_pipeline() {
+    let (ok, stdout, stderr) = sluicegate(&["demo", "--records", "3000"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ticks in: 3000, orders out:"), "{stdout}");
+    assert!(stdout.contains("status: ok"), "{stdout}");
+}

@@ -3,4 +3,5 @@
 
 mod check;
 mod loading;
+mod pipeline;
 mod protocol;

@@ -96,3 +96,40 @@ pub fn drain(stage: &sluicegate::Stage, credits: u32) -> Result<Vec<Vec<u8>>, sl
     }
     Ok(out)
 }
+
+/// The demo's market pipeline computed natively with the same library the stages use: feed
+/// (seed 42, 64 symbols, one garbled line in 997) → decode → filter (the 8 named symbols) →
+/// VWAP (32) → crossover (5/20, qty 100). Returns the orders' count and checksum.
+pub fn native_market_orders(records: u64) -> (u64, u64) {
+    use market_data::*;
+    let mut feed = Feed::new(FeedConfig {
+        seed: 42,
+        symbols: 64,
+        records,
+        max_burst: 64,
+        garble_every: 997,
+    });
+    let keep: Vec<Symbol> = [
+        "AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "JPM",
+    ]
+    .iter()
+    .filter_map(|s| Symbol::parse(s))
+    .collect();
+    let mut vwap = VwapWindow::new(32);
+    let mut strategy = Crossover::new(5, 20, 100);
+    let mut checksum = Checksum::default();
+    let (mut orders, mut line) = (0, Vec::new());
+    while feed.next_into(&mut line) {
+        let Some(tick) = decode_raw_tick(&line) else {
+            continue;
+        };
+        if !keep.contains(&tick.symbol) {
+            continue;
+        }
+        if let Some(order) = strategy.update(&vwap.update(&tick)) {
+            orders += 1;
+            checksum.add(&order.encode());
+        }
+    }
+    (orders, checksum.value())
+}

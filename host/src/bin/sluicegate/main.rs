@@ -1,11 +1,17 @@
-//! The `sluicegate` command line.
+//! The `sluicegate` command line: `run` a pipeline file, run the built-in `demo`, or `check`
+//! a stage.
 
-use std::path::PathBuf;
+mod progress;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluicegate::{CheckOptions, Engine, check_file};
+use sluicegate::{CheckOptions, Engine, Pipeline, RunReport, RunStatus, check_file};
+
+/// The demo pipeline, embedded so `sluicegate demo` needs nothing else.
+const DEMO: &str = include_str!("../../../../examples/market.toml");
 
 #[derive(Parser)]
 #[command(
@@ -19,9 +25,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline file: live progress on stderr, a summary (or --json report) on stdout.
+    Run(RunArgs),
+    /// Run the built-in market-data demo (examples/market.toml with embedded stages).
+    Demo(RunOptions),
     /// Load a stage, check it implements the stage world, and drive it through
     /// prime → pause → resume → close, printing what happened.
     Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    #[command(flatten)]
+    options: RunOptions,
+}
+
+#[derive(clap::Args)]
+struct RunOptions {
+    /// Print a machine-readable JSON report on stdout instead of the summary table.
+    #[arg(long)]
+    json: bool,
+    /// Override how many records the source emits.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Override the sink's demand window (credits per resume).
+    #[arg(long)]
+    credits: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +83,8 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Run(args) => run_file(&args.pipeline, &args.options),
+        Command::Demo(options) => run_demo(&options),
         Command::Check(args) => check(&args),
     };
     match outcome {
@@ -70,6 +103,56 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn run_file(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
+    let engine = Engine::new().context("starting the engine")?;
+    let pipeline = sluicegate::build_from_file(&engine, path, options.records, options.credits)?;
+    run(pipeline, options, false)
+}
+
+fn run_demo(options: &RunOptions) -> anyhow::Result<()> {
+    let engine = Engine::new().context("starting the engine")?;
+    let origin = Path::new("examples/market.toml");
+    let pipeline =
+        sluicegate::build_from_toml(&engine, DEMO, origin, options.records, options.credits)?;
+    run(pipeline, options, true)
+}
+
+fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Result<()> {
+    let report = {
+        let _progress = progress::Progress::start(pipeline.probe(), pipeline.credits());
+        pipeline.run()
+    };
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+        if demo {
+            print_demo_outcome(&report);
+        }
+    }
+    match report.status {
+        RunStatus::Ok => Ok(()),
+        RunStatus::Failed => {
+            let stage = report
+                .failure
+                .iter()
+                .chain(&report.close_errors)
+                .next()
+                .map(|f| f.stage.clone())
+                .unwrap_or_default();
+            anyhow::bail!("pipeline `{}` failed in stage `{stage}`", report.pipeline)
+        }
+    }
+}
+
+fn print_demo_outcome(report: &RunReport) {
+    let ticks = report.hops.first().map(|h| h.records_out).unwrap_or(0);
+    println!(
+        "ticks in: {ticks}, orders out: {}, checksum {} (the same on every run with the same seed)",
+        report.sink.records, report.sink.checksum
+    );
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {

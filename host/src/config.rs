@@ -1,0 +1,349 @@
+//! Pipeline files: the TOML an operator writes, deserialised with serde and validated before
+//! anything runs (unknown keys, missing files, duplicate names, bad values), with errors that
+//! name the file, the line where serde knows it, and the stage.
+//!
+//! ```toml
+//! name = "market"
+//!
+//! [source]                      # optional: without it the first stage is the source
+//! kind = "generate"             # generate | file | stdin
+//! records = 100000
+//!
+//! [[stage]]
+//! name = "decode"
+//! component = "builtin:decode"  # or a path to a .wasm, relative to this file
+//! config = { window = 32 }      # handed to the stage by host.config
+//!
+//! [sink]
+//! kind = "discard"              # discard | file | stdout
+//! credits = 256                 # the demand window the sink grants per resume
+//! ```
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::builtin;
+use crate::error::{Error, Result};
+
+/// Credits the sink grants per resume unless the file says otherwise.
+pub const DEFAULT_CREDITS: u32 = 256;
+
+/// A pipeline: an optional host-native source, stages in order, a sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// A name for reports; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where records come from; without it, the first stage is the source.
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+    /// The stages, upstream first.
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageSpec>,
+    /// Where records go, and how much demand is granted.
+    #[serde(default)]
+    pub sink: SinkSpec,
+}
+
+/// A host-native source.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// The synthetic market feed (raw text ticks), the same as the `tick-source` stage.
+    Generate {
+        /// Ticks to emit (100000).
+        #[serde(default = "default_records")]
+        records: u64,
+        /// Seed (42).
+        #[serde(default = "default_seed")]
+        seed: u64,
+        /// Number of symbols (64).
+        #[serde(default = "default_symbols")]
+        symbols: usize,
+    },
+    /// Records read from a file.
+    File {
+        /// The file, relative to the pipeline file.
+        path: PathBuf,
+        /// How records are delimited.
+        #[serde(default)]
+        format: RecordFormat,
+    },
+    /// Records read from standard input.
+    Stdin {
+        /// How records are delimited.
+        #[serde(default)]
+        format: RecordFormat,
+    },
+}
+
+fn default_records() -> u64 {
+    100_000
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_symbols() -> usize {
+    64
+}
+
+/// How records are laid out in a file or stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordFormat {
+    /// One record per line (the newline is not part of the record).
+    #[default]
+    Lines,
+    /// Records framed with a little-endian u32 length, as in a chunk.
+    Framed,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Unique name, used in every log line, error and report about the stage.
+    pub name: String,
+    /// `builtin:NAME` for an embedded example stage, or a `.wasm` path relative to the file.
+    pub component: String,
+    /// Key/value configuration handed to the stage (`host.config`), in file order.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Resource limits (validated now; enforced by the sandbox).
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// Per-stage resource limits, as written in the file. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Wall-clock CPU budget of one call, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Deterministic fuel budget of one call.
+    pub fuel: Option<u64>,
+    /// Linear memory cap, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Largest chunk the stage may answer, in bytes.
+    pub max_chunk_bytes: Option<u64>,
+}
+
+/// Where records end up.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// What to do with records.
+    #[serde(default)]
+    pub kind: SinkKind,
+    /// The output file (for `kind = "file"`), relative to the pipeline file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// How records are written (for `file` and `stdout`).
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// Credits granted per resume: the most records in flight at once.
+    #[serde(default = "default_credits")]
+    pub credits: u32,
+}
+
+fn default_credits() -> u32 {
+    DEFAULT_CREDITS
+}
+
+impl Default for SinkSpec {
+    fn default() -> Self {
+        SinkSpec {
+            kind: SinkKind::default(),
+            path: None,
+            format: RecordFormat::default(),
+            credits: DEFAULT_CREDITS,
+        }
+    }
+}
+
+/// The kinds of sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// Count and checksum the records, keep nothing.
+    #[default]
+    Discard,
+    /// Write the records to `path`.
+    File,
+    /// Write the records to standard output.
+    Stdout,
+}
+
+impl PipelineSpec {
+    /// Reads and validates a pipeline file.
+    pub fn from_file(path: &Path) -> Result<PipelineSpec> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut spec = Self::from_toml(&text, path)?;
+        if spec.name.is_none() {
+            spec.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(spec)
+    }
+
+    /// Parses and validates pipeline TOML; `origin` names it in errors and anchors relative
+    /// paths (its parent directory).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<PipelineSpec> {
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| Error::Config {
+            file: origin.display().to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Sets how many records the source emits: the `generate` source's count, or else the
+    /// first stage's `records` config (the convention of source stages).
+    pub fn set_records(&mut self, records: u64) {
+        match (&mut self.source, self.stages.first_mut()) {
+            (Some(SourceSpec::Generate { records: r, .. }), _) => *r = records,
+            (None, Some(first)) => {
+                first
+                    .config
+                    .insert("records".into(), toml::Value::Integer(records as i64));
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks everything that can be checked before loading a component.
+    pub fn validate(&self, origin: &Path) -> Result<()> {
+        let file = origin.display().to_string();
+        let fail = |message: String| Error::Config {
+            file: file.clone(),
+            message,
+        };
+        if self.source.is_none() && self.stages.is_empty() {
+            return Err(fail(
+                "the pipeline has neither a [source] nor any [[stage]]".into(),
+            ));
+        }
+        let base = base_dir(origin);
+        let mut names = HashSet::new();
+        for stage in &self.stages {
+            if stage.name.trim().is_empty() {
+                return Err(fail("a [[stage]] has an empty name".into()));
+            }
+            if !names.insert(stage.name.as_str()) {
+                return Err(fail(format!(
+                    "two stages are named `{}`; stage names must be unique",
+                    stage.name
+                )));
+            }
+            stage_config(stage).map_err(|m| fail(format!("stage `{}`: {m}", stage.name)))?;
+            match resolve(&stage.component, &base) {
+                ComponentRef::Builtin(name) if builtin::component(name).is_none() => {
+                    let known: Vec<&str> = builtin::names().collect();
+                    return Err(fail(format!(
+                        "stage `{}`: no builtin stage `{name}`; builtins are {}",
+                        stage.name,
+                        known.join(", ")
+                    )));
+                }
+                ComponentRef::File(path) if !path.is_file() => {
+                    return Err(fail(format!(
+                        "stage `{}`: component file {} does not exist",
+                        stage.name,
+                        path.display()
+                    )));
+                }
+                _ => {}
+            }
+            let limits = &stage.limits;
+            for (key, value) in [
+                ("cpu_ms", limits.cpu_ms),
+                ("fuel", limits.fuel),
+                ("memory_mib", limits.memory_mib),
+                ("max_chunk_bytes", limits.max_chunk_bytes),
+            ] {
+                if value == Some(0) {
+                    return Err(fail(format!(
+                        "stage `{}`: limits.{key} must be greater than 0",
+                        stage.name
+                    )));
+                }
+            }
+        }
+        if let Some(SourceSpec::File { path, .. }) = &self.source
+            && !base.join(path).is_file()
+        {
+            return Err(fail(format!(
+                "source file {} does not exist",
+                base.join(path).display()
+            )));
+        }
+        if self.sink.credits == 0 {
+            return Err(fail(
+                "sink.credits must be greater than 0 (it is the demand window)".into(),
+            ));
+        }
+        if self.sink.kind == SinkKind::File && self.sink.path.is_none() {
+            return Err(fail("a sink of kind \"file\" needs a `path`".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where a stage's component comes from.
+pub(crate) enum ComponentRef<'a> {
+    Builtin(&'a str),
+    File(PathBuf),
+}
+
+pub(crate) fn resolve<'a>(component: &'a str, base: &Path) -> ComponentRef<'a> {
+    match component.strip_prefix(builtin::SCHEME) {
+        Some(name) => ComponentRef::Builtin(name),
+        None => ComponentRef::File(base.join(component)),
+    }
+}
+
+/// The directory relative paths in a pipeline file are anchored to.
+pub(crate) fn base_dir(origin: &Path) -> PathBuf {
+    origin
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The stage's configuration as the key/value strings the guest receives: scalars as text,
+/// arrays as comma-separated text; nested tables are refused.
+pub(crate) fn stage_config(
+    stage: &StageSpec,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    stage
+        .config
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), config_value(key, value)?)))
+        .collect()
+}
+
+fn config_value(key: &str, value: &toml::Value) -> std::result::Result<String, String> {
+    Ok(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| config_value(key, item))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .join(","),
+        toml::Value::Table(_) => {
+            return Err(format!(
+                "config `{key}` is a table; stage config values must be scalars or arrays"
+            ));
+        }
+    })
+}

@@ -1,0 +1,316 @@
+//! Chaining stages: demand flows from the sink upstream through every stage (`yield from`),
+//! data flows down, and every hop is a [`Stage`] that checks the protocol. The pipeline primes
+//! upstream-first, and closes every primed stage exactly once, upstream-first (PEP 380 order),
+//! whatever failed, reporting every error.
+
+mod sink;
+mod source;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use market_data::Checksum;
+
+use self::sink::Sink;
+use self::source::{CountedSource, SOURCE};
+use crate::builtin;
+use crate::config::{ComponentRef, PipelineSpec, base_dir, resolve, stage_config};
+use crate::engine::{Engine, StageComponent};
+use crate::error::{Error, Result};
+use crate::metrics::{Counters, StageStats};
+use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
+use crate::stage::{Stage, StageOptions, StageState};
+use crate::upstream::Upstream;
+
+/// A built pipeline, ready to prime and run.
+pub struct Pipeline {
+    name: String,
+    credits: u32,
+    source: Option<Arc<Counters>>,
+    stages: Vec<Stage>,
+    /// What the sink pulls from: the last stage, or the native source when there is none.
+    tail: Box<dyn Upstream>,
+    sink: Sink,
+    primed: bool,
+}
+
+impl Pipeline {
+    /// Loads every component of `spec` (type-checked against the world), instantiates the
+    /// stages chained upstream to downstream, and opens the source and sink. `origin` is the
+    /// pipeline file: relative paths are resolved against its directory.
+    pub fn build(engine: &Engine, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
+        spec.validate(origin)?;
+        let base = base_dir(origin);
+        let mut source = match &spec.source {
+            Some(source) => Some(CountedSource::open(source, origin)?),
+            None => None,
+        };
+        let source_counters = source.as_ref().map(CountedSource::counters);
+        let mut stages: Vec<Stage> = Vec::with_capacity(spec.stages.len());
+        for stage_spec in &spec.stages {
+            let component = load(engine, &stage_spec.name, &stage_spec.component, &base)?;
+            let config = stage_config(stage_spec).map_err(|message| Error::Config {
+                file: origin.display().to_string(),
+                message: format!("stage `{}`: {message}", stage_spec.name),
+            })?;
+            let mut options = StageOptions::new();
+            for (key, value) in config {
+                options = options.config(key, value);
+            }
+            options = match (stages.last(), source.take()) {
+                (Some(previous), _) => options.upstream(previous.clone()),
+                (None, Some(native)) => options.upstream(native),
+                (None, None) => options,
+            };
+            stages.push(component.instantiate(&stage_spec.name, options)?);
+        }
+        let tail: Box<dyn Upstream> = match (stages.last(), source) {
+            (Some(last), _) => Box::new(last.clone()),
+            (None, Some(native)) => Box::new(native),
+            (None, None) => {
+                return Err(Error::Config {
+                    file: origin.display().to_string(),
+                    message: "the pipeline has neither a source nor a stage".into(),
+                });
+            }
+        };
+        Ok(Pipeline {
+            name: spec.name.clone().unwrap_or_else(|| "pipeline".into()),
+            credits: spec.sink.credits,
+            source: source_counters,
+            stages,
+            tail,
+            sink: Sink::open(&spec.sink, origin)?,
+            primed: false,
+        })
+    }
+
+    /// The stages, upstream first (handles: read their state and counters at any time).
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The demand window the sink grants per resume.
+    pub fn credits(&self) -> u32 {
+        self.credits
+    }
+
+    /// A handle for reading progress from another thread while the pipeline runs.
+    pub fn probe(&self) -> Probe {
+        Probe {
+            source: self.source.clone(),
+            stages: self.stages.clone(),
+            sink: self.sink.counters(),
+        }
+    }
+
+    /// Primes every stage, upstream first (rule P1 on each). Idempotent.
+    pub fn prime(&mut self) -> Result<()> {
+        if !self.primed {
+            for stage in &self.stages {
+                stage.prime()?;
+            }
+            self.primed = true;
+        }
+        Ok(())
+    }
+
+    /// One round of demand: the sink grants `credits` (0 pauses the whole chain) and writes
+    /// what arrives. Returns the records delivered, or `None` once the stream has ended.
+    pub fn resume(&mut self, credits: u32) -> Result<Option<u32>> {
+        self.prime()?;
+        match self.tail.pull(credits)? {
+            Some(chunk) => {
+                self.sink.write(&chunk)?;
+                Ok(Some(chunk.len()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Primes, runs until the stream ends or something fails, closes every stage, and reports.
+    pub fn run(&mut self) -> RunReport {
+        let started = Instant::now();
+        let mut failure = self.prime().err();
+        if failure.is_none() {
+            loop {
+                match self.resume(self.credits) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.sink.flush()
+            && failure.is_none()
+        {
+            failure = Some(e);
+        }
+        let close_errors = self.close();
+        self.report(started.elapsed().as_secs_f64(), failure, close_errors)
+    }
+
+    /// Closes every stage exactly once, upstream first, even after a fault, and returns every
+    /// error except the "faulted earlier" refusals of stages whose fault was already reported.
+    pub fn close(&mut self) -> Vec<Error> {
+        self.stages
+            .iter()
+            .map(Stage::close)
+            .filter_map(Result::err)
+            .filter(|e| !matches!(e, Error::Faulted { .. }))
+            .collect()
+    }
+
+    fn report(
+        &self,
+        elapsed_s: f64,
+        failure: Option<Error>,
+        close_errors: Vec<Error>,
+    ) -> RunReport {
+        let hops = self.probe().snapshot();
+        let sink = self.sink.counters().snapshot();
+        let checksum = self
+            .sink
+            .checksum()
+            .lock()
+            .map(|c| c.value())
+            .unwrap_or_else(|_| Checksum::default().value());
+        let failed = failure.is_some() || !close_errors.is_empty();
+        RunReport {
+            pipeline: self.name.clone(),
+            status: if failed {
+                RunStatus::Failed
+            } else {
+                RunStatus::Ok
+            },
+            elapsed_s,
+            records_per_s: match hops.first() {
+                Some(head) if elapsed_s > 0.0 => head.stats.records as f64 / elapsed_s,
+                _ => 0.0,
+            },
+            credits: self.credits,
+            hops: hops.into_iter().map(HopReport::from).collect(),
+            sink: SinkReport {
+                kind: self.sink.kind(),
+                records: sink.records,
+                chunks: sink.chunks,
+                bytes: sink.bytes,
+                checksum: format!("{checksum:016x}"),
+            },
+            failure: failure.as_ref().map(FailureReport::from),
+            close_errors: close_errors.iter().map(FailureReport::from).collect(),
+        }
+    }
+}
+
+/// Loads a stage's component, naming the stage (not the file) in every error.
+fn load(engine: &Engine, stage: &str, component: &str, base: &Path) -> Result<StageComponent> {
+    match resolve(component, base) {
+        ComponentRef::Builtin(name) => {
+            let bytes = builtin::component(name).ok_or_else(|| Error::Load {
+                stage: stage.to_string(),
+                reason: format!("no builtin stage `{name}`"),
+            })?;
+            engine.load_bytes(stage, bytes)
+        }
+        ComponentRef::File(path) => {
+            let bytes = std::fs::read(&path).map_err(|e| Error::Load {
+                stage: stage.to_string(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            engine.load_bytes(stage, &bytes)
+        }
+    }
+}
+
+/// Reads a running pipeline's counters from any thread.
+#[derive(Clone)]
+pub struct Probe {
+    source: Option<Arc<Counters>>,
+    stages: Vec<Stage>,
+    sink: Arc<Counters>,
+}
+
+/// One hop's counters at a moment: a native source, a stage, or the sink.
+#[derive(Debug, Clone)]
+pub struct HopSnapshot {
+    /// The hop's name (`source`, a stage's name, or `sink`).
+    pub name: String,
+    /// Where the hop is in the protocol (`None` for the native source and the sink).
+    pub state: Option<StageState>,
+    /// Records it received from upstream.
+    pub records_in: u64,
+    /// The host's counters for it (`records` is what it delivered downstream).
+    pub stats: StageStats,
+}
+
+impl Probe {
+    /// Every hop from source to sink, with records in and out.
+    pub fn snapshot(&self) -> Vec<HopSnapshot> {
+        let mut hops = Vec::with_capacity(self.stages.len() + 2);
+        if let Some(source) = &self.source {
+            hops.push((SOURCE.to_string(), None, source.snapshot()));
+        }
+        for stage in &self.stages {
+            hops.push((stage.name().to_string(), Some(stage.state()), stage.stats()));
+        }
+        let mut upstream_out = 0;
+        let mut out = Vec::with_capacity(hops.len() + 1);
+        for (name, state, stats) in hops {
+            out.push(HopSnapshot {
+                name,
+                state,
+                records_in: upstream_out,
+                stats,
+            });
+            upstream_out = stats.records;
+        }
+        out
+    }
+
+    /// The sink's counters: `records` is what reached it.
+    pub fn sink(&self) -> StageStats {
+        self.sink.snapshot()
+    }
+}
+
+/// Reads a pipeline file, applies overrides, and builds the pipeline.
+pub fn build_from_file(
+    engine: &Engine,
+    path: &Path,
+    records: Option<u64>,
+    credits: Option<u32>,
+) -> Result<Pipeline> {
+    let mut spec = PipelineSpec::from_file(path)?;
+    apply_overrides(&mut spec, records, credits);
+    Pipeline::build(engine, &spec, path)
+}
+
+/// Builds the pipeline of TOML text (the embedded demo), anchored at `origin`.
+pub fn build_from_toml(
+    engine: &Engine,
+    text: &str,
+    origin: &Path,
+    records: Option<u64>,
+    credits: Option<u32>,
+) -> Result<Pipeline> {
+    let mut spec = PipelineSpec::from_toml(text, origin)?;
+    if spec.name.is_none() {
+        spec.name = origin.file_stem().map(|s| s.to_string_lossy().into_owned());
+    }
+    apply_overrides(&mut spec, records, credits);
+    Pipeline::build(engine, &spec, origin)
+}
+
+fn apply_overrides(spec: &mut PipelineSpec, records: Option<u64>, credits: Option<u32>) {
+    if let Some(records) = records {
+        spec.set_records(records);
+    }
+    if let Some(credits) = credits {
+        spec.sink.credits = credits;
+    }
+}

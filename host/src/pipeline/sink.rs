@@ -1,0 +1,97 @@
+//! Sinks: where records end up. Every sink counts and checksums what it receives, so runs can
+//! be compared; `file` and `stdout` also write the records.
+
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+
+use market_data::Checksum;
+
+use crate::chunk::Chunk;
+use crate::config::{RecordFormat, SinkKind, SinkSpec, base_dir};
+use crate::error::{Error, Result};
+use crate::metrics::Counters;
+
+/// Name of the sink hop in reports and errors.
+pub(crate) const SINK: &str = "sink";
+
+pub(crate) struct Sink {
+    kind: SinkKind,
+    format: RecordFormat,
+    output: Option<Box<dyn Write + Send>>,
+    checksum: Arc<Mutex<Checksum>>,
+    counters: Arc<Counters>,
+}
+
+impl Sink {
+    pub(crate) fn open(spec: &SinkSpec, origin: &std::path::Path) -> Result<Sink> {
+        let output: Option<Box<dyn Write + Send>> = match (spec.kind, &spec.path) {
+            (SinkKind::Discard, _) => None,
+            (SinkKind::Stdout, _) => Some(Box::new(BufWriter::new(std::io::stdout()))),
+            (SinkKind::File, Some(path)) => {
+                let path = base_dir(origin).join(path);
+                let file = std::fs::File::create(&path)
+                    .map_err(|e| io_error(format!("cannot create {}: {e}", path.display())))?;
+                Some(Box::new(BufWriter::new(file)))
+            }
+            (SinkKind::File, None) => {
+                return Err(io_error("a file sink needs a path".into()));
+            }
+        };
+        Ok(Sink {
+            kind: spec.kind,
+            format: spec.format,
+            output,
+            checksum: Arc::default(),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    pub(crate) fn kind(&self) -> SinkKind {
+        self.kind
+    }
+
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    pub(crate) fn checksum(&self) -> Arc<Mutex<Checksum>> {
+        self.checksum.clone()
+    }
+
+    /// Accepts one chunk (already checked by the hop that delivered it).
+    pub(crate) fn write(&mut self, chunk: &Chunk) -> Result<()> {
+        self.counters.delivered(chunk.len(), chunk.as_bytes().len());
+        if let Ok(mut checksum) = self.checksum.lock() {
+            for record in chunk.records() {
+                checksum.add(record);
+            }
+        }
+        let Some(out) = self.output.as_mut() else {
+            return Ok(());
+        };
+        let written = match self.format {
+            RecordFormat::Framed => out.write_all(chunk.as_bytes()),
+            RecordFormat::Lines => chunk.records().try_for_each(|record| {
+                out.write_all(record)?;
+                out.write_all(b"\n")
+            }),
+        };
+        written.map_err(|e| io_error(format!("writing records: {e}")))
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        match self.output.as_mut() {
+            Some(out) => out
+                .flush()
+                .map_err(|e| io_error(format!("flushing records: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn io_error(message: String) -> Error {
+    Error::Io {
+        stage: SINK.into(),
+        message,
+    }
+}

@@ -1,0 +1,172 @@
+//! Host-native sources: the synthetic market feed, a file, standard input. Each honours
+//! credits exactly and is counted like a stage.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+
+use market_data::{Feed, FeedConfig};
+
+use crate::chunk::Chunk;
+use crate::config::{RecordFormat, SourceSpec, base_dir};
+use crate::error::{Error, Result};
+use crate::metrics::Counters;
+use crate::upstream::Upstream;
+
+/// Name of the host-native source hop in reports and errors.
+pub(crate) const SOURCE: &str = "source";
+
+/// Largest record a file or stdin source accepts (a framed length above it is corruption).
+const MAX_RECORD_BYTES: u32 = 16 << 20;
+
+/// A native source with its counters.
+pub(crate) struct CountedSource {
+    inner: Box<dyn Upstream>,
+    counters: Arc<Counters>,
+    done: bool,
+}
+
+impl CountedSource {
+    pub(crate) fn open(spec: &SourceSpec, origin: &std::path::Path) -> Result<Self> {
+        let inner: Box<dyn Upstream> = match spec {
+            SourceSpec::Generate {
+                records,
+                seed,
+                symbols,
+            } => Box::new(FeedSource {
+                feed: Feed::new(FeedConfig {
+                    seed: *seed,
+                    symbols: *symbols,
+                    records: *records,
+                    ..FeedConfig::default()
+                }),
+                line: Vec::new(),
+            }),
+            SourceSpec::File { path, format } => {
+                let path = base_dir(origin).join(path);
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| io_error(format!("cannot open {}: {e}", path.display())))?;
+                Box::new(ReaderSource::new(BufReader::new(file), *format))
+            }
+            SourceSpec::Stdin { format } => {
+                Box::new(ReaderSource::new(BufReader::new(std::io::stdin()), *format))
+            }
+        };
+        Ok(CountedSource {
+            inner,
+            counters: Arc::new(Counters::default()),
+            done: false,
+        })
+    }
+
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+}
+
+impl Upstream for CountedSource {
+    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.counters.entered_resume(credits);
+        let answer = self.inner.pull(credits)?;
+        match &answer {
+            Some(chunk) if credits > 0 => {
+                self.counters.delivered(chunk.len(), chunk.as_bytes().len())
+            }
+            Some(_) => {}
+            None => self.done = true,
+        }
+        Ok(answer)
+    }
+}
+
+fn io_error(message: String) -> Error {
+    Error::Io {
+        stage: SOURCE.into(),
+        message,
+    }
+}
+
+struct FeedSource {
+    feed: Feed,
+    line: Vec<u8>,
+}
+
+impl Upstream for FeedSource {
+    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+        let mut chunk = Chunk::empty();
+        while chunk.len() < credits {
+            if !self.feed.next_into(&mut self.line) {
+                return Ok((!chunk.is_empty()).then_some(chunk));
+            }
+            chunk.push(&self.line);
+        }
+        Ok(Some(chunk))
+    }
+}
+
+struct ReaderSource<R> {
+    reader: R,
+    format: RecordFormat,
+    record: Vec<u8>,
+}
+
+impl<R: BufRead + Send> ReaderSource<R> {
+    fn new(reader: R, format: RecordFormat) -> Self {
+        ReaderSource {
+            reader,
+            format,
+            record: Vec::new(),
+        }
+    }
+
+    /// Reads the next record into `self.record`; `false` at a clean end of input.
+    fn next_record(&mut self) -> Result<bool> {
+        self.record.clear();
+        match self.format {
+            RecordFormat::Lines => {
+                let read = self
+                    .reader
+                    .read_until(b'\n', &mut self.record)
+                    .map_err(|e| io_error(format!("reading input: {e}")))?;
+                if self.record.last() == Some(&b'\n') {
+                    self.record.pop();
+                }
+                Ok(read > 0)
+            }
+            RecordFormat::Framed => {
+                let mut prefix = [0u8; 4];
+                match self.reader.read_exact(&mut prefix) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+                    Err(e) => return Err(io_error(format!("reading input: {e}"))),
+                }
+                let len = u32::from_le_bytes(prefix);
+                if len > MAX_RECORD_BYTES {
+                    return Err(io_error(format!(
+                        "a framed record announces {len} bytes, more than the {MAX_RECORD_BYTES} allowed"
+                    )));
+                }
+                self.record.resize(len as usize, 0);
+                self.reader
+                    .read_exact(&mut self.record)
+                    .map_err(|e| io_error(format!("input ends inside a {len}-byte record: {e}")))?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl<R: BufRead + Send> Upstream for ReaderSource<R> {
+    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+        let mut chunk = Chunk::empty();
+        while chunk.len() < credits {
+            if !self.next_record()? {
+                return Ok((!chunk.is_empty() || credits == 0).then_some(chunk));
+            }
+            chunk.push(&self.record);
+        }
+        Ok(Some(chunk))
+    }
+}

@@ -1,0 +1,184 @@
+//! The report of a run: serialisable for `--json`, printable as a summary table.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::SinkKind;
+use crate::error::{Error, Rule};
+use crate::pipeline::HopSnapshot;
+use crate::stage::StageState;
+
+/// Whether the run succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// The stream ended and every stage closed cleanly.
+    Ok,
+    /// Something failed; see `failure` and `close_errors`.
+    Failed,
+}
+
+/// What a run did, hop by hop.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// `ok` or `failed`.
+    pub status: RunStatus,
+    /// Wall-clock seconds from priming to the last close.
+    pub elapsed_s: f64,
+    /// Records that entered the pipeline (out of its first hop) per second.
+    pub records_per_s: f64,
+    /// The demand window the sink granted per resume.
+    pub credits: u32,
+    /// Every hop from source to the last stage.
+    pub hops: Vec<HopReport>,
+    /// What reached the sink.
+    pub sink: SinkReport,
+    /// The error that stopped the run, at its root (the stage that actually failed).
+    pub failure: Option<FailureReport>,
+    /// Errors from closing stages (a cleanup that trapped or broke a rule).
+    pub close_errors: Vec<FailureReport>,
+}
+
+/// One hop of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct HopReport {
+    /// The hop's name.
+    pub name: String,
+    /// Its final state (absent for the native source).
+    pub state: Option<StageState>,
+    /// Records received from upstream.
+    pub records_in: u64,
+    /// Records delivered downstream.
+    pub records_out: u64,
+    /// Chunks delivered downstream.
+    pub chunks: u64,
+    /// Bytes delivered downstream.
+    pub bytes: u64,
+    /// Resumes that entered the stage (priming and pauses included).
+    pub resumes: u64,
+    /// Credits granted to it in total.
+    pub credits_granted: u64,
+    /// Median resume time, microseconds (inclusive of the stages it pulled from).
+    pub resume_p50_us: f64,
+    /// 99th percentile resume time, microseconds.
+    pub resume_p99_us: f64,
+}
+
+impl From<HopSnapshot> for HopReport {
+    fn from(hop: HopSnapshot) -> Self {
+        HopReport {
+            name: hop.name,
+            state: hop.state,
+            records_in: hop.records_in,
+            records_out: hop.stats.records,
+            chunks: hop.stats.chunks,
+            bytes: hop.stats.bytes,
+            resumes: hop.stats.resumes_entered,
+            credits_granted: hop.stats.credits_granted,
+            resume_p50_us: hop.stats.resume_p50_us,
+            resume_p99_us: hop.stats.resume_p99_us,
+        }
+    }
+}
+
+/// What reached the sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkReport {
+    /// The kind of sink.
+    pub kind: SinkKind,
+    /// Records received.
+    pub records: u64,
+    /// Chunks received.
+    pub chunks: u64,
+    /// Bytes received, framing included.
+    pub bytes: u64,
+    /// FNV-1a 64 over the records, in hex: equal runs give equal checksums.
+    pub checksum: String,
+}
+
+/// An error, flattened for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureReport {
+    /// The stage that failed (`source`, `sink`, or a stage's name).
+    pub stage: String,
+    /// The kind of error (`trap`, `protocol-violation`, ...).
+    pub kind: String,
+    /// The protocol rule broken, if it was a violation.
+    pub rule: Option<Rule>,
+    /// The full message.
+    pub message: String,
+}
+
+impl From<&Error> for FailureReport {
+    fn from(error: &Error) -> Self {
+        let root = error.root_cause();
+        FailureReport {
+            stage: root.stage().to_string(),
+            kind: root.kind().to_string(),
+            rule: root.rule(),
+            message: root.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RunReport {
+    /// The human summary: one row per hop, then the sink and the outcome.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10} {:>10}  state",
+            "hop", "records in", "records out", "chunks", "bytes", "p50 µs", "p99 µs"
+        )?;
+        for hop in &self.hops {
+            let state = hop
+                .state
+                .map(|s| format!("{s:?}").to_lowercase())
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                f,
+                "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10.1} {:>10.1}  {state}",
+                hop.name,
+                hop.records_in,
+                hop.records_out,
+                hop.chunks,
+                hop.bytes,
+                hop.resume_p50_us,
+                hop.resume_p99_us
+            )?;
+        }
+        writeln!(
+            f,
+            "{:<16} {:>12} {:>12} {:>9} {:>12}",
+            "sink", self.sink.records, "", self.sink.chunks, self.sink.bytes
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "pipeline `{}`: {} records in, {} to the sink, in {:.3} s ({:.0} records/s in), credits {}, checksum {}",
+            self.pipeline,
+            self.hops.first().map(|h| h.records_out).unwrap_or(0),
+            self.sink.records,
+            self.elapsed_s,
+            self.records_per_s,
+            self.credits,
+            self.sink.checksum
+        )?;
+        match &self.failure {
+            None if self.close_errors.is_empty() => writeln!(f, "status: ok"),
+            _ => {
+                writeln!(f, "status: FAILED")?;
+                for failure in self.failure.iter().chain(&self.close_errors) {
+                    writeln!(
+                        f,
+                        "  stage `{}` ({}): {}",
+                        failure.stage, failure.kind, failure.message
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
