@@ -112,9 +112,12 @@ pub struct StageSpec {
     /// Key/value configuration handed to the stage (`host.config`), in file order.
     #[serde(default)]
     pub config: toml::Table,
-    /// Resource limits (validated now; enforced by the sandbox).
+    /// Resource limits; anything not given takes the safe default.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Give the stage real clocks and host randomness instead of virtual, seeded ones.
+    #[serde(default)]
+    pub real_time_and_random: bool,
 }
 
 /// Per-stage resource limits, as written in the file. Every field is optional.
@@ -177,7 +180,34 @@ pub enum SinkKind {
     Stdout,
 }
 
+impl LimitsSpec {
+    /// The limits these settings describe, defaults filled in.
+    pub fn to_limits(&self) -> crate::limits::Limits {
+        let d = crate::limits::Limits::default();
+        crate::limits::Limits {
+            cpu_per_call: self
+                .cpu_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(d.cpu_per_call),
+            fuel_per_call: self.fuel,
+            memory_bytes: self
+                .memory_mib
+                .map(|mib| usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+                .unwrap_or(d.memory_bytes),
+            max_chunk_bytes: self
+                .max_chunk_bytes
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
+                .unwrap_or(d.max_chunk_bytes),
+        }
+    }
+}
+
 impl PipelineSpec {
+    /// True if any stage has a fuel budget (the engine must then meter fuel).
+    pub fn needs_fuel(&self) -> bool {
+        self.stages.iter().any(|s| s.limits.fuel.is_some())
+    }
+
     /// Reads and validates a pipeline file.
     pub fn from_file(path: &Path) -> Result<PipelineSpec> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {

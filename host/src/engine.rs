@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{StageWorld, StageWorldPre};
 use crate::error::{Error, Result};
+use crate::limits::{DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, EPOCH_TICK};
 use crate::stage::{Stage, StageCtx, StageOptions};
 
 /// Loads and compiles stage components. Cheap to clone; share one per process.
@@ -15,15 +17,82 @@ use crate::stage::{Stage, StageCtx, StageOptions};
 pub struct Engine {
     inner: wasmtime::Engine,
     linker: Arc<Linker<StageCtx>>,
+    fuel: bool,
+    max_component_bytes: usize,
 }
 
-impl Engine {
-    /// An engine with the default configuration: Cranelift, the component model, and WASI
-    /// linked with nothing granted (no files, env, args or network), because `wasm32-wasip2`
-    /// guests import WASI through std.
-    pub fn new() -> Result<Self> {
+/// Builds an [`Engine`]; every default is safe for untrusted stages.
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    fuel: bool,
+    pooling: Option<u32>,
+    max_wasm_stack: usize,
+    max_component_bytes: usize,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineBuilder {
+    /// Defaults: no fuel metering (epoch deadlines only, cheaper), a wasm stack of
+    /// [`DEFAULT_MAX_WASM_STACK`] per stage, components up to [`DEFAULT_MAX_COMPONENT_BYTES`].
+    pub fn new() -> Self {
+        EngineBuilder {
+            fuel: false,
+            pooling: None,
+            max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+        }
+    }
+
+    /// Meters fuel, so stages can be given deterministic per-call fuel budgets
+    /// ([`Limits::fuel_per_call`](crate::Limits::fuel_per_call)). Costs throughput.
+    pub fn fuel(mut self, enable: bool) -> Self {
+        self.fuel = enable;
+        self
+    }
+
+    /// Preallocates slots for `instances` stage instances (the pooling allocator): faster
+    /// instantiation and hot swaps, memory zeroed between uses, a fixed capacity (an
+    /// instantiation past it fails cleanly). Each slot reserves address space, not memory.
+    pub fn pooling(mut self, instances: u32) -> Self {
+        self.pooling = Some(instances);
+        self
+    }
+
+    /// The wasm stack each stage may use, in bytes; deeper recursion faults the stage.
+    pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
+        self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// The largest component the engine will compile, checked before compiling.
+    pub fn max_component_bytes(mut self, bytes: usize) -> Self {
+        self.max_component_bytes = bytes;
+        self
+    }
+
+    /// Builds the engine and starts its epoch ticker (one thread, stopped with the engine).
+    pub fn build(self) -> Result<Engine> {
         let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(self.fuel)
+            .max_wasm_stack(self.max_wasm_stack);
+        if let Some(instances) = self.pooling {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(instances)
+                .total_core_instances(instances.saturating_mul(8))
+                .total_memories(instances.saturating_mul(2))
+                .total_tables(instances.saturating_mul(8))
+                .max_memories_per_component(4)
+                .max_memory_size(crate::limits::DEFAULT_MEMORY_BYTES * 4);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let inner = wasmtime::Engine::new(&config).map_err(|e| host_error("-", e))?;
         let mut linker = Linker::new(&inner);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| host_error("-", e))?;
@@ -32,10 +101,47 @@ impl Engine {
             |ctx| ctx,
         )
         .map_err(|e| host_error("-", e))?;
+        start_ticker(&inner, EPOCH_TICK);
         Ok(Engine {
             inner,
             linker: Arc::new(linker),
+            fuel: self.fuel,
+            max_component_bytes: self.max_component_bytes,
         })
+    }
+}
+
+/// Advances the engine's epoch every `tick` until the engine is dropped.
+fn start_ticker(engine: &wasmtime::Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("sluicegate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the epoch ticker; CPU limits will trip at once: {e}");
+    }
+}
+
+impl Engine {
+    /// An engine with the defaults of [`EngineBuilder::new`].
+    pub fn new() -> Result<Self> {
+        EngineBuilder::new().build()
+    }
+
+    /// Starts configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::new()
+    }
+
+    /// True if the engine meters fuel.
+    pub fn fuel_enabled(&self) -> bool {
+        self.fuel
     }
 
     /// Loads a component from a file. The stage is named after the file stem until it is
@@ -55,6 +161,16 @@ impl Engine {
 
     /// Loads a component from bytes (binary, or WAT text), naming it `name` in errors.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<StageComponent> {
+        if bytes.len() > self.max_component_bytes {
+            return Err(Error::Load {
+                stage: name.to_string(),
+                reason: format!(
+                    "the component is {} bytes, more than the {} the engine compiles",
+                    bytes.len(),
+                    self.max_component_bytes
+                ),
+            });
+        }
         check_header(name, bytes)?;
         let component = Component::new(&self.inner, bytes).map_err(|e| Error::Load {
             stage: name.to_string(),

@@ -156,6 +156,19 @@ pub enum Error {
         /// wasmtime's description of the trap.
         message: String,
     },
+    /// A budget of the sandbox ran out (CPU time, fuel, memory, stack, chunk size). The stage
+    /// is faulted and its store dropped.
+    #[error("stage `{stage}`: limit exceeded: {limit}: {detail} (during {call})")]
+    LimitExceeded {
+        /// The stage.
+        stage: String,
+        /// Which budget.
+        limit: crate::limits::Limit,
+        /// The call during which it ran out.
+        call: Call,
+        /// What exactly, with the budget.
+        detail: String,
+    },
     /// X3: a call on a stage that faulted earlier; carries the original cause.
     #[error("stage `{stage}`: F1 faulted earlier: {cause}")]
     Faulted {
@@ -211,6 +224,7 @@ impl Error {
             | Error::Closed { stage }
             | Error::ProtocolViolation { stage, .. }
             | Error::Trap { stage, .. }
+            | Error::LimitExceeded { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
             | Error::Io { stage, .. }
@@ -249,6 +263,7 @@ impl Error {
             Error::Closed { .. } => "closed",
             Error::ProtocolViolation { .. } => "protocol-violation",
             Error::Trap { .. } => "trap",
+            Error::LimitExceeded { .. } => "limit-exceeded",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
             Error::Config { .. } => "config",

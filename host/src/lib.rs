@@ -39,6 +39,7 @@ mod config;
 mod engine;
 mod error;
 mod guest_log;
+mod limits;
 mod metrics;
 mod pipeline;
 mod report;
@@ -55,10 +56,14 @@ pub use crate::config::{
     DEFAULT_CREDITS, LimitsSpec, PipelineSpec, RecordFormat, SinkKind, SinkSpec, SourceSpec,
     StageSpec,
 };
-pub use crate::engine::{Engine, StageComponent};
+pub use crate::engine::{Engine, EngineBuilder, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
+pub use crate::limits::{
+    DEFAULT_CPU_PER_CALL, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_COMPONENT_BYTES,
+    DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, EPOCH_TICK, Limit, Limits,
+};
 pub use crate::metrics::StageStats;
 pub use crate::pipeline::{HopSnapshot, Pipeline, Probe, build_from_file, build_from_toml};
 pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-pub use crate::stage::{Stage, StageOptions, StageState};
+pub use crate::stage::{Capabilities, Stage, StageOptions, StageState};
 pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

@@ -18,10 +18,16 @@ use crate::builtin;
 use crate::config::{ComponentRef, PipelineSpec, base_dir, resolve, stage_config};
 use crate::engine::{Engine, StageComponent};
 use crate::error::{Error, Result};
+use crate::limits::DEFAULT_MAX_WASM_STACK;
 use crate::metrics::{Counters, StageStats};
 use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-use crate::stage::{Stage, StageOptions, StageState};
+use crate::stage::{Capabilities, Stage, StageOptions, StageState};
 use crate::upstream::Upstream;
+
+/// Native stack reserved per stage for host frames between nested wasm calls.
+const HOST_FRAMES_PER_STAGE: usize = 256 << 10;
+/// Smallest stack a pipeline thread gets.
+const MIN_RUN_STACK: usize = 4 << 20;
 
 /// A built pipeline, ready to prime and run.
 pub struct Pipeline {
@@ -54,7 +60,11 @@ impl Pipeline {
                 file: origin.display().to_string(),
                 message: format!("stage `{}`: {message}", stage_spec.name),
             })?;
-            let mut options = StageOptions::new();
+            let mut options = StageOptions::new()
+                .limits(stage_spec.limits.to_limits())
+                .capabilities(Capabilities {
+                    real_time_and_random: stage_spec.real_time_and_random,
+                });
             for (key, value) in config {
                 options = options.config(key, value);
             }
@@ -130,7 +140,42 @@ impl Pipeline {
     }
 
     /// Primes, runs until the stream ends or something fails, closes every stage, and reports.
+    ///
+    /// Runs on a thread of its own whose native stack has room for every stage's wasm stack,
+    /// since stages nest (a stage's pull runs its upstream on the same stack) and running out
+    /// of native stack would abort the process instead of faulting the stage.
     pub fn run(&mut self) -> RunReport {
+        let stack = (self.stages.len() + 2) * (DEFAULT_MAX_WASM_STACK + HOST_FRAMES_PER_STAGE);
+        let builder = std::thread::Builder::new()
+            .name(format!("sluicegate-{}", self.name))
+            .stack_size(stack.max(MIN_RUN_STACK));
+        // Stage logs go to the caller's subscriber, whichever thread runs the pipeline.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let outcome = std::thread::scope(|scope| {
+            builder
+                .spawn_scoped(scope, || {
+                    tracing::dispatcher::with_default(&dispatch, || self.run_here())
+                })
+                .ok()
+                .map(|runner| runner.join())
+        });
+        match outcome {
+            Some(Ok(report)) => report,
+            Some(Err(_)) => self.panicked(),
+            // No thread to be had: run here; the caller's stack is the only risk left.
+            None => self.run_here(),
+        }
+    }
+
+    fn panicked(&self) -> RunReport {
+        let error = Error::Host {
+            stage: "-".into(),
+            message: "the pipeline thread panicked (a host bug); stages may not be closed".into(),
+        };
+        self.report(0.0, Some(error), Vec::new())
+    }
+
+    fn run_here(&mut self) -> RunReport {
         let started = Instant::now();
         let mut failure = self.prime().err();
         if failure.is_none() {

@@ -10,12 +10,14 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
+pub use self::boundary::Capabilities;
 pub(crate) use self::boundary::StageCtx;
 use self::boundary::{CallReport, Serving};
 use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
+use crate::limits::{Limit, Limits};
 use crate::metrics::{Counters, StageStats};
 use crate::upstream::{NoUpstream, Upstream};
 
@@ -37,11 +39,13 @@ pub enum StageState {
     Faulted,
 }
 
-/// How to instantiate a stage: its upstream and its configuration.
+/// How to instantiate a stage: its upstream, configuration, limits and capabilities.
 #[derive(Default)]
 pub struct StageOptions {
     upstream: Option<Box<dyn Upstream>>,
     config: Vec<(String, String)>,
+    limits: Limits,
+    capabilities: Capabilities,
 }
 
 impl StageOptions {
@@ -53,6 +57,18 @@ impl StageOptions {
     /// Sets where the stage's pulls go: another [`Stage`], or a host-native source.
     pub fn upstream(mut self, upstream: impl Upstream + 'static) -> Self {
         self.upstream = Some(Box::new(upstream));
+        self
+    }
+
+    /// Sets the stage's budgets (default: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets what the stage may see of the outside world (default: nothing real).
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
         self
     }
 
@@ -88,6 +104,20 @@ struct Inner {
 struct Live {
     store: Store<StageCtx>,
     world: StageWorld,
+    /// Fuel to give each call when the engine meters fuel.
+    fuel: Option<u64>,
+}
+
+impl Live {
+    /// Arms the budgets of one call: the epoch deadline and, if metered, the fuel.
+    fn arm(&mut self) {
+        let ticks = self.store.data().budget.limits().deadline_ticks();
+        self.store.set_epoch_deadline(ticks);
+        if let Some(fuel) = self.fuel {
+            // Only fails when the engine does not meter fuel, which `fuel` rules out.
+            let _ = self.store.set_fuel(fuel);
+        }
+    }
 }
 
 enum Lifecycle {
@@ -106,14 +136,41 @@ impl Stage {
         options: StageOptions,
     ) -> Result<Stage> {
         let name: Arc<str> = name.into();
+        let limits = options.limits;
+        let fuel = match (engine.fuel_enabled(), limits.fuel_per_call) {
+            (true, budget) => Some(budget.unwrap_or(u64::MAX)),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(Error::Host {
+                    stage: name.to_string(),
+                    message: "the stage has a fuel budget but the engine does not meter fuel; \
+                              build it with Engine::builder().fuel(true)"
+                        .into(),
+                });
+            }
+        };
         let upstream = options.upstream.unwrap_or_else(|| Box::new(NoUpstream));
-        let ctx = StageCtx::new(name.clone(), upstream, options.config);
+        let ctx = StageCtx::new(
+            name.clone(),
+            upstream,
+            options.config,
+            limits,
+            options.capabilities,
+        );
         let mut store = Store::new(engine.wasmtime(), ctx);
+        store.limiter(|ctx| &mut ctx.budget);
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().budget.on_deadline()));
+        store.set_hostcall_fuel(limits.hostcall_fuel());
+        store.data_mut().begin(Serving::Nothing);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        if let Some(fuel) = fuel {
+            let _ = store.set_fuel(fuel);
+        }
         let world = pre.instantiate(&mut store);
         let report = store.data_mut().end();
         let world = match (world, report.violation) {
             (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
-            (Err(e), None) => return Err(trap(&name, Call::Instantiate, &e, &store)),
+            (Err(e), None) => return Err(fault_of(&name, Call::Instantiate, &e, &store)),
             (Ok(world), None) => world,
         };
         Ok(Stage {
@@ -122,7 +179,7 @@ impl Stage {
                 counters: Counters::default(),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
-                    live: Some(Live { store, world }),
+                    live: Some(Live { store, world, fuel }),
                 }),
             }),
         })
@@ -235,6 +292,7 @@ impl Inner {
         };
         counters.entered_resume(credits);
         live.store.data_mut().begin(Serving::Resume(credits));
+        live.arm();
         let started = Instant::now();
         let answer = live
             .world
@@ -248,11 +306,24 @@ impl Inner {
         let answer = match (answer, broken) {
             (_, Some((rule, detail))) => return Err(self.fault(violation(name, rule, detail))),
             (Err(e), None) => {
-                let error = trap(name, call, &e, &live.store);
+                let error = fault_of(name, call, &e, &live.store);
                 return Err(self.fault(error));
             }
             (Ok(answer), None) => answer,
         };
+        let max_bytes = live.store.data().budget.limits().max_chunk_bytes;
+        if let Some(bytes) = answer.as_ref().filter(|b| b.len() > max_bytes) {
+            let detail = format!(
+                "a {}-byte chunk, over the {max_bytes}-byte cap",
+                bytes.len()
+            );
+            return Err(self.fault(Error::LimitExceeded {
+                stage: name.to_string(),
+                limit: Limit::ChunkBytes,
+                call,
+                detail,
+            }));
+        }
         let chunk = match answer {
             None => {
                 self.state = Lifecycle::Exhausted;
@@ -299,6 +370,7 @@ impl Inner {
         };
         counters.entered_close();
         live.store.data_mut().begin(Serving::Close);
+        live.arm();
         let done = live
             .world
             .sluicegate_stage_generator()
@@ -307,7 +379,7 @@ impl Inner {
         match (done, report.violation) {
             (_, Some((rule, detail))) => Err(self.fault(violation(name, rule, detail))),
             (Err(e), None) => {
-                let error = trap(name, Call::Close, &e, &live.store);
+                let error = fault_of(name, Call::Close, &e, &live.store);
                 Err(self.fault(error))
             }
             (Ok(()), None) => {
@@ -371,11 +443,60 @@ fn chunk_violation(name: &str, call: Call, credits: u32, error: CountError) -> E
     }
 }
 
-/// Describes a trap, quoting what the guest last wrote to stderr (a Rust panic message).
-fn trap(name: &str, call: Call, error: &wasmtime::Error, store: &Store<StageCtx>) -> Error {
+/// Names what ended a call: a budget that ran out (CPU, fuel, stack, memory, chunk bytes), or
+/// else a trap, quoting what the guest last wrote to stderr (a Rust panic message).
+fn fault_of(name: &str, call: Call, error: &wasmtime::Error, store: &Store<StageCtx>) -> Error {
+    let budget = &store.data().budget;
+    let limits = budget.limits();
+    let exceeded = |limit, detail: String| Error::LimitExceeded {
+        stage: name.to_string(),
+        limit,
+        call,
+        detail,
+    };
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            return exceeded(
+                Limit::Cpu,
+                format!(
+                    "the call ran past its CPU budget of {:?}",
+                    limits.cpu_per_call
+                ),
+            );
+        }
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return exceeded(
+                Limit::Fuel,
+                format!(
+                    "the call used up its fuel budget of {}",
+                    limits.fuel_per_call.unwrap_or(u64::MAX)
+                ),
+            );
+        }
+        Some(wasmtime::Trap::StackOverflow) => {
+            return exceeded(
+                Limit::Stack,
+                "wasm stack exhausted (runaway recursion)".into(),
+            );
+        }
+        _ => {}
+    }
+    if let Some(denied) = budget.denied() {
+        return exceeded(Limit::Memory, denied.to_string());
+    }
+    let text = format!("{error:#}");
+    if text.contains("too much data is being copied") {
+        return exceeded(
+            Limit::ChunkBytes,
+            format!(
+                "the stage tried to hand over more than {} bytes in one call",
+                limits.hostcall_fuel()
+            ),
+        );
+    }
     let mut message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
-        None => format!("{error:#}"),
+        None => text,
     };
     if let Some(words) = store.data().last_words() {
         message.push_str(&format!("; guest stderr: {words}"));

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sluicegate::{CheckOptions, CheckReport, Error, Rule, check_file};
+use sluicegate::{CheckOptions, CheckReport, Error, Limit, Rule, check_file};
 use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture};
 
 macro_rules! assert_test_exists {
@@ -193,4 +193,67 @@ fn trap_in_close() {
 #[test]
 fn trap_mid_stream() {
     traps_in(&run(a::TRAP_MID_STREAM, &[], &[]), "resume");
+}
+
+fn limit_in(report: &CheckReport, step: &str, limit: Limit) {
+    let failed = report
+        .steps
+        .iter()
+        .find(|s| s.outcome.is_err())
+        .expect("a step fails");
+    assert_eq!(failed.name, step, "{:?}", failed.outcome);
+    assert!(
+        matches!(report.first_error(), Some(Error::LimitExceeded { limit: l, .. }) if *l == limit),
+        "{:?}",
+        report.first_error()
+    );
+}
+
+#[test]
+fn loops_in_resume() {
+    limit_in(&run(a::LOOPS_IN_RESUME, &[], &[]), "resume", Limit::Cpu);
+}
+
+#[test]
+fn loops_in_priming() {
+    limit_in(&run(a::LOOPS_IN_PRIMING, &[], &[]), "prime", Limit::Cpu);
+}
+
+#[test]
+fn loops_in_close() {
+    limit_in(
+        &run(a::LOOPS_IN_CLOSE, &[a::COUNTER], &[]),
+        "close",
+        Limit::Cpu,
+    );
+}
+
+#[test]
+fn memory_bomb() {
+    limit_in(
+        &run(a::MEMORY_BOMB, &[a::COUNTER], &[]),
+        "resume",
+        Limit::Memory,
+    );
+}
+
+#[test]
+fn deep_recursion() {
+    limit_in(&run(a::DEEP_RECURSION, &[], &[]), "resume", Limit::Stack);
+}
+
+#[test]
+fn huge_chunk() {
+    limit_in(&run(a::HUGE_CHUNK, &[], &[]), "resume", Limit::ChunkBytes);
+}
+
+#[test]
+fn probes_the_sandbox() {
+    // Nosy but within the protocol: check passes it; the sandbox test checks what it saw.
+    passes(&run(a::PROBES_THE_SANDBOX, &[], &[]));
+}
+
+#[test]
+fn residue() {
+    passes(&run(a::RESIDUE, &[], &[("mode", "read")]));
 }

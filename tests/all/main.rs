@@ -5,3 +5,4 @@ mod check;
 mod loading;
 mod pipeline;
 mod protocol;
+mod sandbox;

@@ -4,6 +4,8 @@
 //! in `stage.rs` reads what happened when the call returns.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -11,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
 use crate::error::{Error, Rule};
 use crate::guest_log::{self, LogPipe};
+use crate::limits::{Budget, Limits};
 use crate::upstream::Upstream;
 
 /// What the host is waiting for the guest to finish.
@@ -42,8 +45,18 @@ pub(crate) struct StageCtx {
     upstream_done: bool,
     config: Vec<(String, String)>,
     stderr: LogPipe,
+    pub(crate) budget: Budget,
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+/// What a stage may see of the outside world besides its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Real wall and monotonic clocks and host randomness. Off by default: the stage sees a
+    /// virtual clock that advances 1 µs per reading from a fixed date, and seeded randomness,
+    /// so runs are reproducible and timing cannot be used as a side channel.
+    pub real_time_and_random: bool,
 }
 
 impl StageCtx {
@@ -51,14 +64,28 @@ impl StageCtx {
         name: Arc<str>,
         upstream: Box<dyn Upstream>,
         config: Vec<(String, String)>,
+        limits: Limits,
+        capabilities: Capabilities,
     ) -> Self {
         let stdout = LogPipe::new(name.clone(), "stdout");
         let stderr = LogPipe::new(name.clone(), "stderr");
-        // Deny by default: no preopens, env, args or network; stdin closed.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout)
+        // Deny by default: no preopens, env, args; stdin closed; no sockets, no name lookup.
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout)
             .stderr(stderr.clone())
-            .build();
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        if !capabilities.real_time_and_random {
+            let clock = Arc::new(AtomicU64::new(0));
+            wasi.wall_clock(VirtualWallClock(clock.clone()))
+                .monotonic_clock(VirtualMonotonicClock(clock))
+                .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&name)))
+                .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&name)))
+                .insecure_random_seed(0x5eed);
+        }
+        let wasi = wasi.build();
         StageCtx {
             name,
             serving: Serving::Nothing,
@@ -67,6 +94,7 @@ impl StageCtx {
             upstream_done: false,
             config,
             stderr,
+            budget: Budget::new(limits),
             wasi,
             table: ResourceTable::new(),
         }
@@ -77,6 +105,7 @@ impl StageCtx {
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
+        self.budget.start_call();
     }
 
     /// Marks the end of a call and hands over what happened at the boundary.
@@ -127,7 +156,10 @@ impl UpstreamImports for StageCtx {
         if self.upstream_done {
             return Ok(None); // R5
         }
-        match self.upstream.pull(credits) {
+        let started = Instant::now();
+        let answer = self.upstream.pull(credits);
+        self.budget.charge_upstream(started.elapsed());
+        match answer {
             Ok(Some(chunk)) => Ok(Some(chunk.into_bytes())),
             Ok(None) => {
                 self.upstream_done = true;
@@ -168,4 +200,49 @@ impl WasiView for StageCtx {
             table: &mut self.table,
         }
     }
+}
+
+/// Nanoseconds a virtual clock advances per reading.
+const VIRTUAL_TICK_NS: u64 = 1_000;
+/// The virtual wall clock starts at 2024-01-01T00:00:00Z.
+const VIRTUAL_EPOCH_S: u64 = 1_704_067_200;
+
+/// A deterministic wall clock: a fixed date plus 1 µs per reading of either clock.
+struct VirtualWallClock(Arc<AtomicU64>);
+
+impl wasmtime_wasi::HostWallClock for VirtualWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(VIRTUAL_TICK_NS)
+    }
+
+    fn now(&self) -> Duration {
+        let ns = self.0.fetch_add(VIRTUAL_TICK_NS, Ordering::Relaxed);
+        Duration::from_secs(VIRTUAL_EPOCH_S) + Duration::from_nanos(ns)
+    }
+}
+
+/// A deterministic monotonic clock sharing the wall clock's counter.
+struct VirtualMonotonicClock(Arc<AtomicU64>);
+
+impl wasmtime_wasi::HostMonotonicClock for VirtualMonotonicClock {
+    fn resolution(&self) -> u64 {
+        VIRTUAL_TICK_NS
+    }
+
+    fn now(&self) -> u64 {
+        self.0.fetch_add(VIRTUAL_TICK_NS, Ordering::Relaxed)
+    }
+}
+
+/// Seeded "randomness" derived from the stage name: reproducible, and different per stage.
+fn seed_bytes(name: &str) -> Vec<u8> {
+    let mut state = 0xcbf2_9ce4_8422_2325u64;
+    (0..64)
+        .map(|i| {
+            for b in name.bytes().chain([i]) {
+                state = (state ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            (state >> 24) as u8
+        })
+        .collect()
 }

@@ -1,0 +1,204 @@
+//! The sandbox's budgets: per stage, CPU time per call (epoch deadline, optionally fuel),
+//! linear memory, bytes per chunk; per engine, wasm stack and component size. Every limit that
+//! bites faults the stage with [`Error::LimitExceeded`](crate::Error::LimitExceeded) naming it.
+//!
+//! CPU time is the stage's own: the time its upstream spends serving its pulls is not charged
+//! to it, so a slow upstream never makes a healthy downstream stage time out.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+
+/// CPU time one call (priming, resume, close, instantiation) may take: 500 ms.
+pub const DEFAULT_CPU_PER_CALL: Duration = Duration::from_millis(500);
+/// Linear memory a stage may grow to: 64 MiB.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// Largest chunk a stage may answer: 16 MiB.
+pub const DEFAULT_MAX_CHUNK_BYTES: usize = 16 << 20;
+/// Wasm stack of one stage: 512 KiB (wasmtime's default, set explicitly).
+pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+/// Largest component file the engine compiles: 64 MiB.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// How often the engine's epoch advances; the bound on how far past its deadline a looping
+/// stage can run.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Which budget a stage exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Limit {
+    /// CPU time per call (epoch deadline).
+    Cpu,
+    /// Fuel per call.
+    Fuel,
+    /// Linear memory.
+    Memory,
+    /// Wasm stack (deep recursion).
+    Stack,
+    /// Bytes in one chunk.
+    ChunkBytes,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Cpu => "cpu",
+            Limit::Fuel => "fuel",
+            Limit::Memory => "memory",
+            Limit::Stack => "stack",
+            Limit::ChunkBytes => "chunk-bytes",
+        })
+    }
+}
+
+/// The budgets of one stage. `Limits::default()` is safe for untrusted code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time per call ([`DEFAULT_CPU_PER_CALL`]).
+    pub cpu_per_call: Duration,
+    /// Fuel per call, for deterministic budgets; `None` (the default) uses only the deadline.
+    /// Needs an engine built with fuel.
+    pub fuel_per_call: Option<u64>,
+    /// Linear memory cap in bytes ([`DEFAULT_MEMORY_BYTES`]).
+    pub memory_bytes: usize,
+    /// Largest chunk in bytes ([`DEFAULT_MAX_CHUNK_BYTES`]).
+    pub max_chunk_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_per_call: DEFAULT_CPU_PER_CALL,
+            fuel_per_call: None,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Epoch ticks of one call's budget (at least 1).
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let ticks = self.cpu_per_call.as_nanos() / EPOCH_TICK.as_nanos().max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// What wasmtime may copy out of the guest in one call: a chunk plus room for framing.
+    pub(crate) fn hostcall_fuel(&self) -> usize {
+        self.max_chunk_bytes.saturating_add(64 << 10)
+    }
+}
+
+/// The per-store side of the limits: the memory limiter (remembering what it denied, so a
+/// trap that follows can be named), and the CPU clock of the current call.
+pub(crate) struct Budget {
+    limits: Limits,
+    store_limits: StoreLimits,
+    denied: Option<String>,
+    call_started: Instant,
+    upstream_time: Duration,
+}
+
+impl Budget {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .table_elements(1 << 20)
+            .instances(64)
+            .tables(16)
+            .memories(4)
+            .build();
+        Budget {
+            limits,
+            store_limits,
+            denied: None,
+            call_started: Instant::now(),
+            upstream_time: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Starts the CPU clock of a call.
+    pub(crate) fn start_call(&mut self) {
+        self.call_started = Instant::now();
+        self.upstream_time = Duration::ZERO;
+        self.denied = None;
+    }
+
+    /// Time spent upstream while serving a pull: not charged to this stage.
+    pub(crate) fn charge_upstream(&mut self, elapsed: Duration) {
+        self.upstream_time += elapsed;
+    }
+
+    /// The epoch deadline was reached: trap if the stage's own time is over budget, else
+    /// extend the deadline by what remains.
+    pub(crate) fn on_deadline(&self) -> UpdateDeadline {
+        let own = self
+            .call_started
+            .elapsed()
+            .saturating_sub(self.upstream_time);
+        match self.limits.cpu_per_call.checked_sub(own) {
+            Some(left) if !left.is_zero() => {
+                let ticks = left.as_nanos() / EPOCH_TICK.as_nanos().max(1);
+                UpdateDeadline::Continue(u64::try_from(ticks).unwrap_or(u64::MAX).max(1))
+            }
+            _ => UpdateDeadline::Interrupt,
+        }
+    }
+
+    /// What the limiter refused during the current call, if anything.
+    pub(crate) fn denied(&self) -> Option<&str> {
+        self.denied.as_deref()
+    }
+}
+
+impl ResourceLimiter for Budget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self
+            .store_limits
+            .memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.denied = Some(format!(
+                "linear memory growth from {current} to {desired} bytes refused (limit {} bytes)",
+                self.limits.memory_bytes
+            ));
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.store_limits.table_growing(current, desired, maximum)?;
+        if !allowed {
+            self.denied = Some(format!(
+                "table growth from {current} to {desired} elements refused"
+            ));
+        }
+        Ok(allowed)
+    }
+
+    fn instances(&self) -> usize {
+        self.store_limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.store_limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.store_limits.memories()
+    }
+}
