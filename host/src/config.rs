@@ -118,6 +118,59 @@ pub struct StageSpec {
     /// Give the stage real clocks and host randomness instead of virtual, seeded ones.
     #[serde(default)]
     pub real_time_and_random: bool,
+    /// What to do when the stage faults: `fail` (default), `restart`, or `bypass` (only for
+    /// stages declared `optional`).
+    #[serde(default)]
+    pub on_fault: OnFault,
+    /// Restarts allowed under `on_fault = "restart"` (3).
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// Backoff before the first restart, in milliseconds, doubled each time (10).
+    #[serde(default = "default_restart_backoff_ms")]
+    pub restart_backoff_ms: u64,
+    /// The pipeline is still correct without this stage (a monitor, an enricher): it may
+    /// be bypassed after a fault.
+    #[serde(default)]
+    pub optional: bool,
+    /// File receiving, framed, the input of calls that faulted before a restart (relative
+    /// to the pipeline file). Without it such records are counted and logged only.
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
+}
+
+/// The fault policies a pipeline file can name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFault {
+    /// Stop the pipeline cleanly, close the other stages, report.
+    #[default]
+    Fail,
+    /// Replace the instance with a fresh one and go on.
+    Restart,
+    /// Take an optional stage out of the chain and go on.
+    Bypass,
+}
+
+fn default_max_restarts() -> u32 {
+    crate::stage::supervise::DEFAULT_MAX_RESTARTS
+}
+
+fn default_restart_backoff_ms() -> u64 {
+    crate::stage::supervise::DEFAULT_RESTART_BACKOFF.as_millis() as u64
+}
+
+impl StageSpec {
+    /// The fault policy these settings describe.
+    pub fn fault_policy(&self) -> crate::stage::FaultPolicy {
+        match self.on_fault {
+            OnFault::Fail => crate::stage::FaultPolicy::Fail,
+            OnFault::Restart => crate::stage::FaultPolicy::Restart {
+                max_restarts: self.max_restarts,
+                backoff: std::time::Duration::from_millis(self.restart_backoff_ms),
+            },
+            OnFault::Bypass => crate::stage::FaultPolicy::Bypass,
+        }
+    }
 }
 
 /// Per-stage resource limits, as written in the file. Every field is optional.
@@ -288,6 +341,19 @@ impl PipelineSpec {
                     )));
                 }
                 _ => {}
+            }
+            if stage.on_fault == OnFault::Bypass && !stage.optional {
+                return Err(fail(format!(
+                    "stage `{}`: on_fault = \"bypass\" needs `optional = true`: only a stage the \
+                     pipeline is correct without may be taken out",
+                    stage.name
+                )));
+            }
+            if stage.on_fault == OnFault::Restart && stage.max_restarts == 0 {
+                return Err(fail(format!(
+                    "stage `{}`: on_fault = \"restart\" with max_restarts = 0 never restarts",
+                    stage.name
+                )));
             }
             let limits = &stage.limits;
             for (key, value) in [

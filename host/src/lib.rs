@@ -53,8 +53,8 @@ pub use crate::check::{
 };
 pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
 pub use crate::config::{
-    DEFAULT_CREDITS, LimitsSpec, PipelineSpec, RecordFormat, SinkKind, SinkSpec, SourceSpec,
-    StageSpec,
+    DEFAULT_CREDITS, LimitsSpec, OnFault, PipelineSpec, RecordFormat, SinkKind, SinkSpec,
+    SourceSpec, StageSpec,
 };
 pub use crate::engine::{Engine, EngineBuilder, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
@@ -65,5 +65,6 @@ pub use crate::limits::{
 pub use crate::metrics::StageStats;
 pub use crate::pipeline::{HopSnapshot, Pipeline, Probe, build_from_file, build_from_toml};
 pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-pub use crate::stage::{Capabilities, Stage, StageOptions, StageState};
+pub use crate::stage::supervise::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF};
+pub use crate::stage::{Capabilities, FaultPolicy, Stage, StageOptions, StageState};
 pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

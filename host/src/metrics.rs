@@ -18,6 +18,10 @@ pub struct StageStats {
     pub records: u64,
     /// Bytes delivered downstream, framing included.
     pub bytes: u64,
+    /// Times the stage was restarted after a fault.
+    pub restarts: u64,
+    /// Records quarantined (the input of calls that faulted before a restart).
+    pub quarantined_records: u64,
     /// Credits granted over all resumes that entered the guest; `records <= credits_granted`.
     pub credits_granted: u64,
     /// Median time of a resume that entered the guest, in microseconds. Inclusive: a stage's
@@ -35,6 +39,8 @@ pub(crate) struct Counters {
     records: AtomicU64,
     bytes: AtomicU64,
     credits_granted: AtomicU64,
+    restarts: AtomicU64,
+    quarantined_records: AtomicU64,
     latency: Histogram,
 }
 
@@ -42,6 +48,12 @@ impl Counters {
     pub(crate) fn entered_resume(&self, credits: u32) {
         self.resumes_entered.fetch_add(1, Relaxed);
         self.credits_granted.fetch_add(u64::from(credits), Relaxed);
+    }
+
+    pub(crate) fn restarted(&self, quarantined_records: u64) {
+        self.restarts.fetch_add(1, Relaxed);
+        self.quarantined_records
+            .fetch_add(quarantined_records, Relaxed);
     }
 
     pub(crate) fn resume_took(&self, elapsed: Duration) {
@@ -66,6 +78,8 @@ impl Counters {
             records: self.records.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             credits_granted: self.credits_granted.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            quarantined_records: self.quarantined_records.load(Relaxed),
             resume_p50_us: self.latency.quantile_us(0.50),
             resume_p99_us: self.latency.quantile_us(0.99),
         }

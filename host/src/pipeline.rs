@@ -64,7 +64,16 @@ impl Pipeline {
                 .limits(stage_spec.limits.to_limits())
                 .capabilities(Capabilities {
                     real_time_and_random: stage_spec.real_time_and_random,
-                });
+                })
+                .on_fault(stage_spec.fault_policy());
+            if let Some(path) = &stage_spec.dead_letter {
+                let path = base.join(path);
+                let file = std::fs::File::create(&path).map_err(|e| Error::Io {
+                    stage: stage_spec.name.clone(),
+                    message: format!("cannot create dead-letter file {}: {e}", path.display()),
+                })?;
+                options = options.dead_letter(std::io::BufWriter::new(file));
+            }
             for (key, value) in config {
                 options = options.config(key, value);
             }
@@ -247,6 +256,18 @@ impl Pipeline {
                 checksum: format!("{checksum:016x}"),
             },
             failure: failure.as_ref().map(FailureReport::from),
+            recovered: self
+                .stages
+                .iter()
+                .flat_map(|stage| {
+                    let name = stage.name().to_string();
+                    stage.recovered_faults().into_iter().map(move |e| {
+                        let mut report = FailureReport::from(&e);
+                        report.stage = name.clone();
+                        report
+                    })
+                })
+                .collect(),
             close_errors: close_errors.iter().map(FailureReport::from).collect(),
         }
     }

@@ -40,6 +40,8 @@ pub struct RunReport {
     pub failure: Option<FailureReport>,
     /// Errors from closing stages (a cleanup that trapped or broke a rule).
     pub close_errors: Vec<FailureReport>,
+    /// Faults stages recovered from (restart or bypass), oldest first per stage.
+    pub recovered: Vec<FailureReport>,
 }
 
 /// One hop of a report.
@@ -65,6 +67,10 @@ pub struct HopReport {
     pub resume_p50_us: f64,
     /// 99th percentile resume time, microseconds.
     pub resume_p99_us: f64,
+    /// Restarts after faults.
+    pub restarts: u64,
+    /// Records quarantined by restarts.
+    pub quarantined_records: u64,
 }
 
 impl From<HopSnapshot> for HopReport {
@@ -80,6 +86,8 @@ impl From<HopSnapshot> for HopReport {
             credits_granted: hop.stats.credits_granted,
             resume_p50_us: hop.stats.resume_p50_us,
             resume_p99_us: hop.stats.resume_p99_us,
+            restarts: hop.stats.restarts,
+            quarantined_records: hop.stats.quarantined_records,
         }
     }
 }
@@ -166,6 +174,20 @@ impl fmt::Display for RunReport {
             self.credits,
             self.sink.checksum
         )?;
+        for recovered in &self.recovered {
+            writeln!(
+                f,
+                "recovered in stage `{}`: {}",
+                recovered.stage, recovered.message
+            )?;
+        }
+        for hop in self.hops.iter().filter(|h| h.restarts > 0) {
+            writeln!(
+                f,
+                "stage `{}`: {} restart(s), {} record(s) quarantined",
+                hop.name, hop.restarts, hop.quarantined_records
+            )?;
+        }
         match &self.failure {
             None if self.close_errors.is_empty() => writeln!(f, "status: ok"),
             _ => {

@@ -4,7 +4,9 @@
 //! X1–X4) before anything is delivered.
 
 mod boundary;
+pub(crate) mod supervise;
 
+use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
@@ -13,6 +15,8 @@ use wasmtime::Store;
 pub use self::boundary::Capabilities;
 pub(crate) use self::boundary::StageCtx;
 use self::boundary::{CallReport, Serving};
+pub use self::supervise::FaultPolicy;
+use self::supervise::{Salvage, Supervisor};
 use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
@@ -37,6 +41,8 @@ pub enum StageState {
     Closed,
     /// Ended by a trap, a violation or a limit; its store is dropped.
     Faulted,
+    /// Faulted under [`FaultPolicy::Bypass`]: its input passes through unchanged.
+    Bypassed,
 }
 
 /// How to instantiate a stage: its upstream, configuration, limits and capabilities.
@@ -46,6 +52,8 @@ pub struct StageOptions {
     config: Vec<(String, String)>,
     limits: Limits,
     capabilities: Capabilities,
+    policy: FaultPolicy,
+    dead_letter: Option<Box<dyn Write + Send>>,
 }
 
 impl StageOptions {
@@ -69,6 +77,19 @@ impl StageOptions {
     /// Sets what the stage may see of the outside world (default: nothing real).
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
+        self
+    }
+
+    /// Sets what happens when the stage faults (default: [`FaultPolicy::Fail`]).
+    pub fn on_fault(mut self, policy: FaultPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where the input of a call that faulted is written (framed) under
+    /// [`FaultPolicy::Restart`]. Without one it is counted and logged only.
+    pub fn dead_letter(mut self, out: impl Write + Send + 'static) -> Self {
+        self.dead_letter = Some(Box::new(out));
         self
     }
 
@@ -99,6 +120,65 @@ struct Inner {
     state: Lifecycle,
     /// The store and bindings; `None` once Closed or Faulted, so its memory is freed.
     live: Option<Live>,
+    /// How to make a fresh instance (restarts).
+    recipe: Recipe,
+    /// What survived the last fault (its upstream, the input of the failed call).
+    salvage: Option<Salvage>,
+    supervisor: Supervisor,
+}
+
+/// Everything needed to make a fresh instance of the stage.
+struct Recipe {
+    engine: Engine,
+    pre: StageWorldPre<StageCtx>,
+    config: Vec<(String, String)>,
+    limits: Limits,
+    capabilities: Capabilities,
+    fuel: Option<u64>,
+    keep_inputs: bool,
+}
+
+impl Recipe {
+    /// Instantiates a fresh store and instance on `upstream` (not primed).
+    fn spawn(
+        &self,
+        name: &Arc<str>,
+        upstream: Box<dyn Upstream>,
+        upstream_done: bool,
+    ) -> Result<Live> {
+        let ctx = StageCtx::new(
+            name.clone(),
+            upstream,
+            self.config.clone(),
+            self.limits,
+            self.capabilities,
+        );
+        let mut store = Store::new(self.engine.wasmtime(), ctx);
+        store.data_mut().set_upstream_done(upstream_done);
+        if self.keep_inputs {
+            store.data_mut().keep_inputs();
+        }
+        store.limiter(|ctx| &mut ctx.budget);
+        store.epoch_deadline_callback(|ctx| Ok(ctx.data().budget.on_deadline()));
+        store.set_hostcall_fuel(self.limits.hostcall_fuel());
+        store.data_mut().begin(Serving::Nothing);
+        let mut live_store = store;
+        live_store.set_epoch_deadline(self.limits.deadline_ticks());
+        if let Some(fuel) = self.fuel {
+            let _ = live_store.set_fuel(fuel);
+        }
+        let world = self.pre.instantiate(&mut live_store);
+        let report = live_store.data_mut().end();
+        match (world, report.violation) {
+            (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
+            (Err(e), None) => Err(fault_of(name, Call::Instantiate, &e, &live_store)),
+            (Ok(world), None) => Ok(Live {
+                store: live_store,
+                world,
+                fuel: self.fuel,
+            }),
+        }
+    }
 }
 
 struct Live {
@@ -126,6 +206,7 @@ enum Lifecycle {
     Exhausted,
     Closed,
     Faulted(Box<Error>),
+    Bypassed,
 }
 
 impl Stage {
@@ -150,36 +231,26 @@ impl Stage {
             }
         };
         let upstream = options.upstream.unwrap_or_else(|| Box::new(NoUpstream));
-        let ctx = StageCtx::new(
-            name.clone(),
-            upstream,
-            options.config,
+        let recipe = Recipe {
+            engine: engine.clone(),
+            pre: pre.clone(),
+            config: options.config,
             limits,
-            options.capabilities,
-        );
-        let mut store = Store::new(engine.wasmtime(), ctx);
-        store.limiter(|ctx| &mut ctx.budget);
-        store.epoch_deadline_callback(|ctx| Ok(ctx.data().budget.on_deadline()));
-        store.set_hostcall_fuel(limits.hostcall_fuel());
-        store.data_mut().begin(Serving::Nothing);
-        store.set_epoch_deadline(limits.deadline_ticks());
-        if let Some(fuel) = fuel {
-            let _ = store.set_fuel(fuel);
-        }
-        let world = pre.instantiate(&mut store);
-        let report = store.data_mut().end();
-        let world = match (world, report.violation) {
-            (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
-            (Err(e), None) => return Err(fault_of(&name, Call::Instantiate, &e, &store)),
-            (Ok(world), None) => world,
+            capabilities: options.capabilities,
+            fuel,
+            keep_inputs: options.policy.keeps_inputs(),
         };
+        let live = recipe.spawn(&name, upstream, false)?;
         Ok(Stage {
             shared: Arc::new(Shared {
                 name,
                 counters: Counters::default(),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
-                    live: Some(Live { store, world, fuel }),
+                    live: Some(live),
+                    recipe,
+                    salvage: None,
+                    supervisor: Supervisor::new(options.policy, options.dead_letter),
                 }),
             }),
         })
@@ -216,7 +287,32 @@ impl Stage {
     /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
     pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
         let mut inner = self.lock()?;
-        inner.resume(&self.shared.name, &self.shared.counters, credits)
+        let (name, counters) = (&self.shared.name, &self.shared.counters);
+        loop {
+            let mut error = match inner.resume(name, counters, credits) {
+                Err(error) if inner.salvage.is_some() => error,
+                answer => return answer,
+            };
+            // Apply the fault policy; a fault while priming a restarted instance is one more
+            // restart attempt, so this ends once the restart budget is spent.
+            loop {
+                match inner.recover(name, counters, error) {
+                    Ok(()) => break,
+                    Err(e) if inner.salvage.is_some() && inner.supervisor.may_restart() => {
+                        error = e
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// The faults this stage recovered from (restarts and bypass), oldest first.
+    pub fn recovered_faults(&self) -> Vec<Error> {
+        match self.shared.inner.lock() {
+            Ok(inner) => inner.supervisor.recovered.clone(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Closes the stage: runs its cleanup exactly once if it was primed (rules P3, S3, E2, D2,
@@ -264,6 +360,7 @@ impl Lifecycle {
             Lifecycle::Exhausted => StageState::Exhausted,
             Lifecycle::Closed => StageState::Closed,
             Lifecycle::Faulted(_) => StageState::Faulted,
+            Lifecycle::Bypassed => StageState::Bypassed,
         }
     }
 }
@@ -286,6 +383,7 @@ impl Inner {
                 });
             }
             Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
+            Lifecycle::Bypassed => return self.pass_through(counters, credits),
         };
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
@@ -364,6 +462,11 @@ impl Inner {
             Lifecycle::Suspended | Lifecycle::Exhausted => {}
             Lifecycle::Closed => return Ok(()),
             Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
+            Lifecycle::Bypassed => {
+                self.state = Lifecycle::Closed;
+                self.salvage = None;
+                return Ok(());
+            }
         }
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
@@ -390,11 +493,94 @@ impl Inner {
         }
     }
 
-    /// Faults the stage: keeps the cause for later calls (X3) and drops the store (X1).
+    /// Faults the stage: keeps the cause for later calls (X3) and drops the store (X1),
+    /// salvaging its upstream and the input of the failed call for supervision.
     fn fault(&mut self, error: Error) -> Error {
         self.state = Lifecycle::Faulted(Box::new(error.clone()));
-        self.live = None;
+        if let Some(live) = self.live.take() {
+            self.salvage = Some(live.store.into_data().into_salvage());
+        }
         error
+    }
+
+    /// Applies the fault policy after a fault in `resume`. `Ok` means "retry the call";
+    /// `Err` is the fault, final.
+    fn recover(&mut self, name: &Arc<str>, counters: &Counters, error: Error) -> Result<()> {
+        let Some(salvage) = self.salvage.take() else {
+            return Err(error);
+        };
+        match self.supervisor.policy {
+            FaultPolicy::Restart { .. } if self.supervisor.may_restart() => {
+                let quarantined = self.supervisor.quarantine(name, &salvage.inputs);
+                counters.restarted(quarantined);
+                std::thread::sleep(self.supervisor.backoff());
+                self.supervisor.restarts += 1;
+                self.supervisor.recovered.push(error);
+                let live = match self
+                    .recipe
+                    .spawn(name, salvage.upstream, salvage.upstream_done)
+                {
+                    Ok(live) => live,
+                    // Instantiation itself failed: nothing to salvage, the fault is final.
+                    Err(e) => return Err(self.fault(e)),
+                };
+                self.live = Some(live);
+                self.state = Lifecycle::Created;
+                // Prime the new instance; a fault here comes back round to `recover`.
+                self.resume(name, counters, 0).map(|_| ())
+            }
+            FaultPolicy::Bypass => {
+                tracing::warn!(
+                    stage = &**name,
+                    "bypassing the stage after a fault: {error}"
+                );
+                let records: Vec<Vec<u8>> = salvage
+                    .inputs
+                    .iter()
+                    .flat_map(|chunk| supervise::split(chunk).map(<[u8]>::to_vec))
+                    .collect();
+                self.supervisor.bypass_queue.extend(records);
+                self.supervisor.recovered.push(error);
+                self.salvage = Some(Salvage {
+                    inputs: Vec::new(),
+                    ..salvage
+                });
+                self.state = Lifecycle::Bypassed;
+                Ok(())
+            }
+            _ => {
+                self.salvage = Some(salvage);
+                Err(error)
+            }
+        }
+    }
+
+    /// A bypassed stage: its input passes through, at most `credits` records per call.
+    fn pass_through(&mut self, counters: &Counters, credits: u32) -> Result<Option<Chunk>> {
+        let mut chunk = Chunk::empty();
+        while chunk.len() < credits {
+            let Some(record) = self.supervisor.bypass_queue.pop_front() else {
+                break;
+            };
+            chunk.push(&record);
+        }
+        if chunk.len() < credits
+            && let Some(salvage) = self.salvage.as_mut()
+            && !salvage.upstream_done
+        {
+            match salvage.upstream.pull(credits - chunk.len())? {
+                Some(more) => more.records().for_each(|r| chunk.push(r)),
+                None => salvage.upstream_done = true,
+            }
+        }
+        let done = self.salvage.as_ref().is_none_or(|s| s.upstream_done);
+        if chunk.is_empty() && done && credits > 0 {
+            return Ok(None);
+        }
+        if credits > 0 {
+            counters.delivered(chunk.len(), chunk.as_bytes().len());
+        }
+        Ok(Some(chunk))
     }
 }
 

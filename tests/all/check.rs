@@ -257,3 +257,15 @@ fn probes_the_sandbox() {
 fn residue() {
     passes(&run(a::RESIDUE, &[], &[("mode", "read")]));
 }
+
+#[test]
+fn poison_pill() {
+    // Passes on input without the poison; traps on the poison record.
+    passes(&run(a::POISON_PILL, &[a::COUNTER], &[("poison", "none")]));
+    let report = run(a::POISON_PILL, &[a::COUNTER], &[("poison", "7")]);
+    assert!(
+        matches!(report.first_error(), Some(Error::Trap { .. })),
+        "{:?}",
+        report.first_error()
+    );
+}

@@ -6,3 +6,4 @@ mod loading;
 mod pipeline;
 mod protocol;
 mod sandbox;
+mod supervision;

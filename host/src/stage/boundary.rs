@@ -14,6 +14,7 @@ use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
 use crate::error::{Error, Rule};
 use crate::guest_log::{self, LogPipe};
 use crate::limits::{Budget, Limits};
+use crate::stage::supervise::Salvage;
 use crate::upstream::Upstream;
 
 /// What the host is waiting for the guest to finish.
@@ -43,6 +44,8 @@ pub(crate) struct StageCtx {
     report: CallReport,
     upstream: Box<dyn Upstream>,
     upstream_done: bool,
+    /// Copies of the chunks pulled during the current call, kept when supervision needs them.
+    inputs: Option<Vec<Vec<u8>>>,
     config: Vec<(String, String)>,
     stderr: LogPipe,
     pub(crate) budget: Budget,
@@ -92,6 +95,7 @@ impl StageCtx {
             report: CallReport::default(),
             upstream,
             upstream_done: false,
+            inputs: None,
             config,
             stderr,
             budget: Budget::new(limits),
@@ -100,8 +104,30 @@ impl StageCtx {
         }
     }
 
+    /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
+    pub(crate) fn keep_inputs(&mut self) {
+        self.inputs = Some(Vec::new());
+    }
+
+    /// Carries over an upstream that already answered `none` (rule R5 across a restart).
+    pub(crate) fn set_upstream_done(&mut self, done: bool) {
+        self.upstream_done = done;
+    }
+
+    /// Takes what survives a fault: the upstream and the input of the last call.
+    pub(crate) fn into_salvage(self) -> Salvage {
+        Salvage {
+            upstream: self.upstream,
+            upstream_done: self.upstream_done,
+            inputs: self.inputs.unwrap_or_default(),
+        }
+    }
+
     /// Marks the start of a call into the guest.
     pub(crate) fn begin(&mut self, serving: Serving) {
+        if let Some(inputs) = self.inputs.as_mut() {
+            inputs.clear();
+        }
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
@@ -160,7 +186,12 @@ impl UpstreamImports for StageCtx {
         let answer = self.upstream.pull(credits);
         self.budget.charge_upstream(started.elapsed());
         match answer {
-            Ok(Some(chunk)) => Ok(Some(chunk.into_bytes())),
+            Ok(Some(chunk)) => {
+                if let Some(inputs) = self.inputs.as_mut() {
+                    inputs.push(chunk.as_bytes().to_vec());
+                }
+                Ok(Some(chunk.into_bytes()))
+            }
             Ok(None) => {
                 self.upstream_done = true;
                 Ok(None)

@@ -1,0 +1,143 @@
+//! What happens when a stage faults: `Fail` (the default: the fault is final), `Restart` (drop
+//! the store, instantiate and prime a fresh instance on the same upstream, and retry the call;
+//! bounded, with exponential backoff), or `Bypass` (an optional stage is taken out of the
+//! chain and its input passes through unchanged).
+//!
+//! The input the stage pulled during the call that faulted cannot be trusted to have been
+//! processed, and is never silently dropped: on restart it is **quarantined**, written framed
+//! to the dead-letter sink when one is set, and always counted and logged; on bypass it is
+//! forwarded downstream like the rest of the input.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::upstream::Upstream;
+
+/// Restarts allowed by default before a fault becomes final.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// First backoff before a restart; doubled on each further restart, capped at one second.
+pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest backoff before a restart.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What to do when a stage faults (trap, violation or limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultPolicy {
+    /// The fault is final: later calls are refused with the cause (rule F1).
+    #[default]
+    Fail,
+    /// Replace the instance with a fresh, primed one and retry the call.
+    Restart {
+        /// Restarts allowed over the stage's life.
+        max_restarts: u32,
+        /// Backoff before the first restart; doubled each time.
+        backoff: Duration,
+    },
+    /// Take the stage out of the chain: its input passes through unchanged from then on.
+    Bypass,
+}
+
+impl FaultPolicy {
+    /// `Restart` with [`DEFAULT_MAX_RESTARTS`] and [`DEFAULT_RESTART_BACKOFF`].
+    pub fn restart() -> Self {
+        FaultPolicy::Restart {
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            backoff: DEFAULT_RESTART_BACKOFF,
+        }
+    }
+
+    /// True if the input of each call must be kept, to quarantine or forward after a fault.
+    pub(crate) fn keeps_inputs(self) -> bool {
+        self != FaultPolicy::Fail
+    }
+}
+
+/// What survives a faulted store: its upstream, and the input of the call that faulted.
+pub(crate) struct Salvage {
+    pub(crate) upstream: Box<dyn Upstream>,
+    pub(crate) upstream_done: bool,
+    pub(crate) inputs: Vec<Vec<u8>>,
+}
+
+/// The supervision state of one stage.
+pub(crate) struct Supervisor {
+    pub(crate) policy: FaultPolicy,
+    pub(crate) restarts: u32,
+    dead_letter: Option<Box<dyn Write + Send>>,
+    /// Faults recovered from, in order.
+    pub(crate) recovered: Vec<Error>,
+    /// Records waiting to pass through a bypassed stage.
+    pub(crate) bypass_queue: VecDeque<Vec<u8>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(policy: FaultPolicy, dead_letter: Option<Box<dyn Write + Send>>) -> Self {
+        Supervisor {
+            policy,
+            restarts: 0,
+            dead_letter,
+            recovered: Vec::new(),
+            bypass_queue: VecDeque::new(),
+        }
+    }
+
+    /// True if one more restart is allowed.
+    pub(crate) fn may_restart(&self) -> bool {
+        matches!(self.policy, FaultPolicy::Restart { max_restarts, .. } if self.restarts < max_restarts)
+    }
+
+    /// The backoff before the next restart.
+    pub(crate) fn backoff(&self) -> Duration {
+        match self.policy {
+            FaultPolicy::Restart { backoff, .. } => backoff
+                .saturating_mul(1u32 << self.restarts.min(16))
+                .min(MAX_BACKOFF),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Quarantines the input of a failed call: writes it framed to the dead-letter sink (if
+    /// any) and returns how many records it held.
+    pub(crate) fn quarantine(&mut self, stage: &str, inputs: &[Vec<u8>]) -> u64 {
+        let records: u64 = inputs.iter().map(|chunk| count(chunk)).sum();
+        if let Some(out) = self.dead_letter.as_mut() {
+            let written = inputs
+                .iter()
+                .try_for_each(|chunk| out.write_all(chunk))
+                .and_then(|()| out.flush());
+            if let Err(e) = written {
+                tracing::error!(
+                    stage,
+                    "cannot write {records} quarantined records to the dead-letter file: {e}"
+                );
+            }
+        }
+        if records > 0 {
+            tracing::warn!(
+                stage,
+                records,
+                "quarantined the input of the call that faulted"
+            );
+        }
+        records
+    }
+}
+
+/// Records in a framed chunk that the host already checked.
+fn count(chunk: &[u8]) -> u64 {
+    split(chunk).count() as u64
+}
+
+/// The records of a framed chunk that the host already checked.
+pub(crate) fn split(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = chunk;
+    std::iter::from_fn(move || {
+        let prefix = rest.get(..4)?;
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let record = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(record)
+    })
+}
