@@ -12,6 +12,10 @@ pub const DEFAULT_CHECK_CREDITS: u32 = 64;
 /// Records after which the check stops resuming (and closes mid-stream).
 pub const DEFAULT_CHECK_MAX_RECORDS: u64 = 10_000;
 
+/// Consecutive resumes with credits that may answer no record before the stage is declared
+/// stalled.
+const MAX_IDLE_RESUMES: u32 = 1000;
+
 /// What to check and how.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
@@ -133,12 +137,19 @@ fn drive(
         Err(e) => return step("pause", Err(e)),
     }
     let (mut resumes, mut records, mut bytes) = (0u64, 0u64, 0u64);
+    let (started, mut idle) = (std::time::Instant::now(), 0u32);
     let finished = loop {
         if records >= options.max_records {
             break false;
         }
+        if idle >= MAX_IDLE_RESUMES {
+            let stage = stage.name().to_string();
+            let after = started.elapsed();
+            return step("resume", Err(Error::Stalled { stage, after }));
+        }
         match stage.resume(options.credits) {
             Ok(Some(chunk)) => {
+                idle = if chunk.is_empty() { idle + 1 } else { 0 };
                 resumes += 1;
                 records += u64::from(chunk.len());
                 bytes += chunk.as_bytes().len() as u64;

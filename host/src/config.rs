@@ -203,6 +203,17 @@ pub struct SinkSpec {
     /// Credits granted per resume: the most records in flight at once.
     #[serde(default = "default_credits")]
     pub credits: u32,
+    /// Fail the run when no record reaches the sink for this long although demand is granted
+    /// (a stage answering empty chunks forever); 0 disables the watchdog.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+}
+
+/// Default of `sink.stall_timeout_ms`: 10 seconds.
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 10_000;
+
+fn default_stall_timeout_ms() -> u64 {
+    DEFAULT_STALL_TIMEOUT_MS
 }
 
 fn default_credits() -> u32 {
@@ -216,6 +227,7 @@ impl Default for SinkSpec {
             path: None,
             format: RecordFormat::default(),
             credits: DEFAULT_CREDITS,
+            stall_timeout_ms: DEFAULT_STALL_TIMEOUT_MS,
         }
     }
 }

@@ -169,6 +169,17 @@ pub enum Error {
         /// What exactly, with the budget.
         detail: String,
     },
+    /// Demand kept being granted but no record reached the sink for `after`: this stage was
+    /// resumed with credits all that time and delivered nothing.
+    #[error(
+        "stage `{stage}`: stalled: resumed with credits for {after:?} without delivering a record"
+    )]
+    Stalled {
+        /// The stage that kept answering empty chunks.
+        stage: String,
+        /// The watchdog's timeout.
+        after: std::time::Duration,
+    },
     /// X3: a call on a stage that faulted earlier; carries the original cause.
     #[error("stage `{stage}`: F1 faulted earlier: {cause}")]
     Faulted {
@@ -225,6 +236,7 @@ impl Error {
             | Error::ProtocolViolation { stage, .. }
             | Error::Trap { stage, .. }
             | Error::LimitExceeded { stage, .. }
+            | Error::Stalled { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
             | Error::Io { stage, .. }
@@ -264,6 +276,7 @@ impl Error {
             Error::ProtocolViolation { .. } => "protocol-violation",
             Error::Trap { .. } => "trap",
             Error::LimitExceeded { .. } => "limit-exceeded",
+            Error::Stalled { .. } => "stalled",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
             Error::Config { .. } => "config",

@@ -8,7 +8,7 @@ mod source;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use market_data::Checksum;
 
@@ -39,6 +39,7 @@ pub struct Pipeline {
     tail: Box<dyn Upstream>,
     sink: Sink,
     primed: bool,
+    stall_timeout: Option<Duration>,
 }
 
 impl Pipeline {
@@ -102,6 +103,8 @@ impl Pipeline {
             tail,
             sink: Sink::open(&spec.sink, origin)?,
             primed: false,
+            stall_timeout: (spec.sink.stall_timeout_ms > 0)
+                .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
         })
     }
 
@@ -188,9 +191,15 @@ impl Pipeline {
         let started = Instant::now();
         let mut failure = self.prime().err();
         if failure.is_none() {
+            let mut watchdog = Watchdog::new(self.stall_timeout, self.probe());
             loop {
                 match self.resume(self.credits) {
-                    Ok(Some(_)) => {}
+                    Ok(Some(records)) => {
+                        if let Err(e) = watchdog.observe(records) {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         failure = Some(e);
@@ -378,5 +387,58 @@ fn apply_overrides(spec: &mut PipelineSpec, records: Option<u64>, credits: Optio
     }
     if let Some(credits) = credits {
         spec.sink.credits = credits;
+    }
+}
+
+/// Declares the pipeline stalled when demand keeps being granted but no record reaches the
+/// sink for a while (a stage answering empty chunks forever), and names the stage: the most
+/// upstream one that was resumed with credits in that time and delivered nothing.
+struct Watchdog {
+    timeout: Option<Duration>,
+    probe: Probe,
+    last_progress: Instant,
+    at_progress: Vec<HopSnapshot>,
+}
+
+impl Watchdog {
+    fn new(timeout: Option<Duration>, probe: Probe) -> Self {
+        let at_progress = probe.snapshot();
+        Watchdog {
+            timeout,
+            probe,
+            last_progress: Instant::now(),
+            at_progress,
+        }
+    }
+
+    fn observe(&mut self, records: u32) -> Result<()> {
+        let Some(timeout) = self.timeout else {
+            return Ok(());
+        };
+        if records > 0 {
+            self.last_progress = Instant::now();
+            self.at_progress.clear();
+            return Ok(());
+        }
+        if self.at_progress.is_empty() {
+            self.at_progress = self.probe.snapshot();
+        }
+        if self.last_progress.elapsed() < timeout {
+            return Ok(());
+        }
+        let now = self.probe.snapshot();
+        let culprit = now
+            .iter()
+            .zip(&self.at_progress)
+            .find(|(n, then)| {
+                n.stats.credits_granted > then.stats.credits_granted
+                    && n.stats.records == then.stats.records
+            })
+            .map(|(n, _)| n.name.clone())
+            .unwrap_or_else(|| "sink".into());
+        Err(Error::Stalled {
+            stage: culprit,
+            after: timeout,
+        })
     }
 }

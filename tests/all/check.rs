@@ -269,3 +269,13 @@ fn poison_pill() {
         report.first_error()
     );
 }
+
+#[test]
+fn answers_empty_forever() {
+    let report = run(a::ANSWERS_EMPTY_FOREVER, &[], &[]);
+    assert!(
+        matches!(report.first_error(), Some(Error::Stalled { .. })),
+        "{:?}",
+        report.first_error()
+    );
+}

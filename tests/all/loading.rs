@@ -138,3 +138,118 @@ fn x5_pull_outside_a_call_fails_instantiation() {
         "{err}"
     );
 }
+
+/// A minimal stage in WAT, with `$memory_pages` of initial memory and `$start` run when it
+/// is instantiated; `$resume_body` must leave a pointer to the `option<list<u8>>` answer.
+fn wat_stage(memory_pages: u32, start: &str, resume_body: &str) -> String {
+    format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") {memory_pages})
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func $start {start})
+    (start $start)
+    (func (export "resume") (param i32) (result i32) {resume_body})
+    (func (export "close")))
+  (core instance $i (instantiate $m))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
+    )
+}
+
+/// Answers `some(empty)`: discriminant 1, pointer 0, length 0 at address 32.
+const ANSWER_EMPTY: &str = "(i32.store (i32.const 32) (i32.const 1)) (i64.store (i32.const 36) (i64.const 0)) (i32.const 32)";
+
+#[test]
+fn checklist_4_a_memory_minimum_over_the_limit_fails_instantiation_cleanly() {
+    // 2048 pages = 128 MiB, over the 64 MiB default.
+    let component = engine()
+        .load_bytes(
+            "greedy-memory",
+            wat_stage(2048, "", ANSWER_EMPTY).as_bytes(),
+        )
+        .expect("loads");
+    let err = component
+        .instantiate("greedy-memory", StageOptions::new())
+        .expect_err("over the memory limit");
+    assert!(
+        matches!(
+            &err,
+            sluicegate::Error::LimitExceeded {
+                limit: sluicegate::Limit::Memory,
+                call: sluicegate::Call::Instantiate,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn checklist_5_a_start_function_that_loops_is_stopped() {
+    let component = engine()
+        .load_bytes(
+            "endless-start",
+            wat_stage(1, "(loop $l (br $l))", ANSWER_EMPTY).as_bytes(),
+        )
+        .expect("loads");
+    let options = StageOptions::new().limits(sluicegate::Limits {
+        cpu_per_call: std::time::Duration::from_millis(50),
+        ..Default::default()
+    });
+    let err = component
+        .instantiate("endless-start", options)
+        .expect_err("loops at start");
+    assert!(
+        matches!(
+            &err,
+            sluicegate::Error::LimitExceeded {
+                limit: sluicegate::Limit::Cpu,
+                call: sluicegate::Call::Instantiate,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn checklist_13_a_list_pointing_outside_memory_is_a_clean_fault() {
+    // some(list) with pointer 0 and length 0xFFFF_FFFF.
+    let body = "(i32.store (i32.const 32) (i32.const 1)) (i32.store (i32.const 36) (i32.const 0)) \
+                (i32.store (i32.const 40) (i32.const -1)) (i32.const 32)";
+    let stage = engine()
+        .load_bytes("liar", wat_stage(1, "", body).as_bytes())
+        .expect("loads")
+        .instantiate("liar", StageOptions::new())
+        .expect("instantiates");
+    let err = stage.prime().expect_err("bad list");
+    assert!(
+        matches!(&err, sluicegate::Error::Trap { message, .. } if message.contains("out of bounds")),
+        "{err}"
+    );
+    assert_eq!(stage.stats().bytes, 0);
+}
+
+#[test]
+fn checklist_35_an_exhausted_pool_refuses_the_next_stage_cleanly() {
+    let pooled = sluicegate::Engine::builder()
+        .pooling(1)
+        .build()
+        .expect("engine");
+    let component = pooled
+        .load_bytes("tiny", wat_stage(1, "", ANSWER_EMPTY).as_bytes())
+        .expect("loads");
+    let first = component
+        .instantiate("first", StageOptions::new())
+        .expect("the pool has one slot");
+    let err = component
+        .instantiate("second", StageOptions::new())
+        .expect_err("no slot left");
+    assert!(err.to_string().contains("second"), "{err}");
+    assert!(first.prime().expect("the first stage is unaffected"));
+}

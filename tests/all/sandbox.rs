@@ -300,3 +300,18 @@ fn an_oversized_component_is_refused_before_compiling() {
         "{err}"
     );
 }
+
+#[test]
+fn a_stage_that_never_produces_is_declared_stalled_and_named() {
+    let toml = stage("counter", a::COUNTER, "")
+        + &stage("idle", a::ANSWERS_EMPTY_FOREVER, "")
+        + &stage("after", a::PASSTHROUGH, "")
+        + "[sink]\ncredits = 4\nstall_timeout_ms = 200\n";
+    let (report, logs) = run(&toml);
+    let failure = report.failure.as_ref().expect("stalled");
+    assert_eq!(
+        (failure.kind.as_str(), failure.stage.as_str()),
+        ("stalled", "idle")
+    );
+    assert_eq!(cleaned(&logs), ["after", "counter"]);
+}

@@ -17,6 +17,9 @@ use crate::limits::{Budget, Limits};
 use crate::stage::supervise::Salvage;
 use crate::upstream::Upstream;
 
+/// WASI resource handles one stage may hold at once.
+const MAX_WASI_HANDLES: usize = 1024;
+
 /// What the host is waiting for the guest to finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Serving {
@@ -100,7 +103,13 @@ impl StageCtx {
             stderr,
             budget: Budget::new(limits),
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                // WASI handles (streams, pollables) a guest can hold at once: a guest cannot
+                // make the host's handle table grow without bound.
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_WASI_HANDLES);
+                table
+            },
         }
     }
 
