@@ -121,3 +121,53 @@ fn demo_runs_the_market_pipeline() {
     assert!(stdout.contains("ticks in: 3000, orders out:"), "{stdout}");
     assert!(stdout.contains("status: ok"), "{stdout}");
 }
+
+fn write_pipeline(name: &str, toml: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluicegate-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, toml).expect("write");
+    file
+}
+
+#[test]
+fn run_with_a_hostile_stage_names_it_and_the_limit_and_exits_nonzero() {
+    let file = write_pipeline(
+        "hostile",
+        &format!(
+            "[[stage]]\nname = \"spinner\"\ncomponent = {:?}\nlimits = {{ cpu_ms = 50 }}\n[[stage]]\nname = \"map\"\ncomponent = {:?}\n",
+            a::LOOPS_IN_RESUME,
+            a::PASSTHROUGH
+        ),
+    );
+    let (ok, stdout, stderr) = sluicegate(&["run", file.to_str().expect("path")]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("stage `spinner` (limit-exceeded)")
+            && stdout.contains("limit exceeded: cpu"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn run_with_restart_completes_and_reports_the_restarts() {
+    let file = write_pipeline(
+        "restart",
+        &format!(
+            "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 40 }}\n\
+             [[stage]]\nname = \"strategy\"\ncomponent = {:?}\nconfig = {{ poison = \"21\" }}\non_fault = \"restart\"\n\
+             [sink]\ncredits = 4\n",
+            a::COUNTER,
+            a::POISON_PILL
+        ),
+    );
+    let (ok, stdout, stderr) = sluicegate(&["run", "--json", file.to_str().expect("path")]);
+    assert!(ok, "{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["hops"][1]["restarts"], 1);
+    assert_eq!(report["hops"][1]["quarantined_records"], 4);
+    assert_eq!(report["sink"]["records"], 36);
+    assert_eq!(report["recovered"][0]["stage"], "strategy");
+}
