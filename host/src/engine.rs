@@ -25,6 +25,7 @@ pub struct Engine {
 #[derive(Debug, Clone)]
 pub struct EngineBuilder {
     fuel: bool,
+    epochs: bool,
     pooling: Option<u32>,
     max_wasm_stack: usize,
     max_component_bytes: usize,
@@ -42,6 +43,7 @@ impl EngineBuilder {
     pub fn new() -> Self {
         EngineBuilder {
             fuel: false,
+            epochs: true,
             pooling: None,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
@@ -63,6 +65,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Turns CPU deadlines off entirely: a looping stage then hangs its caller. Only for
+    /// measuring what the deadlines cost; never for untrusted stages.
+    #[doc(hidden)]
+    pub fn without_cpu_deadlines_for_benchmarks(mut self) -> Self {
+        self.epochs = false;
+        self
+    }
+
     /// The wasm stack each stage may use, in bytes; deeper recursion faults the stage.
     pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
         self.max_wasm_stack = bytes;
@@ -80,7 +90,7 @@ impl EngineBuilder {
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(self.epochs)
             .consume_fuel(self.fuel)
             .max_wasm_stack(self.max_wasm_stack);
         if let Some(instances) = self.pooling {
@@ -101,7 +111,9 @@ impl EngineBuilder {
             |ctx| ctx,
         )
         .map_err(|e| host_error("-", e))?;
-        start_ticker(&inner, EPOCH_TICK);
+        if self.epochs {
+            start_ticker(&inner, EPOCH_TICK);
+        }
         Ok(Engine {
             inner,
             linker: Arc::new(linker),

@@ -171,3 +171,35 @@ fn run_with_restart_completes_and_reports_the_restarts() {
     assert_eq!(report["sink"]["records"], 36);
     assert_eq!(report["recovered"][0]["stage"], "strategy");
 }
+
+#[test]
+fn run_reads_stdin_and_writes_stdout() {
+    use std::io::Write as _;
+    let file = write_pipeline(
+        "stdio",
+        &format!(
+            "[source]\nkind = \"stdin\"\n[[stage]]\nname = \"map\"\ncomponent = {:?}\n[sink]\nkind = \"stdout\"\ncredits = 2\n",
+            a::PASSTHROUGH
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", file.to_str().expect("path")])
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"buy 100\nsell 50\nhold\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout, "buy 100\nsell 50\nhold\n",
+        "only the records on stdout"
+    );
+}

@@ -335,3 +335,59 @@ fn a_component_of_the_wrong_world_is_named_by_its_stage() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn file_sources_read_lines_and_framed_records_and_a_file_sink_writes_them() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("in.txt"), "alpha\nbeta\n\ngamma").expect("write lines");
+    let framed = sluicegate::Chunk::from_records(["one", "two", "three"]);
+    std::fs::write(dir.join("in.bin"), framed.as_bytes()).expect("write framed");
+    let origin = dir.join("p.toml");
+    let run = |source: &str, sink_format: &str| {
+        let toml = format!(
+            "[source]\nkind = \"file\"\n{source}\n{}[sink]\nkind = \"file\"\npath = \"out\"\nformat = \"{sink_format}\"\ncredits = 2\n",
+            stage("map", a::PASSTHROUGH, "")
+        );
+        let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+        let report = Pipeline::build(engine(), &spec, &origin)
+            .expect("build")
+            .run();
+        assert_eq!(report.status, RunStatus::Ok, "{report}");
+        std::fs::read(dir.join("out")).expect("sink output")
+    };
+    // Lines: the empty line is an (empty) record, and the last line needs no newline.
+    assert_eq!(run("path = \"in.txt\"", "lines"), b"alpha\nbeta\n\ngamma\n");
+    assert_eq!(
+        run("path = \"in.bin\"\nformat = \"framed\"", "framed"),
+        framed.as_bytes()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_truncated_framed_input_file_is_an_error_of_the_source() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("in.bin"), [9u8, 0, 0, 0, b'x']).expect("write");
+    let origin = dir.join("p.toml");
+    let toml = format!(
+        "[source]\nkind = \"file\"\npath = \"in.bin\"\nformat = \"framed\"\n{}",
+        stage("map", a::PASSTHROUGH, "")
+    );
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let report = Pipeline::build(engine(), &spec, &origin)
+        .expect("build")
+        .run();
+    let failure = report.failure.as_ref().expect("failure");
+    assert_eq!(
+        (failure.stage.as_str(), failure.kind.as_str()),
+        ("source", "io")
+    );
+    assert!(
+        failure.message.contains("inside a 9-byte record"),
+        "{}",
+        failure.message
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

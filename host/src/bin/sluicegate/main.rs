@@ -124,13 +124,19 @@ fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Resu
         let _progress = progress::Progress::start(pipeline.probe(), pipeline.credits());
         pipeline.run()
     };
-    if options.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    // When the records themselves go to stdout, the report goes to stderr so the data stays
+    // clean for whatever reads it.
+    let text = if options.json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else if demo {
+        format!("{report}{}", demo_outcome(&report))
     } else {
-        print!("{report}");
-        if demo {
-            print_demo_outcome(&report);
-        }
+        report.to_string()
+    };
+    if report.sink.kind == sluicegate::SinkKind::Stdout {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
     }
     match report.status {
         RunStatus::Ok => Ok(()),
@@ -147,12 +153,12 @@ fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Resu
     }
 }
 
-fn print_demo_outcome(report: &RunReport) {
+fn demo_outcome(report: &RunReport) -> String {
     let ticks = report.hops.first().map(|h| h.records_out).unwrap_or(0);
-    println!(
-        "ticks in: {ticks}, orders out: {}, checksum {} (the same on every run with the same seed)",
+    format!(
+        "ticks in: {ticks}, orders out: {}, checksum {} (the same on every run with the same seed)\n",
         report.sink.records, report.sink.checksum
-    );
+    )
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
