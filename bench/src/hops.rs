@@ -1,0 +1,135 @@
+//! The cost of one hop: chains of 1, 2, 4 and 8 pass-through stages, one record per chunk,
+//! records of 64 B to 64 KiB; the per-hop cost is the slope over depth. The floor is a raw
+//! wasmtime component call returning a list of the same size, with no sluicegate around it.
+
+use std::time::Instant;
+
+use sluicegate::{Chunk, Stage, StageComponent, StageOptions};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+pub const DEPTHS: [usize; 4] = [1, 2, 4, 8];
+
+pub struct HopRow {
+    pub bytes: usize,
+    /// ns per chunk through each depth of [`DEPTHS`].
+    pub per_chunk_ns: Vec<f64>,
+    /// Least-squares slope over depth: ns added per hop.
+    pub per_hop_ns: f64,
+    /// A raw component call answering `some(list)` of `bytes` bytes, ns.
+    pub floor_ns: f64,
+}
+
+pub fn measure(passthrough: &StageComponent, bytes: usize, iters: u32) -> anyhow::Result<HopRow> {
+    let mut per_chunk_ns = Vec::new();
+    for depth in DEPTHS {
+        per_chunk_ns.push(chain_ns(passthrough, depth, bytes, iters)?);
+    }
+    Ok(HopRow {
+        bytes,
+        per_hop_ns: slope(&per_chunk_ns),
+        per_chunk_ns,
+        floor_ns: floor_ns(bytes, iters)?,
+    })
+}
+
+fn chain_ns(
+    passthrough: &StageComponent,
+    depth: usize,
+    bytes: usize,
+    iters: u32,
+) -> anyhow::Result<f64> {
+    let record = Chunk::from_records([vec![7u8; bytes]]);
+    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
+        Ok(Some(if credits == 0 {
+            Chunk::empty()
+        } else {
+            record.clone()
+        }))
+    };
+    let mut chain: Vec<Stage> = Vec::new();
+    for i in 0..depth {
+        let options = match chain.last() {
+            Some(previous) => StageOptions::new().upstream(previous.clone()),
+            None => StageOptions::new().upstream(source.clone()),
+        };
+        chain.push(passthrough.instantiate(&format!("hop{i}"), options)?);
+    }
+    for stage in &chain {
+        stage.prime()?;
+    }
+    let tail = chain.last().ok_or_else(|| anyhow::anyhow!("empty chain"))?;
+    for _ in 0..iters / 10 {
+        tail.resume(1)?;
+    }
+    let started = Instant::now();
+    for _ in 0..iters {
+        tail.resume(1)?;
+    }
+    let ns = started.elapsed().as_nanos() as f64 / f64::from(iters);
+    for stage in &chain {
+        stage.close()?;
+    }
+    Ok(ns)
+}
+
+fn slope(per_depth: &[f64]) -> f64 {
+    let xs: Vec<f64> = DEPTHS.iter().map(|&d| d as f64).collect();
+    let n = xs.len() as f64;
+    let (mx, my) = (
+        xs.iter().sum::<f64>() / n,
+        per_depth.iter().sum::<f64>() / n,
+    );
+    let cov: f64 = xs
+        .iter()
+        .zip(per_depth)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum();
+    let var: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    cov / var
+}
+
+/// A raw call of a WAT component whose `resume` answers `some(list)` of `bytes` bytes.
+fn floor_ns(bytes: usize, iters: u32) -> anyhow::Result<f64> {
+    raw_floor_ns(bytes, iters).map_err(|e| anyhow::anyhow!("floor measurement: {e:#}"))
+}
+
+fn raw_floor_ns(bytes: usize, iters: u32) -> wasmtime::Result<f64> {
+    let pages = bytes / 65536 + 2;
+    let wat = format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") {pages})
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+    (func (export "resume") (param i32) (result i32)
+      (i32.store (i32.const 32) (i32.const 1))
+      (i32.store (i32.const 36) (i32.const 1024))
+      (i32.store (i32.const 40) (i32.const {bytes}))
+      (i32.const 32)))
+  (core instance $i (instantiate $m))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (instance $g (export "resume" (func $resume)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
+    );
+    let engine = Engine::default();
+    let component = Component::new(&engine, wat)?;
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::new(&engine).instantiate(&mut store, &component)?;
+    let generator = instance
+        .get_export_index(&mut store, None, "sluicegate:stage/generator@0.1.0")
+        .ok_or_else(|| wasmtime::format_err!("no generator export"))?;
+    let index = instance
+        .get_export_index(&mut store, Some(&generator), "resume")
+        .ok_or_else(|| wasmtime::format_err!("no resume export"))?;
+    let resume = instance.get_typed_func::<(u32,), (Option<Vec<u8>>,)>(&mut store, &index)?;
+    for _ in 0..iters / 10 {
+        resume.call(&mut store, (1,))?;
+    }
+    let started = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(resume.call(&mut store, (1,))?);
+    }
+    Ok(started.elapsed().as_nanos() as f64 / f64::from(iters))
+}
