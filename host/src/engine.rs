@@ -9,13 +9,16 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{StageWorld, StageWorldPre};
 use crate::error::{Error, Result};
-use crate::limits::{DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, EPOCH_TICK};
+use crate::limits::{
+    DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, EPOCH_TICK,
+};
 use crate::stage::{Stage, StageCtx, StageOptions};
 
 /// Loads and compiles stage components. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    compile_timeout: Duration,
     linker: Arc<Linker<StageCtx>>,
     fuel: bool,
     max_component_bytes: usize,
@@ -24,6 +27,7 @@ pub struct Engine {
 /// Builds an [`Engine`]; every default is safe for untrusted stages.
 #[derive(Debug, Clone)]
 pub struct EngineBuilder {
+    compile_timeout: Duration,
     fuel: bool,
     epochs: bool,
     pooling: Option<u32>,
@@ -42,6 +46,7 @@ impl EngineBuilder {
     /// [`DEFAULT_MAX_WASM_STACK`] per stage, components up to [`DEFAULT_MAX_COMPONENT_BYTES`].
     pub fn new() -> Self {
         EngineBuilder {
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             fuel: false,
             epochs: true,
             pooling: None,
@@ -76,6 +81,15 @@ impl EngineBuilder {
     /// The wasm stack each stage may use, in bytes; deeper recursion faults the stage.
     pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
         self.max_wasm_stack = bytes;
+        self
+    }
+
+    /// How long compiling one component may take before the load is refused
+    /// ([`DEFAULT_COMPILE_TIMEOUT`]). Compilation runs on a worker thread; one that overruns
+    /// is left to finish in the background (Cranelift cannot be interrupted) and its result
+    /// is discarded.
+    pub fn compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
         self
     }
 
@@ -116,6 +130,7 @@ impl EngineBuilder {
         }
         Ok(Engine {
             inner,
+            compile_timeout: self.compile_timeout,
             linker: Arc::new(linker),
             fuel: self.fuel,
             max_component_bytes: self.max_component_bytes,
@@ -184,10 +199,7 @@ impl Engine {
             });
         }
         check_header(name, bytes)?;
-        let component = Component::new(&self.inner, bytes).map_err(|e| Error::Load {
-            stage: name.to_string(),
-            reason: format!("invalid component: {e:#}"),
-        })?;
+        let component = self.compile(name, bytes)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             stage: name.to_string(),
             reason: format!("{e:#}"),
@@ -209,6 +221,38 @@ impl Engine {
             engine: self.clone(),
             pre,
         })
+    }
+
+    /// Compiles on a worker thread, giving up after the compile timeout (checklist #3: a
+    /// "compile bomb" must not hold the caller hostage).
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component> {
+        let (engine, bytes) = (self.inner.clone(), bytes.to_vec());
+        let (done, outcome) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name(format!("sluicegate-compile-{name}"))
+            .spawn(move || {
+                let _ = done.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| Error::Host {
+                stage: name.to_string(),
+                message: format!("cannot start a compile thread: {e}"),
+            })?;
+        let load = |reason: String| Error::Load {
+            stage: name.to_string(),
+            reason,
+        };
+        match outcome.recv_timeout(self.compile_timeout) {
+            Ok(Ok(component)) => {
+                let _ = worker.join();
+                Ok(component)
+            }
+            Ok(Err(e)) => Err(load(format!("invalid component: {e:#}"))),
+            Err(_) => Err(load(format!(
+                "compiling took longer than {:?}; refused (the compile thread finishes in \
+                 the background and its result is discarded)",
+                self.compile_timeout
+            ))),
+        }
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {

@@ -59,8 +59,9 @@ pub use crate::config::{
 pub use crate::engine::{Engine, EngineBuilder, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
 pub use crate::limits::{
-    DEFAULT_CPU_PER_CALL, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_COMPONENT_BYTES,
-    DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, EPOCH_TICK, Limit, Limits,
+    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PER_CALL, DEFAULT_MAX_CHUNK_BYTES,
+    DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, EPOCH_TICK, Limit,
+    Limits,
 };
 pub use crate::metrics::StageStats;
 pub use crate::pipeline::{HopSnapshot, Pipeline, Probe, build_from_file, build_from_toml};

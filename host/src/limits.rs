@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_CHUNK_BYTES: usize = 16 << 20;
 pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
 /// Largest component file the engine compiles: 64 MiB.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// How long compiling one component may take: 60 s.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the engine's epoch advances; the bound on how far past its deadline a looping
 /// stage can run.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);

@@ -680,9 +680,10 @@ fn fault_of(name: &str, call: Call, error: &wasmtime::Error, store: &Store<Stage
             ),
         );
     }
+    // One line: the trap, or the root cause without wasmtime's backtrace frames.
     let mut message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
-        None => text,
+        None => error.root_cause().to_string(),
     };
     if let Some(words) = store.data().last_words() {
         message.push_str(&format!("; guest stderr: {words}"));

@@ -279,3 +279,8 @@ fn answers_empty_forever() {
         report.first_error()
     );
 }
+
+#[test]
+fn handle_spam() {
+    traps_in(&run(a::HANDLE_SPAM, &[], &[]), "resume");
+}

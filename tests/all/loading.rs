@@ -253,3 +253,124 @@ fn checklist_35_an_exhausted_pool_refuses_the_next_stage_cleanly() {
     assert!(err.to_string().contains("second"), "{err}");
     assert!(first.prime().expect("the first stage is unaffected"));
 }
+
+fn short_cpu() -> StageOptions {
+    StageOptions::new().limits(sluicegate::Limits {
+        cpu_per_call: std::time::Duration::from_millis(50),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn checklist_9_bulk_copies_of_the_whole_memory_in_a_loop_are_stopped() {
+    // 256 pages = 16 MiB copied over itself, forever.
+    let body = "(loop $l (memory.copy (i32.const 0) (i32.const 8) (i32.const 16777000)) (br $l)) (i32.const 32)";
+    let stage = engine()
+        .load_bytes("copier", wat_stage(256, "", body).as_bytes())
+        .expect("loads")
+        .instantiate("copier", short_cpu())
+        .expect("instantiates");
+    let err = stage.prime().expect_err("stopped");
+    assert!(
+        matches!(
+            &err,
+            sluicegate::Error::LimitExceeded {
+                limit: sluicegate::Limit::Cpu,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn checklist_11_table_growth_is_capped() {
+    // A table grown by a million elements at a time until refused, then trap on refusal.
+    let wat = r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (table $t 1 funcref)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func (export "resume") (param i32) (result i32)
+      (loop $l
+        (br_if $l (i32.ne (table.grow $t (ref.null func) (i32.const 1000000)) (i32.const -1))))
+      unreachable)
+    (func (export "close")))
+  (core instance $i (instantiate $m))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+    let stage = engine()
+        .load_bytes("tables", wat.as_bytes())
+        .expect("loads")
+        .instantiate("tables", StageOptions::new())
+        .expect("instantiates");
+    let err = stage.prime().expect_err("refused growth");
+    assert!(
+        matches!(&err, sluicegate::Error::LimitExceeded { limit: sluicegate::Limit::Memory, detail, .. } if detail.contains("table growth")),
+        "{err}"
+    );
+}
+
+#[test]
+fn checklist_16_invalid_utf8_from_a_guest_is_a_clean_fault() {
+    // host.log with a "string" of bytes that are not UTF-8.
+    let wat = r#"(component
+  (import "sluicegate:stage/host@0.1.0" (instance $host
+    (type $l (enum "trace" "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $l)))
+    (export "log" (func (param "level" $level) (param "message" string)
+      (param "fields" (list (tuple string string)))))))
+  (alias export $host "level" (type $level))
+  (core module $mem
+    (memory (export "memory") 1)
+    (data (i32.const 100) "\ff\fe\fd")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024)))
+  (core instance $m (instantiate $mem))
+  (core func $log (canon lower (func $host "log") (memory (core memory $m "memory"))
+    (realloc (core func $m "realloc"))))
+  (core module $main
+    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (func (export "resume") (param i32) (result i32)
+      (call $log (i32.const 2) (i32.const 100) (i32.const 3) (i32.const 0) (i32.const 0))
+      (i32.const 32))
+    (func (export "close")))
+  (core instance $i (instantiate $main (with "host" (instance (export "log" (func $log))))))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+    let stage = engine()
+        .load_bytes("mojibake", wat.as_bytes())
+        .expect("loads")
+        .instantiate("mojibake", StageOptions::new())
+        .expect("instantiates");
+    let err = stage.prime().expect_err("invalid utf-8");
+    assert!(
+        matches!(&err, sluicegate::Error::Trap { stage, message, .. } if stage == "mojibake" && message.contains("invalid utf-8")),
+        "{err}"
+    );
+}
+
+#[test]
+fn checklist_24_cumulative_credits_past_u32_max_do_not_wrap() {
+    let stage = sluicegate_tests::component(sluicegate_tests::artifacts::COUNTER)
+        .instantiate("counter", StageOptions::new().config("records", "100000"))
+        .expect("instantiates");
+    stage.prime().expect("prime");
+    let first = stage.resume(u32::MAX).expect("resume").expect("a chunk");
+    assert_eq!(first.len(), 100_000, "every record, in one chunk");
+    assert_eq!(stage.resume(u32::MAX).expect("resume"), None);
+    let stats = stage.stats();
+    assert_eq!(
+        stats.credits_granted,
+        2 * u64::from(u32::MAX),
+        "no wrap-around"
+    );
+    assert!(stats.records <= stats.credits_granted);
+}

@@ -315,3 +315,34 @@ fn a_stage_that_never_produces_is_declared_stalled_and_named() {
     );
     assert_eq!(cleaned(&logs), ["after", "counter"]);
 }
+
+#[test]
+fn a_compile_that_overruns_its_timeout_is_refused() {
+    let impatient = Engine::builder()
+        .compile_timeout(std::time::Duration::from_nanos(1))
+        .build()
+        .expect("engine");
+    let bytes = std::fs::read(a::VWAP).expect("fixture");
+    let err = impatient
+        .load_bytes("slow", &bytes)
+        .err()
+        .expect("timed out");
+    assert!(
+        matches!(&err, Error::Load { stage, reason } if stage == "slow" && reason.contains("compiling took longer")),
+        "{err}"
+    );
+}
+
+#[test]
+fn handle_spam_is_stopped_by_the_handle_cap() {
+    let s = component(a::HANDLE_SPAM)
+        .instantiate("spammer", StageOptions::new())
+        .expect("instantiate");
+    s.prime().expect("prime");
+    let err = s.resume(1).expect_err("the handle table is capped");
+    assert!(
+        matches!(&err, Error::Trap { stage, message, .. } if stage == "spammer" && message.contains("resource table")),
+        "{err}"
+    );
+    host_still_runs_pipelines();
+}
