@@ -188,7 +188,77 @@ struct Live {
     fuel: Option<u64>,
 }
 
+/// What a resume answered that passed every check, and the upstream's fault if one happened
+/// while it served this stage's pulls (X4).
+type Answer = (Option<Chunk>, Option<Error>);
+
 impl Live {
+    /// Calls `resume(credits)` and checks everything the guest did and answered (C1-C3,
+    /// P1, S1, R3, the limits). An `Err` is a fault: the store must not be entered again.
+    fn resume(
+        &mut self,
+        name: &str,
+        call: Call,
+        credits: u32,
+        counters: &Counters,
+    ) -> Result<Answer> {
+        counters.entered_resume(credits);
+        self.store.data_mut().begin(Serving::Resume(credits));
+        self.arm();
+        let started = Instant::now();
+        let answer = self
+            .world
+            .sluicegate_stage_generator()
+            .call_resume(&mut self.store, credits);
+        counters.resume_took(started.elapsed());
+        let CallReport {
+            violation: broken,
+            upstream_fault,
+        } = self.store.data_mut().end();
+        let answer = match (answer, broken) {
+            (_, Some((rule, detail))) => return Err(violation(name, rule, detail)),
+            (Err(e), None) => return Err(fault_of(name, call, &e, &self.store)),
+            (Ok(answer), None) => answer,
+        };
+        let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
+        if let Some(bytes) = answer.as_ref().filter(|b| b.len() > max_bytes) {
+            return Err(Error::LimitExceeded {
+                stage: name.to_string(),
+                limit: Limit::ChunkBytes,
+                call,
+                detail: format!(
+                    "a {}-byte chunk, over the {max_bytes}-byte cap",
+                    bytes.len()
+                ),
+            });
+        }
+        let chunk = match answer {
+            None => None,
+            Some(bytes) => match count_records(&bytes, credits) {
+                Ok(records) => Some(Chunk::from_checked(bytes, records)),
+                Err(error) => return Err(chunk_violation(name, call, credits, error)),
+            },
+        };
+        Ok((chunk, upstream_fault))
+    }
+
+    /// Calls `close()` (the stage's cleanup); an `Err` is a fault (R4, a trap, a limit).
+    fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
+        counters.entered_close();
+        self.store.data_mut().begin(Serving::Close);
+        self.arm();
+        let done = self
+            .world
+            .sluicegate_stage_generator()
+            .call_close(&mut self.store);
+        let report = self.store.data_mut().end();
+        match (done, report.violation) {
+            (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
+            (Err(e), None) => Err(fault_of(name, Call::Close, &e, &self.store)),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+
     /// Arms the budgets of one call: the epoch deadline and, if metered, the fuel.
     fn arm(&mut self) {
         let ticks = self.store.data().budget.limits().deadline_ticks();
@@ -388,52 +458,13 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
-        counters.entered_resume(credits);
-        live.store.data_mut().begin(Serving::Resume(credits));
-        live.arm();
-        let started = Instant::now();
-        let answer = live
-            .world
-            .sluicegate_stage_generator()
-            .call_resume(&mut live.store, credits);
-        counters.resume_took(started.elapsed());
-        let CallReport {
-            violation: broken,
-            upstream_fault,
-        } = live.store.data_mut().end();
-        let answer = match (answer, broken) {
-            (_, Some((rule, detail))) => return Err(self.fault(violation(name, rule, detail))),
-            (Err(e), None) => {
-                let error = fault_of(name, call, &e, &live.store);
-                return Err(self.fault(error));
-            }
-            (Ok(answer), None) => answer,
+        let (chunk, upstream_fault) = match live.resume(name, call, credits, counters) {
+            Ok(answer) => answer,
+            Err(error) => return Err(self.fault(error)),
         };
-        let max_bytes = live.store.data().budget.limits().max_chunk_bytes;
-        if let Some(bytes) = answer.as_ref().filter(|b| b.len() > max_bytes) {
-            let detail = format!(
-                "a {}-byte chunk, over the {max_bytes}-byte cap",
-                bytes.len()
-            );
-            return Err(self.fault(Error::LimitExceeded {
-                stage: name.to_string(),
-                limit: Limit::ChunkBytes,
-                call,
-                detail,
-            }));
-        }
-        let chunk = match answer {
-            None => {
-                self.state = Lifecycle::Exhausted;
-                None
-            }
-            Some(bytes) => match count_records(&bytes, credits) {
-                Ok(records) => {
-                    self.state = Lifecycle::Suspended;
-                    Some(Chunk::from_checked(bytes, records))
-                }
-                Err(error) => return Err(self.fault(chunk_violation(name, call, credits, error))),
-            },
+        self.state = match chunk {
+            Some(_) => Lifecycle::Suspended,
+            None => Lifecycle::Exhausted,
         };
         match upstream_fault {
             // X4: nothing of this call is delivered; the stage itself stays usable for close.
@@ -471,25 +502,13 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
-        counters.entered_close();
-        live.store.data_mut().begin(Serving::Close);
-        live.arm();
-        let done = live
-            .world
-            .sluicegate_stage_generator()
-            .call_close(&mut live.store);
-        let report = live.store.data_mut().end();
-        match (done, report.violation) {
-            (_, Some((rule, detail))) => Err(self.fault(violation(name, rule, detail))),
-            (Err(e), None) => {
-                let error = fault_of(name, Call::Close, &e, &live.store);
-                Err(self.fault(error))
-            }
-            (Ok(()), None) => {
+        match live.close(name, counters) {
+            Ok(()) => {
                 self.state = Lifecycle::Closed;
                 self.live = None;
                 Ok(())
             }
+            Err(error) => Err(self.fault(error)),
         }
     }
 
