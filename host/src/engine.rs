@@ -18,6 +18,7 @@ use crate::stage::{Stage, StageCtx, StageOptions};
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    live_instances: Arc<std::sync::atomic::AtomicUsize>,
     compile_timeout: Duration,
     linker: Arc<Linker<StageCtx>>,
     fuel: bool,
@@ -130,6 +131,7 @@ impl EngineBuilder {
         }
         Ok(Engine {
             inner,
+            live_instances: Arc::default(),
             compile_timeout: self.compile_timeout,
             linker: Arc::new(linker),
             fuel: self.fuel,
@@ -164,6 +166,17 @@ impl Engine {
     /// Starts configuring an engine.
     pub fn builder() -> EngineBuilder {
         EngineBuilder::new()
+    }
+
+    /// Stage instances (stores) alive right now, across all stages of this engine: what a
+    /// swap storm or a restart loop must leave flat.
+    pub fn live_instances(&self) -> usize {
+        self.live_instances
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn instance_counter(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.live_instances.clone()
     }
 
     /// True if the engine meters fuel.
@@ -309,6 +322,10 @@ impl StageComponent {
     /// The name the component was loaded under (the file stem for files).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub(crate) fn pre(&self) -> &StageWorldPre<StageCtx> {
+        &self.pre
     }
 
     /// Instantiates a new stage named `name`. The stage starts **Created**: nothing in it

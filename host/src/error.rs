@@ -180,6 +180,14 @@ pub enum Error {
         /// The watchdog's timeout.
         after: std::time::Duration,
     },
+    /// A hot swap was refused; the old version keeps running untouched.
+    #[error("stage `{stage}`: swap refused, the running version is unchanged: {reason}")]
+    SwapRefused {
+        /// The stage.
+        stage: String,
+        /// Why, with the new version's error.
+        reason: String,
+    },
     /// X3: a call on a stage that faulted earlier; carries the original cause.
     #[error("stage `{stage}`: F1 faulted earlier: {cause}")]
     Faulted {
@@ -237,6 +245,7 @@ impl Error {
             | Error::Trap { stage, .. }
             | Error::LimitExceeded { stage, .. }
             | Error::Stalled { stage, .. }
+            | Error::SwapRefused { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
             | Error::Io { stage, .. }
@@ -277,6 +286,7 @@ impl Error {
             Error::Trap { .. } => "trap",
             Error::LimitExceeded { .. } => "limit-exceeded",
             Error::Stalled { .. } => "stalled",
+            Error::SwapRefused { .. } => "swap-refused",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
             Error::Config { .. } => "config",

@@ -64,8 +64,10 @@ pub use crate::limits::{
     Limits,
 };
 pub use crate::metrics::StageStats;
-pub use crate::pipeline::{HopSnapshot, Pipeline, Probe, build_from_file, build_from_toml};
+pub use crate::pipeline::{
+    HopSnapshot, Pipeline, Probe, Swapper, build_from_file, build_from_toml,
+};
 pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 pub use crate::stage::supervise::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF};
-pub use crate::stage::{Capabilities, FaultPolicy, Stage, StageOptions, StageState};
+pub use crate::stage::{Capabilities, FaultPolicy, Stage, StageOptions, StageState, SwapReport};
 pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};

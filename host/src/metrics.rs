@@ -20,6 +20,8 @@ pub struct StageStats {
     pub bytes: u64,
     /// Times the stage was restarted after a fault.
     pub restarts: u64,
+    /// Times the stage's component was hot-swapped.
+    pub swaps: u64,
     /// Records quarantined (the input of calls that faulted before a restart).
     pub quarantined_records: u64,
     /// Credits granted over all resumes that entered the guest; `records <= credits_granted`.
@@ -40,6 +42,7 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     credits_granted: AtomicU64,
     restarts: AtomicU64,
+    swaps: AtomicU64,
     quarantined_records: AtomicU64,
     latency: Histogram,
 }
@@ -54,6 +57,10 @@ impl Counters {
         self.restarts.fetch_add(1, Relaxed);
         self.quarantined_records
             .fetch_add(quarantined_records, Relaxed);
+    }
+
+    pub(crate) fn swapped(&self) {
+        self.swaps.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn resume_took(&self, elapsed: Duration) {
@@ -79,6 +86,7 @@ impl Counters {
             bytes: self.bytes.load(Relaxed),
             credits_granted: self.credits_granted.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
+            swaps: self.swaps.load(Relaxed),
             quarantined_records: self.quarantined_records.load(Relaxed),
             resume_p50_us: self.latency.quantile_us(0.50),
             resume_p99_us: self.latency.quantile_us(0.99),

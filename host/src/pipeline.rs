@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_WASM_STACK;
 use crate::metrics::{Counters, StageStats};
 use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-use crate::stage::{Capabilities, Stage, StageOptions, StageState};
+use crate::stage::{Capabilities, Stage, StageOptions, StageState, SwapReport};
 use crate::upstream::Upstream;
 
 /// Native stack reserved per stage for host frames between nested wasm calls.
@@ -40,6 +40,7 @@ pub struct Pipeline {
     sink: Sink,
     primed: bool,
     stall_timeout: Option<Duration>,
+    swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
 }
 
 impl Pipeline {
@@ -103,6 +104,7 @@ impl Pipeline {
             tail,
             sink: Sink::open(&spec.sink, origin)?,
             primed: false,
+            swaps: Arc::default(),
             stall_timeout: (spec.sink.stall_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
         })
@@ -116,6 +118,14 @@ impl Pipeline {
     /// The demand window the sink grants per resume.
     pub fn credits(&self) -> u32 {
         self.credits
+    }
+
+    /// A handle for hot-swapping stages from any thread, also while the pipeline runs.
+    pub fn swapper(&self) -> Swapper {
+        Swapper {
+            stages: self.stages.clone(),
+            swaps: self.swaps.clone(),
+        }
     }
 
     /// A handle for reading progress from another thread while the pipeline runs.
@@ -278,6 +288,7 @@ impl Pipeline {
                 })
                 .collect(),
             close_errors: close_errors.iter().map(FailureReport::from).collect(),
+            swaps: self.swaps.lock().map(|s| s.clone()).unwrap_or_default(),
         }
     }
 }
@@ -440,5 +451,32 @@ impl Watchdog {
             stage: culprit,
             after: timeout,
         })
+    }
+}
+
+/// Hot-swaps the stages of a pipeline, from any thread (see [`Stage::swap`]). Swaps are
+/// serialised per stage and recorded in the run's report.
+#[derive(Clone)]
+pub struct Swapper {
+    stages: Vec<Stage>,
+    swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
+}
+
+impl Swapper {
+    /// Replaces the component of the stage named `stage` at its next chunk boundary.
+    pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
+        let target = self
+            .stages
+            .iter()
+            .find(|s| s.name() == stage)
+            .ok_or_else(|| Error::SwapRefused {
+                stage: stage.to_string(),
+                reason: "the pipeline has no stage of that name".into(),
+            })?;
+        let report = target.swap(component)?;
+        if let Ok(mut swaps) = self.swaps.lock() {
+            swaps.push(report.clone());
+        }
+        Ok(report)
     }
 }

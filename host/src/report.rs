@@ -42,6 +42,8 @@ pub struct RunReport {
     pub close_errors: Vec<FailureReport>,
     /// Faults stages recovered from (restart or bypass), oldest first per stage.
     pub recovered: Vec<FailureReport>,
+    /// Hot swaps, in order.
+    pub swaps: Vec<crate::stage::SwapReport>,
 }
 
 /// One hop of a report.

@@ -5,8 +5,10 @@
 
 mod boundary;
 pub(crate) mod supervise;
+mod swap;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
@@ -17,6 +19,7 @@ pub(crate) use self::boundary::StageCtx;
 use self::boundary::{CallReport, Serving};
 pub use self::supervise::FaultPolicy;
 use self::supervise::{Salvage, Supervisor};
+pub use self::swap::SwapReport;
 use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
@@ -113,6 +116,11 @@ pub struct Stage {
 struct Shared {
     name: Arc<str>,
     counters: Counters,
+    /// How to make a fresh instance (restarts, swaps); fixed for the stage's life.
+    recipe: Recipe,
+    /// Set while a swap waits for or holds the lock, so that callers wait for the cut-over
+    /// instead of being refused as re-entrant.
+    swapping: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -120,8 +128,8 @@ struct Inner {
     state: Lifecycle,
     /// The store and bindings; `None` once Closed or Faulted, so its memory is freed.
     live: Option<Live>,
-    /// How to make a fresh instance (restarts).
-    recipe: Recipe,
+    /// The compiled component the stage runs now (a swap replaces it).
+    pre: StageWorldPre<StageCtx>,
     /// What survived the last fault (its upstream, the input of the failed call).
     salvage: Option<Salvage>,
     supervisor: Supervisor,
@@ -130,7 +138,6 @@ struct Inner {
 /// Everything needed to make a fresh instance of the stage.
 struct Recipe {
     engine: Engine,
-    pre: StageWorldPre<StageCtx>,
     config: Vec<(String, String)>,
     limits: Limits,
     capabilities: Capabilities,
@@ -142,6 +149,7 @@ impl Recipe {
     /// Instantiates a fresh store and instance on `upstream` (not primed).
     fn spawn(
         &self,
+        pre: &StageWorldPre<StageCtx>,
         name: &Arc<str>,
         upstream: Box<dyn Upstream>,
         upstream_done: bool,
@@ -152,6 +160,7 @@ impl Recipe {
             self.config.clone(),
             self.limits,
             self.capabilities,
+            self.engine.instance_counter(),
         );
         let mut store = Store::new(self.engine.wasmtime(), ctx);
         store.data_mut().set_upstream_done(upstream_done);
@@ -167,7 +176,7 @@ impl Recipe {
         if let Some(fuel) = self.fuel {
             let _ = live_store.set_fuel(fuel);
         }
-        let world = self.pre.instantiate(&mut live_store);
+        let world = pre.instantiate(&mut live_store);
         let report = live_store.data_mut().end();
         match (world, report.violation) {
             (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
@@ -303,22 +312,23 @@ impl Stage {
         let upstream = options.upstream.unwrap_or_else(|| Box::new(NoUpstream));
         let recipe = Recipe {
             engine: engine.clone(),
-            pre: pre.clone(),
             config: options.config,
             limits,
             capabilities: options.capabilities,
             fuel,
             keep_inputs: options.policy.keeps_inputs(),
         };
-        let live = recipe.spawn(&name, upstream, false)?;
+        let live = recipe.spawn(pre, &name, upstream, false)?;
         Ok(Stage {
             shared: Arc::new(Shared {
                 name,
                 counters: Counters::default(),
+                recipe,
+                swapping: AtomicBool::new(false),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
                     live: Some(live),
-                    recipe,
+                    pre: pre.clone(),
                     salvage: None,
                     supervisor: Supervisor::new(options.policy, options.dead_letter),
                 }),
@@ -357,7 +367,11 @@ impl Stage {
     /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
     pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
         let mut inner = self.lock()?;
-        let (name, counters) = (&self.shared.name, &self.shared.counters);
+        let (name, counters, recipe) = (
+            &self.shared.name,
+            &self.shared.counters,
+            &self.shared.recipe,
+        );
         loop {
             let mut error = match inner.resume(name, counters, credits) {
                 Err(error) if inner.salvage.is_some() => error,
@@ -366,7 +380,7 @@ impl Stage {
             // Apply the fault policy; a fault while priming a restarted instance is one more
             // restart attempt, so this ends once the restart budget is spent.
             loop {
-                match inner.recover(name, counters, error) {
+                match inner.recover(recipe, name, counters, error) {
                     Ok(()) => break,
                     Err(e) if inner.salvage.is_some() && inner.supervisor.may_restart() => {
                         error = e
@@ -395,14 +409,22 @@ impl Stage {
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         match self.shared.inner.try_lock() {
             Ok(inner) => Ok(inner),
+            // A swap is cutting over: wait for it (microseconds) rather than refuse.
+            Err(TryLockError::WouldBlock) if self.shared.swapping.load(Ordering::Acquire) => {
+                self.shared.inner.lock().map_err(|_| self.poisoned())
+            }
             Err(TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
                 stage: self.name().to_string(),
             }),
             // Only a panic inside the host can poison the lock; refuse rather than guess.
-            Err(TryLockError::Poisoned(_)) => Err(Error::Host {
-                stage: self.name().to_string(),
-                message: "a previous call panicked inside the host; the stage is unusable".into(),
-            }),
+            Err(TryLockError::Poisoned(_)) => Err(self.poisoned()),
+        }
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::Host {
+            stage: self.name().to_string(),
+            message: "a previous call panicked inside the host; the stage is unusable".into(),
         }
     }
 }
@@ -524,7 +546,13 @@ impl Inner {
 
     /// Applies the fault policy after a fault in `resume`. `Ok` means "retry the call";
     /// `Err` is the fault, final.
-    fn recover(&mut self, name: &Arc<str>, counters: &Counters, error: Error) -> Result<()> {
+    fn recover(
+        &mut self,
+        recipe: &Recipe,
+        name: &Arc<str>,
+        counters: &Counters,
+        error: Error,
+    ) -> Result<()> {
         let Some(salvage) = self.salvage.take() else {
             return Err(error);
         };
@@ -535,14 +563,12 @@ impl Inner {
                 std::thread::sleep(self.supervisor.backoff());
                 self.supervisor.restarts += 1;
                 self.supervisor.recovered.push(error);
-                let live = match self
-                    .recipe
-                    .spawn(name, salvage.upstream, salvage.upstream_done)
-                {
-                    Ok(live) => live,
-                    // Instantiation itself failed: nothing to salvage, the fault is final.
-                    Err(e) => return Err(self.fault(e)),
-                };
+                let live =
+                    match recipe.spawn(&self.pre, name, salvage.upstream, salvage.upstream_done) {
+                        Ok(live) => live,
+                        // Instantiation itself failed: nothing to salvage, the fault is final.
+                        Err(e) => return Err(self.fault(e)),
+                    };
                 self.live = Some(live);
                 self.state = Lifecycle::Created;
                 // Prime the new instance; a fault here comes back round to `recover`.

@@ -284,3 +284,13 @@ fn answers_empty_forever() {
 fn handle_spam() {
     traps_in(&run(a::HANDLE_SPAM, &[], &[]), "resume");
 }
+
+#[test]
+fn tag_v1() {
+    passes(&run(a::TAG_V1, &[a::COUNTER], &[]));
+}
+
+#[test]
+fn tag_v2() {
+    passes(&run(a::TAG_V2, &[a::COUNTER], &[]));
+}

@@ -7,3 +7,4 @@ mod pipeline;
 mod protocol;
 mod sandbox;
 mod supervision;
+mod swap;

@@ -52,6 +52,7 @@ pub(crate) struct StageCtx {
     config: Vec<(String, String)>,
     stderr: LogPipe,
     pub(crate) budget: Budget,
+    _alive: AliveGuard,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -72,6 +73,7 @@ impl StageCtx {
         config: Vec<(String, String)>,
         limits: Limits,
         capabilities: Capabilities,
+        alive: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
         let stdout = LogPipe::new(name.clone(), "stdout");
         let stderr = LogPipe::new(name.clone(), "stderr");
@@ -102,6 +104,7 @@ impl StageCtx {
             config,
             stderr,
             budget: Budget::new(limits),
+            _alive: AliveGuard::new(alive),
             wasi,
             table: {
                 // WASI handles (streams, pollables) a guest can hold at once: a guest cannot
@@ -116,6 +119,18 @@ impl StageCtx {
     /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
     pub(crate) fn keep_inputs(&mut self) {
         self.inputs = Some(Vec::new());
+    }
+
+    /// Takes the upstream away (a swap moves it to the new version), leaving none behind.
+    pub(crate) fn take_upstream(&mut self) -> (Box<dyn Upstream>, bool) {
+        let upstream = std::mem::replace(&mut self.upstream, Box::new(crate::upstream::NoUpstream));
+        (upstream, std::mem::replace(&mut self.upstream_done, true))
+    }
+
+    /// Gives the stage its upstream (the other half of a swap's move).
+    pub(crate) fn set_upstream(&mut self, upstream: Box<dyn Upstream>, done: bool) {
+        self.upstream = upstream;
+        self.upstream_done = done;
     }
 
     /// Carries over an upstream that already answered `none` (rule R5 across a restart).
@@ -285,4 +300,20 @@ fn seed_bytes(name: &str) -> Vec<u8> {
             (state >> 24) as u8
         })
         .collect()
+}
+
+/// Counts a live store in its engine's instance count for as long as the store exists.
+struct AliveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl AliveGuard {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        AliveGuard(count)
+    }
+}
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

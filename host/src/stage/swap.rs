@@ -1,0 +1,110 @@
+//! Hot swap: replace the component a stage runs while the pipeline flows, with no record
+//! lost or duplicated. The new version is instantiated and primed *before* the cut-over, off
+//! the hot path; the cut-over happens at a chunk boundary (it waits for a resume in progress
+//! to finish) and only moves the upstream across and, if both versions speak the `state`
+//! interface, hands the state over; the old version's cleanup then runs exactly once, off the
+//! hot path. If the new version cannot be loaded, instantiated or primed, nothing changes.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Lifecycle, Stage};
+use crate::engine::StageComponent;
+use crate::error::{Call, Error, Result};
+use crate::upstream::Upstream;
+
+/// What a swap did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SwapReport {
+    /// The stage swapped.
+    pub stage: String,
+    /// Time to instantiate and prime the new version, before the cut-over.
+    pub prepare: Duration,
+    /// The cut-over: how long the stage could not be resumed.
+    pub pause: Duration,
+    /// The old version's cleanup failed (it still ran at most once; the swap stands).
+    pub old_cleanup_error: Option<String>,
+}
+
+/// The new version's upstream while it is primed: priming may only pause (`pull(0)`), and
+/// gets an empty chunk; records cannot be pulled before the cut-over (rule R3).
+struct Detached;
+
+impl Upstream for Detached {
+    fn pull(&mut self, _credits: u32) -> Result<Option<crate::chunk::Chunk>> {
+        Ok(Some(crate::chunk::Chunk::empty()))
+    }
+}
+
+impl Stage {
+    /// Replaces the component this stage runs with `component`, at the next chunk boundary.
+    ///
+    /// Safe to call from another thread while the pipeline runs: it waits for a resume in
+    /// progress (bounded by the stage's CPU limit). Only a primed, suspended stage can be
+    /// swapped. On any failure of the new version the swap is refused with the reason
+    /// ([`Error::SwapRefused`]) and the old version keeps running untouched.
+    pub fn swap(&self, component: &StageComponent) -> Result<SwapReport> {
+        let (name, counters) = (&self.shared.name, &self.shared.counters);
+        let refused = |reason: String| Error::SwapRefused {
+            stage: name.to_string(),
+            reason,
+        };
+        // 1. Off the hot path: the new version, instantiated and primed.
+        let prepare_started = Instant::now();
+        let mut fresh = self
+            .shared
+            .recipe
+            .spawn(component.pre(), name, Box::new(Detached), false)
+            .map_err(|e| refused(format!("the new version does not start: {e}")))?;
+        match fresh.resume(name, Call::Prime, 0, &Default::default()) {
+            Ok((Some(_), _)) => {}
+            Ok((None, _)) => {
+                return Err(refused("the new version finished while priming".into()));
+            }
+            Err(e) => return Err(refused(format!("the new version failed priming: {e}"))),
+        }
+        let prepare = prepare_started.elapsed();
+
+        // 2. The cut-over, at a chunk boundary.
+        self.shared.swapping.store(true, Ordering::Release);
+        let cut_over = (|| {
+            let mut inner = self.shared.inner.lock().map_err(|_| self.poisoned())?;
+            let pause_started = Instant::now();
+            if !matches!(inner.state, Lifecycle::Suspended) {
+                return Err(refused(format!(
+                    "the stage is {:?}; only a primed, suspended stage is swapped",
+                    inner.state.public()
+                )));
+            }
+            let Some(old) = inner.live.as_mut() else {
+                return Err(refused("the stage has no live instance".into()));
+            };
+            let (upstream, upstream_done) = old.store.data_mut().take_upstream();
+            fresh.store.data_mut().set_upstream(upstream, upstream_done);
+            let old = inner.live.replace(fresh);
+            inner.pre = component.pre().clone();
+            Ok((old, pause_started.elapsed()))
+        })();
+        self.shared.swapping.store(false, Ordering::Release);
+        let (old, pause) = cut_over?;
+
+        // 3. Off the hot path: the old version's cleanup, exactly once.
+        let old_cleanup_error = old
+            .map(|mut old| old.close(name, counters))
+            .and_then(|closed| closed.err())
+            .map(|e| e.to_string());
+        counters.swapped();
+        tracing::info!(
+            stage = &**name,
+            prepare_us = prepare.as_micros() as u64,
+            pause_us = pause.as_micros() as u64,
+            "swapped"
+        );
+        Ok(SwapReport {
+            stage: name.to_string(),
+            prepare,
+            pause,
+            old_cleanup_error,
+        })
+    }
+}

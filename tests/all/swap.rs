@@ -1,0 +1,225 @@
+//! Hot swap: the new version takes over at a chunk boundary, every record is processed by
+//! exactly one version, the old version's cleanup runs, and a broken new version changes
+//! nothing.
+
+use std::path::Path;
+
+use sluicegate::{Error, Pipeline, PipelineSpec, RunStatus, Stage, StageComponent, StageOptions};
+use sluicegate_tests::{artifacts as a, capture_logs, component, engine};
+
+fn chain(records: u32, version: &str) -> (Stage, Stage) {
+    let source = component(a::COUNTER)
+        .instantiate(
+            "counter",
+            StageOptions::new().config("records", records.to_string()),
+        )
+        .expect("counter");
+    let tagger = component(version)
+        .instantiate("tagger", StageOptions::new().upstream(source.clone()))
+        .expect("tagger");
+    source.prime().expect("prime");
+    tagger.prime().expect("prime");
+    (source, tagger)
+}
+
+/// Splits `"17:v2"` into (17, "v2").
+fn parse(record: &[u8]) -> (u32, String) {
+    let text = String::from_utf8_lossy(record);
+    let (n, tag) = text.split_once(':').expect("tagged record");
+    (n.parse().expect("number"), tag.to_string())
+}
+
+#[test]
+fn swaps_under_flow_lose_nothing_duplicate_nothing_and_switch_at_the_cut_over() {
+    let versions = [a::TAG_V1, a::TAG_V2];
+    let (_source, tagger) = chain(3000, a::TAG_V1);
+    let mut seen: Vec<(u32, String)> = Vec::new();
+    let mut cut_overs = Vec::new();
+    let mut chunks = 0;
+    while let Some(chunk) = tagger.resume(7).expect("resume") {
+        seen.extend(chunk.records().map(parse));
+        chunks += 1;
+        if chunks % 5 == 0 {
+            // Alternate: v1 -> v2 -> v1 -> ...
+            let next = versions[(cut_overs.len() + 1) % 2];
+            tagger.swap(&component(next)).expect("swap");
+            cut_overs.push(seen.len());
+        }
+    }
+    let numbers: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (0..3000).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    let mut expected_tag = "v1";
+    let mut boundaries = cut_overs.iter().peekable();
+    for (i, (_, tag)) in seen.iter().enumerate() {
+        if boundaries.peek() == Some(&&i) {
+            boundaries.next();
+            expected_tag = if expected_tag == "v1" { "v2" } else { "v1" };
+        }
+        assert_eq!(
+            tag, expected_tag,
+            "record {i}: the tag switches exactly at the cut-overs"
+        );
+    }
+    assert!(cut_overs.len() > 50, "{} swaps", cut_overs.len());
+    assert_eq!(tagger.stats().swaps, cut_overs.len() as u64);
+}
+
+#[test]
+fn the_old_versions_cleanup_runs_once_per_swap() {
+    let (_source, stage) = {
+        let source = component(a::COUNTER)
+            .instantiate("counter", StageOptions::new())
+            .expect("counter");
+        let map = component(a::PASSTHROUGH)
+            .instantiate("map", StageOptions::new().upstream(source.clone()))
+            .expect("map");
+        source.prime().expect("prime");
+        map.prime().expect("prime");
+        (source, map)
+    };
+    stage.resume(2).expect("resume");
+    let (swapped, logs) = capture_logs(|| stage.swap(&component(a::PASSTHROUGH)));
+    let report = swapped.expect("swap");
+    assert!(report.old_cleanup_error.is_none());
+    let cleanups = logs
+        .iter()
+        .filter(|(s, m)| s == "map" && m == "cleanup ran")
+        .count();
+    assert_eq!(cleanups, 1);
+    assert_eq!(
+        stage.resume(100).expect("resume").map(|c| c.len()),
+        Some(8),
+        "the rest"
+    );
+}
+
+#[test]
+fn a_broken_new_version_is_refused_and_the_old_one_keeps_running() {
+    let (_source, tagger) = chain(100, a::TAG_V1);
+    let mut numbers = Vec::new();
+    let take = |tagger: &Stage, numbers: &mut Vec<u32>| {
+        if let Some(chunk) = tagger.resume(10).expect("resume") {
+            for (n, tag) in chunk.records().map(parse) {
+                assert_eq!(tag, "v1", "still the old version");
+                numbers.push(n);
+            }
+        }
+    };
+    take(&tagger, &mut numbers);
+    let broken: [(&str, StageComponent); 3] = [
+        ("traps while priming", component(a::TRAP_IN_PRIMING)),
+        ("answers data to priming", component(a::DATA_ON_PRIMING)),
+        ("finishes while priming", component(a::FINISHES_IN_PRIMING)),
+    ];
+    for (what, new) in &broken {
+        let err = tagger.swap(new).expect_err(what);
+        assert!(
+            matches!(&err, Error::SwapRefused { stage, .. } if stage == "tagger"),
+            "{what}: {err}"
+        );
+        take(&tagger, &mut numbers);
+    }
+    // Not a component of the world: refused before a swap can even be asked for.
+    assert!(matches!(
+        engine().load_bytes("tagger", b"(component)"),
+        Err(Error::WrongWorld { .. })
+    ));
+    while tagger.resume(10).expect("resume").is_some_and(|c| {
+        numbers.extend(c.records().map(|r| parse(r).0));
+        true
+    }) {}
+    assert_eq!(
+        numbers,
+        (0..100).collect::<Vec<_>>(),
+        "no loss across refused swaps"
+    );
+    assert_eq!(tagger.stats().swaps, 0);
+}
+
+#[test]
+fn a_swap_storm_leaves_the_instance_count_flat() {
+    // An engine of its own, so the count is exactly this test's.
+    let own = sluicegate::Engine::new().expect("engine");
+    let load = |path: &str| {
+        own.load_bytes("x", &std::fs::read(path).expect("fixture"))
+            .expect("load")
+    };
+    let (counter, v1, v2) = (load(a::COUNTER), load(a::TAG_V1), load(a::TAG_V2));
+    let source = counter
+        .instantiate("counter", StageOptions::new().config("records", "1000000"))
+        .expect("counter");
+    let tagger = v1
+        .instantiate("tagger", StageOptions::new().upstream(source.clone()))
+        .expect("tagger");
+    source.prime().expect("prime");
+    tagger.prime().expect("prime");
+    tagger.resume(4).expect("resume");
+    assert_eq!(own.live_instances(), 2);
+    for i in 0..300 {
+        tagger
+            .swap(if i % 2 == 0 { &v2 } else { &v1 })
+            .expect("swap");
+        tagger.resume(4).expect("resume");
+        assert_eq!(own.live_instances(), 2, "after swap {i}");
+    }
+    assert_eq!(tagger.stats().swaps, 300);
+    drop((source, tagger));
+    assert_eq!(own.live_instances(), 0, "every store is freed");
+}
+
+#[test]
+fn swaps_from_another_thread_while_the_pipeline_runs() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let origin = dir.join("p.toml");
+    let toml = format!(
+        "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 20000 }}\n\
+         [[stage]]\nname = \"tagger\"\ncomponent = {:?}\n\
+         [sink]\nkind = \"file\"\npath = \"out.txt\"\ncredits = 16\n",
+        a::COUNTER,
+        a::TAG_V1
+    );
+    let spec = PipelineSpec::from_toml(&toml, Path::new(&origin)).expect("spec");
+    let mut pipeline = Pipeline::build(engine(), &spec, &origin).expect("build");
+    let swapper = pipeline.swapper();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (report, swapped) = std::thread::scope(|s| {
+        let swaps = s.spawn(|| {
+            let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
+            let mut ok = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let next = if ok % 2 == 0 { &v2 } else { &v1 };
+                if swapper.swap("tagger", next).is_ok() {
+                    ok += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+            ok
+        });
+        let report = pipeline.run();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (report, swaps.join().expect("swapper"))
+    });
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    let out = std::fs::read_to_string(dir.join("out.txt")).expect("output");
+    let seen: Vec<(u32, String)> = out.lines().map(|l| parse(l.as_bytes())).collect();
+    let numbers: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (0..20000).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    let switches = seen.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    // A swap between two records switches the tag once; one after the last record cannot.
+    assert!(
+        switches <= swapped,
+        "{switches} tag switches, {swapped} swaps"
+    );
+    assert!(switches >= 1, "no swap landed mid-stream ({swapped} swaps)");
+    assert_eq!(report.swaps.len(), swapped, "every swap is in the report");
+    let _ = std::fs::remove_dir_all(dir);
+}
