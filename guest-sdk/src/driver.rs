@@ -60,6 +60,61 @@ impl<S: Stage> RawStage for StageDriver<S> {
             stage.close();
         }
     }
+
+    /// The envelope handed to the next version: the records still pending (pushed past the
+    /// credits), whether the stage had finished, and the author's own state. Carrying the
+    /// pending records is what makes a swap lose nothing even mid flat-map.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        let stage = self.stage.as_ref()?;
+        let user = stage.snapshot();
+        if self.pending.is_empty() && !self.done && user.is_none() {
+            return None;
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
+        for record in &self.pending {
+            out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            out.extend_from_slice(record);
+        }
+        out.push(u8::from(self.done));
+        if let Some(user) = user {
+            out.push(1);
+            out.extend_from_slice(&user);
+        } else {
+            out.push(0);
+        }
+        Some(out)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let bad = || "state envelope is truncated or not from sluicegate-guest".to_string();
+        let mut rest = state;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let (head, tail) = rest.split_at_checked(n).ok_or_else(bad)?;
+            rest = tail;
+            Ok(head)
+        };
+        let u32_at = |bytes: &[u8]| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let count = u32_at(take(4)?);
+        let mut pending = VecDeque::new();
+        for _ in 0..count {
+            let len = u32_at(take(4)?) as usize;
+            pending.push_back(take(len)?.to_vec());
+        }
+        let done = take(1)?[0] == 1;
+        let has_user = take(1)?[0] == 1;
+        let user = rest;
+        if has_user {
+            let stage = self
+                .stage
+                .as_mut()
+                .ok_or("restore before priming: the host primes a new version first")?;
+            stage.restore(user)?;
+        }
+        self.pending = pending;
+        self.done = done;
+        Ok(())
+    }
 }
 
 /// Adapts a [`Map`] to a [`Stage`].
@@ -93,5 +148,13 @@ impl<M: Map> Stage for MapDriver<M> {
 
     fn close(&mut self) {
         self.0.close();
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        self.0.snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.0.restore(state)
     }
 }

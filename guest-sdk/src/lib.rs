@@ -35,7 +35,7 @@ extern crate self as sluicegate_guest;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "sluicegate:stage/stage",
+        world: "sluicegate:stage/stateful-stage",
         pub_export_macro: true,
         export_macro_name: "__export_stage_world",
         default_bindings_module: "sluicegate_guest::bindings",
@@ -79,6 +79,16 @@ macro_rules! export_raw {
                 }
                 fn close() {
                     STAGE.with(|s| $crate::RawStage::close(&mut *s.borrow_mut()))
+                }
+            }
+            impl $crate::bindings::exports::sluicegate::stage::state::Guest
+                for __SluicegateExport
+            {
+                fn snapshot() -> ::core::option::Option<::std::vec::Vec<u8>> {
+                    STAGE.with(|s| $crate::RawStage::snapshot(&*s.borrow()))
+                }
+                fn restore(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                    STAGE.with(|s| $crate::RawStage::restore(&mut *s.borrow_mut(), &state))
                 }
             }
             $crate::bindings::__export_stage_world!(__SluicegateExport);

@@ -27,6 +27,17 @@ pub trait Stage: Sized + 'static {
 
     /// Cleanup: runs exactly once, whether the stage finished or not. Must not pull.
     fn close(&mut self) {}
+
+    /// The state to hand to the next version in a hot swap (`None`: start it fresh).
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes over the previous version's snapshot; runs after `init`, before any resume.
+    /// An error refuses the swap.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("this stage keeps no state to restore".into())
+    }
 }
 
 /// A record-by-record stage: a map, a filter (push nothing), or a flat-map (push several).
@@ -45,6 +56,16 @@ pub trait Map: Sized + 'static {
 
     /// Cleanup: runs exactly once. Must not pull.
     fn close(&mut self) {}
+
+    /// The state to hand to the next version in a hot swap (`None`: start it fresh).
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes over the previous version's snapshot. An error refuses the swap.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("this stage keeps no state to restore".into())
+    }
 }
 
 /// The wire-level protocol, with no rule kept for you: what `export_raw!` exports.
@@ -57,4 +78,14 @@ pub trait RawStage: 'static {
 
     /// Cleanup.
     fn close(&mut self);
+
+    /// The state to hand to the next version in a hot swap; `None` by default.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes over the previous version's state; refuses by default.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("this stage keeps no state to restore".into())
+    }
 }

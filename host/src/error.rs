@@ -73,6 +73,10 @@ pub enum Call {
     Close,
     /// Instantiation (start functions run here).
     Instantiate,
+    /// `state.snapshot()`, during a hot swap.
+    Snapshot,
+    /// `state.restore()`, during a hot swap.
+    Restore,
 }
 
 impl fmt::Display for Call {
@@ -82,6 +86,8 @@ impl fmt::Display for Call {
             Call::Resume => "resume",
             Call::Close => "close",
             Call::Instantiate => "instantiation",
+            Call::Snapshot => "state snapshot",
+            Call::Restore => "state restore",
         })
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use wasmtime::Store;
+use wasmtime::component::{Instance, TypedFunc};
 
 pub use self::boundary::Capabilities;
 pub(crate) use self::boundary::StageCtx;
@@ -176,26 +177,55 @@ impl Recipe {
         if let Some(fuel) = self.fuel {
             let _ = live_store.set_fuel(fuel);
         }
-        let world = pre.instantiate(&mut live_store);
+        let instance = pre.instance_pre().instantiate(&mut live_store);
         let report = live_store.data_mut().end();
-        match (world, report.violation) {
-            (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
-            (Err(e), None) => Err(fault_of(name, Call::Instantiate, &e, &live_store)),
-            (Ok(world), None) => Ok(Live {
-                store: live_store,
-                world,
-                fuel: self.fuel,
-            }),
-        }
+        let instance = match (instance, report.violation) {
+            (_, Some((rule, detail))) => return Err(violation(name, rule, detail)),
+            (Err(e), None) => return Err(fault_of(name, Call::Instantiate, &e, &live_store)),
+            (Ok(instance), None) => instance,
+        };
+        let world = StageWorld::new(&mut live_store, &instance)
+            .map_err(|e| fault_of(name, Call::Instantiate, &e, &live_store))?;
+        let state = StateFuncs::find(&mut live_store, &instance);
+        Ok(Live {
+            store: live_store,
+            world,
+            state,
+            fuel: self.fuel,
+        })
     }
 }
 
 struct Live {
     store: Store<StageCtx>,
     world: StageWorld,
+    /// The optional `state` interface (hot-swap state handoff), if the component exports it.
+    state: Option<StateFuncs>,
     /// Fuel to give each call when the engine meters fuel.
     fuel: Option<u64>,
 }
+
+/// The typed functions of the optional `sluicegate:stage/state@0.1.0` export.
+struct StateFuncs {
+    snapshot: TypedFunc<(), (Option<Vec<u8>>,)>,
+    restore: TypedFunc<(Vec<u8>,), (std::result::Result<(), String>,)>,
+}
+
+impl StateFuncs {
+    /// The component's `state` interface, if it exports one of the right type.
+    fn find(store: &mut Store<StageCtx>, instance: &Instance) -> Option<StateFuncs> {
+        let iface = instance.get_export_index(&mut *store, None, STATE_INTERFACE)?;
+        let snapshot = instance.get_export_index(&mut *store, Some(&iface), "snapshot")?;
+        let restore = instance.get_export_index(&mut *store, Some(&iface), "restore")?;
+        Some(StateFuncs {
+            snapshot: instance.get_typed_func(&mut *store, snapshot).ok()?,
+            restore: instance.get_typed_func(&mut *store, restore).ok()?,
+        })
+    }
+}
+
+/// The optional export through which a stage hands its state to its next version.
+const STATE_INTERFACE: &str = "sluicegate:stage/state@0.1.0";
 
 /// What a resume answered that passed every check, and the upstream's fault if one happened
 /// while it served this stage's pulls (X4).
@@ -265,6 +295,44 @@ impl Live {
             (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
             (Err(e), None) => Err(fault_of(name, Call::Close, &e, &self.store)),
             (Ok(()), None) => Ok(()),
+        }
+    }
+
+    /// Asks the stage for its state (hot swap); `None` if it has no `state` interface or
+    /// nothing to hand over. It may not pull meanwhile (X5).
+    fn snapshot(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(state) = self.state.as_ref().map(|s| s.snapshot) else {
+            return Ok(None);
+        };
+        self.store.data_mut().begin(Serving::Nothing);
+        self.arm();
+        let answer = state.call(&mut self.store, ());
+        let report = self.store.data_mut().end();
+        match (answer, report.violation) {
+            (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
+            (Err(e), None) => Err(fault_of(name, Call::Snapshot, &e, &self.store)),
+            (Ok((state,)), None) => Ok(state),
+        }
+    }
+
+    /// Gives a freshly primed stage its predecessor's state; `Ok(false)` if it has no
+    /// `state` interface to take it with.
+    fn restore(&mut self, name: &str, bytes: Vec<u8>) -> Result<bool> {
+        let Some(restore) = self.state.as_ref().map(|s| s.restore) else {
+            return Ok(false);
+        };
+        self.store.data_mut().begin(Serving::Nothing);
+        self.arm();
+        let answer = restore.call(&mut self.store, (bytes,));
+        let report = self.store.data_mut().end();
+        match (answer, report.violation) {
+            (_, Some((rule, detail))) => Err(violation(name, rule, detail)),
+            (Err(e), None) => Err(fault_of(name, Call::Restore, &e, &self.store)),
+            (Ok((Err(refusal),)), None) => Err(Error::Host {
+                stage: name.to_string(),
+                message: format!("the stage refused the state: {refusal}"),
+            }),
+            (Ok((Ok(()),)), None) => Ok(true),
         }
     }
 

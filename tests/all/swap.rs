@@ -223,3 +223,94 @@ fn swaps_from_another_thread_while_the_pipeline_runs() {
     assert_eq!(report.swaps.len(), swapped, "every swap is in the report");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn encoded_ticks(n: u64) -> Vec<Vec<u8>> {
+    let mut feed = market_data::Feed::new(market_data::FeedConfig {
+        records: n,
+        ..Default::default()
+    });
+    let (mut line, mut out) = (Vec::new(), Vec::new());
+    while feed.next_into(&mut line) {
+        if let Some(tick) = market_data::decode_raw_tick(&line) {
+            out.push(tick.encode().to_vec());
+        }
+    }
+    out
+}
+
+/// Runs VWAP over the ticks, swapping it for a fresh copy of itself every `swap_every`
+/// chunks; returns its output and the swap reports.
+fn vwap_run(
+    ticks: &[Vec<u8>],
+    swap_every: Option<usize>,
+) -> (Vec<Vec<u8>>, Vec<sluicegate::SwapReport>) {
+    let source = sluicegate::IterUpstream::new(ticks.to_vec().into_iter());
+    let vwap = component(a::VWAP)
+        .instantiate(
+            "vwap",
+            StageOptions::new().upstream(source).config("window", "32"),
+        )
+        .expect("vwap");
+    vwap.prime().expect("prime");
+    let (mut out, mut reports, mut chunks) = (Vec::new(), Vec::new(), 0);
+    while let Some(chunk) = vwap.resume(50).expect("resume") {
+        out.extend(chunk.records().map(<[u8]>::to_vec));
+        chunks += 1;
+        if swap_every.is_some_and(|every| chunks % every == 0) {
+            reports.push(vwap.swap(&component(a::VWAP)).expect("swap"));
+        }
+    }
+    (out, reports)
+}
+
+#[test]
+fn a_vwap_swapped_mid_window_gives_the_same_output_as_an_unswapped_run() {
+    let ticks = encoded_ticks(3000);
+    let (plain, _) = vwap_run(&ticks, None);
+    let (swapped, reports) = vwap_run(&ticks, Some(7));
+    assert_eq!(plain.len(), ticks.len());
+    assert!(reports.len() >= 8, "{} swaps", reports.len());
+    assert!(reports.iter().all(|r| r.state_carried && r.state_bytes > 0));
+    assert_eq!(swapped, plain, "the windows survived every swap");
+}
+
+/// A minimal WAT stage with no `state` interface, answering empty chunks.
+const STATELESS_WAT: &str = r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func (export "resume") (param i32) (result i32)
+      (i32.store (i32.const 32) (i32.const 1)) (i64.store (i32.const 36) (i64.const 0)) (i32.const 32))
+    (func (export "close")))
+  (core instance $i (instantiate $m))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+
+#[test]
+fn state_is_never_dropped_by_a_swap_to_a_version_that_cannot_take_it() {
+    let stateless = engine()
+        .load_bytes("plain", STATELESS_WAT.as_bytes())
+        .expect("loads");
+    let ticks = encoded_ticks(200);
+    let source = sluicegate::IterUpstream::new(ticks.into_iter());
+    let vwap = component(a::VWAP)
+        .instantiate("vwap", StageOptions::new().upstream(source))
+        .expect("vwap");
+    vwap.prime().expect("prime");
+    vwap.resume(20).expect("resume");
+    let err = vwap.swap(&stateless).expect_err("VWAP holds windows");
+    assert!(err.to_string().contains("no `state` interface"), "{err}");
+    assert_eq!(
+        vwap.resume(20).expect("still running").map(|c| c.len()),
+        Some(20)
+    );
+    // A stage with nothing to hand over swaps to it freely, starting it fresh.
+    let (_source, tagger) = chain(100, a::TAG_V1);
+    tagger.resume(5).expect("resume");
+    let report = tagger.swap(&stateless).expect("nothing to carry");
+    assert!(!report.state_carried);
+}

@@ -53,6 +53,53 @@ impl VwapWindow {
         }
     }
 
+    /// Serialises the windows (format version 1), for handing over in a hot swap.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(self.size as u32).to_le_bytes());
+        out.extend_from_slice(&(self.windows.len() as u32).to_le_bytes());
+        for (symbol, window) in &self.windows {
+            out.extend_from_slice(&symbol.0);
+            out.extend_from_slice(&(window.ticks.len() as u32).to_le_bytes());
+            for (price, qty) in &window.ticks {
+                out.extend_from_slice(&price.to_le_bytes());
+                out.extend_from_slice(&qty.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Restores windows serialised by [`VwapWindow::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let (head, tail) = rest
+                .split_at_checked(n)
+                .ok_or_else(|| "VWAP state is truncated".to_string())?;
+            rest = tail;
+            Ok(head)
+        };
+        let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if take(1)? != [1] {
+            return Err("unknown VWAP state version".into());
+        }
+        let size = u32_of(take(4)?) as usize;
+        let mut windows = BTreeMap::new();
+        for _ in 0..u32_of(take(4)?) {
+            let symbol = Symbol(take(8)?.try_into().map_err(|_| "bad symbol")?);
+            let mut window = Window::default();
+            for _ in 0..u32_of(take(4)?) {
+                let price = i64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad price")?);
+                let qty = u32_of(take(4)?);
+                window.ticks.push_back((price, qty));
+                window.notional += i128::from(price) * i128::from(qty);
+                window.volume += u64::from(qty);
+            }
+            windows.insert(symbol, window);
+        }
+        Ok(VwapWindow { size, windows })
+    }
+
     /// Symbols seen so far.
     pub fn symbols(&self) -> usize {
         self.windows.len()

@@ -1,5 +1,5 @@
 //! A stateful aggregate: rolling VWAP per symbol over the last `window` ticks (default 32),
-//! one 40-byte update per input tick.
+//! one 40-byte update per input tick. Hands its windows over in a hot swap.
 
 use market_data::{Tick, VwapWindow};
 use sluicegate_guest::{Batch, Config, Map};
@@ -19,6 +19,16 @@ impl Map for Vwap {
         if let Some(tick) = Tick::decode(record) {
             out.push(&self.window.update(&tick).encode());
         }
+    }
+
+    // Hot swap: the windows go to the next version, so no VWAP restarts from empty.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(self.window.to_bytes())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.window = VwapWindow::from_bytes(state)?;
+        Ok(())
     }
 }
 

@@ -22,6 +22,10 @@ pub struct SwapReport {
     pub prepare: Duration,
     /// The cut-over: how long the stage could not be resumed.
     pub pause: Duration,
+    /// The old version's state was handed to the new one (else the new one starts fresh).
+    pub state_carried: bool,
+    /// Bytes of state handed over.
+    pub state_bytes: usize,
     /// The old version's cleanup failed (it still ran at most once; the swap stands).
     pub old_cleanup_error: Option<String>,
 }
@@ -79,14 +83,36 @@ impl Stage {
             let Some(old) = inner.live.as_mut() else {
                 return Err(refused("the stage has no live instance".into()));
             };
+            // State handoff, inside the pause: what the old version holds goes to the new.
+            let (mut state_carried, mut state_bytes) = (false, 0);
+            match old.snapshot(name) {
+                Ok(Some(state)) => {
+                    state_bytes = state.len();
+                    match fresh.restore(name, state) {
+                        Ok(true) => state_carried = true,
+                        Ok(false) => {
+                            return Err(refused(format!(
+                                "the running version hands over {state_bytes} bytes of state \
+                                 (possibly records it still holds) and the new version has no \
+                                 `state` interface to take them"
+                            )));
+                        }
+                        Err(e) => return Err(refused(format!("the new version: {e}"))),
+                    }
+                }
+                Ok(None) => {}
+                // The old version broke while giving up its state; its store is dead, so the
+                // new version takes over fresh.
+                Err(e) => tracing::warn!(stage = &**name, "no state handed over: {e}"),
+            }
             let (upstream, upstream_done) = old.store.data_mut().take_upstream();
             fresh.store.data_mut().set_upstream(upstream, upstream_done);
             let old = inner.live.replace(fresh);
             inner.pre = component.pre().clone();
-            Ok((old, pause_started.elapsed()))
+            Ok((old, pause_started.elapsed(), state_carried, state_bytes))
         })();
         self.shared.swapping.store(false, Ordering::Release);
-        let (old, pause) = cut_over?;
+        let (old, pause, state_carried, state_bytes) = cut_over?;
 
         // 3. Off the hot path: the old version's cleanup, exactly once.
         let old_cleanup_error = old
@@ -98,12 +124,15 @@ impl Stage {
             stage = &**name,
             prepare_us = prepare.as_micros() as u64,
             pause_us = pause.as_micros() as u64,
+            state_carried,
             "swapped"
         );
         Ok(SwapReport {
             stage: name.to_string(),
             prepare,
             pause,
+            state_carried,
+            state_bytes,
             old_cleanup_error,
         })
     }
