@@ -266,8 +266,8 @@ fn vwap_run(
 #[test]
 fn a_vwap_swapped_mid_window_gives_the_same_output_as_an_unswapped_run() {
     let ticks = encoded_ticks(3000);
-    let (plain, _) = vwap_run(&ticks, None);
-    let (swapped, reports) = vwap_run(&ticks, Some(7));
+    let (plain, _) = vwap_run(ticks.clone(), None);
+    let (swapped, reports) = vwap_run(ticks.clone(), Some(7));
     assert_eq!(plain.len(), ticks.len());
     assert!(reports.len() >= 8, "{} swaps", reports.len());
     assert!(reports.iter().all(|r| r.state_carried && r.state_bytes > 0));
