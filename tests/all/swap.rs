@@ -241,10 +241,10 @@ fn encoded_ticks(n: u64) -> Vec<Vec<u8>> {
 /// Runs VWAP over the ticks, swapping it for a fresh copy of itself every `swap_every`
 /// chunks; returns its output and the swap reports.
 fn vwap_run(
-    ticks: &[Vec<u8>],
+    ticks: Vec<Vec<u8>>,
     swap_every: Option<usize>,
 ) -> (Vec<Vec<u8>>, Vec<sluicegate::SwapReport>) {
-    let source = sluicegate::IterUpstream::new(ticks.to_vec().into_iter());
+    let source = sluicegate::IterUpstream::new(ticks.into_iter());
     let vwap = component(a::VWAP)
         .instantiate(
             "vwap",
