@@ -176,6 +176,23 @@ impl fmt::Display for RunReport {
             self.credits,
             self.sink.checksum
         )?;
+        for swap in &self.swaps {
+            writeln!(
+                f,
+                "swapped stage `{}`: pause {} µs, state {}{}",
+                swap.stage,
+                swap.pause.as_micros(),
+                if swap.state_carried {
+                    "carried"
+                } else {
+                    "not carried"
+                },
+                swap.old_cleanup_error
+                    .as_ref()
+                    .map(|e| format!(", old version's cleanup failed: {e}"))
+                    .unwrap_or_default()
+            )?;
+        }
         for recovered in &self.recovered {
             writeln!(
                 f,

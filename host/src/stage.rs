@@ -475,6 +475,12 @@ impl Stage {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        // A swap is waiting for the chunk boundary: let it cut over first. (std's mutex is
+        // not fair: without this the caller that just released the lock takes it straight
+        // back, and a swap could wait for as long as the stream flows.)
+        while self.shared.swapping.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
         match self.shared.inner.try_lock() {
             Ok(inner) => Ok(inner),
             // A swap is cutting over: wait for it (microseconds) rather than refuse.

@@ -203,3 +203,117 @@ fn run_reads_stdin_and_writes_stdout() {
         "only the records on stdout"
     );
 }
+
+/// One line in, one tagged line out, through a running `sluicegate run`.
+struct Interactive {
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Interactive {
+    fn send(&mut self, n: u32) -> (u32, String) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{n}").expect("write");
+        self.stdin.flush().expect("flush");
+        let line = self.stdout.next().expect("a line").expect("utf-8");
+        let (number, tag) = line.split_once(':').expect("tagged");
+        (number.parse().expect("number"), tag.to_string())
+    }
+
+    /// Sends lines until one comes back with `tag`; returns every (number, tag) seen.
+    fn until(&mut self, next: &mut u32, tag: &str) -> Vec<(u32, String)> {
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            let got = self.send(*next);
+            *next += 1;
+            let done = got.1 == tag;
+            seen.push(got);
+            if done {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("no record tagged {tag} after 400 lines: {seen:?}");
+    }
+}
+
+#[test]
+fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
+    use std::io::BufRead as _;
+    let dir = std::env::temp_dir().join(format!("sluicegate-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(a::TAG_V1, dir.join("tag.wasm")).expect("copy v1");
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[source]\nkind = \"stdin\"\n[[stage]]\nname = \"tagger\"\ncomponent = \"tag.wasm\"\n\
+         [sink]\nkind = \"stdout\"\ncredits = 1\n",
+    )
+    .expect("pipeline");
+    let socket = dir.join("control.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "--watch", "--control"])
+        .arg(&socket)
+        .arg(&pipeline)
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut io = Interactive {
+        stdin: child.stdin.take().expect("stdin"),
+        stdout: std::io::BufReader::new(child.stdout.take().expect("stdout")).lines(),
+    };
+    let mut seen: Vec<(u32, String)> = (0..3).map(|n| io.send(n)).collect();
+    let mut next = 3;
+    assert!(seen.iter().all(|(_, tag)| tag == "v1"));
+
+    // --watch: a new build lands (written aside, then renamed, as build tools do).
+    std::fs::copy(a::TAG_V2, dir.join("tag.wasm.tmp")).expect("copy v2");
+    std::fs::rename(dir.join("tag.wasm.tmp"), dir.join("tag.wasm")).expect("rename");
+    seen.extend(io.until(&mut next, "v2"));
+
+    // --control: `sluicegate swap` back to v1. It waits for the chunk boundary, which comes
+    // with the next line, so it runs beside us.
+    let control = socket.clone();
+    let client = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+            .args(["swap", "--control"])
+            .arg(&control)
+            .args(["tagger", a::TAG_V1])
+            .output()
+    });
+    seen.extend(io.until(&mut next, "v1"));
+    let client = client.join().expect("client thread").expect("client ran");
+    let answer = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success() && answer.starts_with("ok: swapped stage `tagger`"),
+        "{answer}"
+    );
+
+    drop(io);
+    let out = child
+        .wait_with_output()
+        .expect("the run ends with its input");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let numbers: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        numbers,
+        (0..next).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    let switches = seen.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert_eq!(switches, 2, "v1 -> v2 -> v1: {seen:?}");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        report.matches("swapped stage `tagger`").count(),
+        2,
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -76,7 +76,12 @@ impl Sink {
                 out.write_all(b"\n")
             }),
         };
-        written.map_err(|e| io_error(format!("writing records: {e}")))
+        // stdout is read by people and pipes as records arrive: flush every chunk.
+        let flushed = written.and_then(|()| match self.kind {
+            SinkKind::Stdout => out.flush(),
+            _ => Ok(()),
+        });
+        flushed.map_err(|e| io_error(format!("writing records: {e}")))
     }
 
     pub(crate) fn flush(&mut self) -> Result<()> {

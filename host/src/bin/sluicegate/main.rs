@@ -2,6 +2,7 @@
 //! a stage.
 
 mod progress;
+mod swap_control;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,15 +30,34 @@ enum Command {
     Run(RunArgs),
     /// Run the built-in market-data demo (examples/market.toml with embedded stages).
     Demo(RunOptions),
+    /// Hot-swap a stage of a pipeline running with `--control SOCKET`.
+    Swap(SwapArgs),
     /// Load a stage, check it implements the stage world, and drive it through
     /// prime → pause → resume → close, printing what happened.
     Check(CheckArgs),
 }
 
 #[derive(clap::Args)]
+struct SwapArgs {
+    /// The control socket given to `sluicegate run --control`.
+    #[arg(long)]
+    control: PathBuf,
+    /// The stage to swap.
+    stage: String,
+    /// The new version of its component (.wasm).
+    component: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct RunArgs {
     /// The pipeline file (TOML).
     pipeline: PathBuf,
+    /// Swap a stage in whenever its .wasm file changes (stages given by path, not builtin).
+    #[arg(long)]
+    watch: bool,
+    /// Accept swap requests from `sluicegate swap` on this Unix socket.
+    #[arg(long, value_name = "SOCKET")]
+    control: Option<PathBuf>,
     #[command(flatten)]
     options: RunOptions,
 }
@@ -83,7 +103,8 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run(args) => run_file(&args.pipeline, &args.options),
+        Command::Run(args) => run_file(&args),
+        Command::Swap(args) => swap(&args),
         Command::Demo(options) => run_demo(&options),
         Command::Check(args) => check(&args),
     };
@@ -105,10 +126,51 @@ fn init_tracing() {
         .init();
 }
 
-fn run_file(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
-    let engine = Engine::new().context("starting the engine")?;
-    let pipeline = sluicegate::build_from_file(&engine, path, options.records, options.credits)?;
-    run(pipeline, options, false)
+fn run_file(args: &RunArgs) -> anyhow::Result<()> {
+    let path = &args.pipeline;
+    let spec = sluicegate::PipelineSpec::from_file(path)?;
+    // Fuel metering costs throughput, so the engine meters only if a stage asks for it.
+    let engine = Engine::builder()
+        .fuel(spec.needs_fuel())
+        .build()
+        .context("starting the engine")?;
+    let (records, credits) = (args.options.records, args.options.credits);
+    let pipeline = sluicegate::build_from_file(&engine, path, records, credits)?;
+    let _watcher = if args.watch {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let files: Vec<(String, PathBuf)> = spec
+            .stages
+            .iter()
+            .filter(|s| !s.component.starts_with("builtin:"))
+            .map(|s| (s.name.clone(), base.join(&s.component)))
+            .collect();
+        anyhow::ensure!(
+            !files.is_empty(),
+            "--watch: every stage is a builtin; give a stage a .wasm path to watch"
+        );
+        Some(swap_control::watch(
+            engine.clone(),
+            pipeline.swapper(),
+            files,
+        )?)
+    } else {
+        None
+    };
+    if let Some(socket) = &args.control {
+        swap_control::listen(engine.clone(), pipeline.swapper(), socket)?;
+    }
+    let outcome = run(pipeline, &args.options, false);
+    if let Some(socket) = &args.control {
+        let _ = std::fs::remove_file(socket);
+    }
+    outcome
+}
+
+fn swap(args: &SwapArgs) -> anyhow::Result<()> {
+    let answer = swap_control::request(&args.control, &args.stage, &args.component)?;
+    println!("{answer}");
+    anyhow::ensure!(answer.starts_with("ok"), "the swap did not happen");
+    Ok(())
 }
 
 fn run_demo(options: &RunOptions) -> anyhow::Result<()> {

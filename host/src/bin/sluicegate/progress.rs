@@ -69,8 +69,12 @@ fn draw(probe: &Probe, credits: u32, stop: &AtomicBool) {
                 .state
                 .map(|s| format!("{s:?}").to_lowercase())
                 .unwrap_or_else(|| "native".into());
+            let events = match (hop.stats.swaps, hop.stats.restarts) {
+                (0, 0) => String::new(),
+                (swaps, restarts) => format!("  swaps {swaps}  restarts {restarts}"),
+            };
             bar.set_message(format!(
-                "in {:>10}  out {:>10}  credits granted {:>10}  {state}",
+                "in {:>10}  out {:>10}  credits granted {:>10}  {state}{events}",
                 hop.records_in, hop.stats.records, hop.stats.credits_granted
             ));
         }
