@@ -2,17 +2,21 @@
 
 use std::fmt::Write as _;
 
-const STAGES: &[&str] = &["decode", "symbol-filter", "vwap", "strategy", "passthrough"];
+const STAGES: &[&str] = &[
+    "decode",
+    "symbol-filter",
+    "vwap",
+    "strategy",
+    "passthrough",
+    "counter",
+    "tag-v1",
+    "tag-v2",
+];
 
 fn main() {
     let artifacts = sluicegate_build_guests::build(
         STAGES,
-        &[
-            "wit",
-            "guest-sdk",
-            "example-stages",
-            "tests/fixtures/passthrough",
-        ],
+        &["wit", "guest-sdk", "example-stages", "tests/fixtures"],
     );
     let mut code = String::new();
     for artifact in &artifacts {

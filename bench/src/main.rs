@@ -8,6 +8,7 @@ mod market;
 mod report;
 mod sandbox_cost;
 mod startup;
+mod swap_pause;
 
 mod stages {
     include!(concat!(env!("OUT_DIR"), "/stages.rs"));
@@ -132,6 +133,8 @@ fn main() -> anyhow::Result<()> {
         report.hops.push(hops::measure(&passthrough, bytes, iters)?);
     }
     eprintln!("hops done");
+
+    report.swap_pauses = swap_pause::measure(&engine, if args.quick { 20 } else { 1000 })?;
 
     let runs = if args.quick { 20 } else { 300 };
     report.startup_default_us = startup::instantiate_prime_us(&engine, runs)?;

@@ -52,6 +52,7 @@ pub struct Report {
     pub limits_cost: Vec<(String, f64)>,
     pub overshoot_p50_ms: f64,
     pub overshoot_max_ms: f64,
+    pub swap_pauses: Vec<crate::swap_pause::PauseRow>,
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -98,6 +99,7 @@ impl Report {
             limits_cost: Vec::new(),
             overshoot_p50_ms: 0.0,
             overshoot_max_ms: 0.0,
+            swap_pauses: Vec::new(),
         }
     }
 
@@ -120,6 +122,13 @@ impl Report {
                 ratio(r.sluicegate, r.native),
                 ratio(r.sluicegate, r.threads),
                 ratio(r.sluicegate, py)
+            );
+        }
+        for p in &self.swap_pauses {
+            let _ = writeln!(
+                t,
+                "swap {}: pause p50 {:.1} µs, p99 {:.1} µs",
+                p.what, p.p50_us, p.p99_us
             );
         }
         for h in &self.hops {
@@ -260,6 +269,26 @@ impl Report {
             self.startup_pooled_us,
             ratio(self.startup_default_us, self.startup_pooled_us)
         );
+
+        let _ = writeln!(m, "## Hot swap: the cut-over pause\n");
+        let _ = writeln!(
+            m,
+            "Time during which the swapped stage cannot be resumed (the new version is \
+             instantiated and primed before, off the hot path: `prepare`). Target: ≤ 100 µs \
+             without state.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| swap | swaps | pause p50 | p99 | max | prepare p50 |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for p in &self.swap_pauses {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {:.1} µs | {:.1} µs | {:.1} µs | {:.0} µs |",
+                p.what, p.swaps, p.p50_us, p.p99_us, p.max_us, p.prepare_p50_us
+            );
+        }
+        let _ = writeln!(m);
 
         let _ = writeln!(m, "## What the sandbox's CPU limits cost\n");
         let base = self.limits_cost.first().map(|(_, r)| *r).unwrap_or(0.0);
