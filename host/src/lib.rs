@@ -65,7 +65,7 @@ pub use crate::limits::{
 };
 pub use crate::metrics::StageStats;
 pub use crate::pipeline::{
-    HopSnapshot, Pipeline, Probe, Swapper, build_from_file, build_from_toml,
+    HopSnapshot, Pipeline, Probe, Stopper, Swapper, build_from_file, build_from_toml,
 };
 pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 pub use crate::stage::supervise::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF};

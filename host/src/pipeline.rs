@@ -41,6 +41,7 @@ pub struct Pipeline {
     primed: bool,
     stall_timeout: Option<Duration>,
     swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline {
@@ -105,6 +106,7 @@ impl Pipeline {
             sink: Sink::open(&spec.sink, origin)?,
             primed: false,
             swaps: Arc::default(),
+            stop: Arc::default(),
             stall_timeout: (spec.sink.stall_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
         })
@@ -126,6 +128,12 @@ impl Pipeline {
             stages: self.stages.clone(),
             swaps: self.swaps.clone(),
         }
+    }
+
+    /// A handle that stops a running pipeline at its next chunk boundary (Ctrl-C): the stages
+    /// are closed as usual and the report says the run was stopped.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
     }
 
     /// A handle for reading progress from another thread while the pipeline runs.
@@ -203,6 +211,9 @@ impl Pipeline {
         if failure.is_none() {
             let mut watchdog = Watchdog::new(self.stall_timeout, self.probe());
             loop {
+                if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 match self.resume(self.credits) {
                     Ok(Some(records)) => {
                         if let Err(e) = watchdog.observe(records) {
@@ -289,6 +300,7 @@ impl Pipeline {
                 .collect(),
             close_errors: close_errors.iter().map(FailureReport::from).collect(),
             swaps: self.swaps.lock().map(|s| s.clone()).unwrap_or_default(),
+            stopped: self.stop.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -478,5 +490,16 @@ impl Swapper {
             swaps.push(report.clone());
         }
         Ok(report)
+    }
+}
+
+/// Stops a running pipeline at its next chunk boundary; see [`Pipeline::stopper`].
+#[derive(Clone)]
+pub struct Stopper(Arc<std::sync::atomic::AtomicBool>);
+
+impl Stopper {
+    /// Asks the pipeline to stop; returns `true` if it had already been asked.
+    pub fn stop(&self) -> bool {
+        self.0.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub recovered: Vec<FailureReport>,
     /// Hot swaps, in order.
     pub swaps: Vec<crate::stage::SwapReport>,
+    /// The run was stopped on request (Ctrl-C) before its stream ended.
+    pub stopped: bool,
 }
 
 /// One hop of a report.
@@ -208,6 +210,9 @@ impl fmt::Display for RunReport {
             )?;
         }
         match &self.failure {
+            None if self.close_errors.is_empty() && self.stopped => {
+                writeln!(f, "status: ok (stopped on request before the stream ended)")
+            }
             None if self.close_errors.is_empty() => writeln!(f, "status: ok"),
             _ => {
                 writeln!(f, "status: FAILED")?;

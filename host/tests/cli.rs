@@ -317,3 +317,52 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ctrl_c_stops_a_run_cleanly_with_its_report() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-sigint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pipeline = dir.join("long.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n",
+            a::COUNTER
+        ),
+    )
+    .expect("pipeline");
+    let socket = dir.join("control.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "--json", "--control"])
+        .arg(&socket)
+        .arg(&pipeline)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The control socket appears just before the run starts.
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["stopped"], true);
+    assert_eq!(report["hops"][0]["state"], "closed");
+    let _ = std::fs::remove_dir_all(dir);
+}

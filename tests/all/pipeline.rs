@@ -391,3 +391,24 @@ fn a_truncated_framed_input_file_is_an_error_of_the_source() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_stopped_run_closes_every_stage_and_says_so() {
+    let mut p = pipeline(&counter_chain(100_000_000, &["a"], 4)).expect("build");
+    let (stopper, probe) = (p.stopper(), p.probe());
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            while probe.sink().records < 1000 {
+                std::thread::yield_now();
+            }
+            stopper.stop();
+        });
+        p.run()
+    });
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert!(report.stopped);
+    assert!(report.sink.records >= 1000 && report.sink.records < 100_000_000);
+    for stage in p.stages() {
+        assert_eq!(stage.state(), StageState::Closed, "{}", stage.name());
+    }
+}

@@ -173,11 +173,12 @@ fn a_swap_storm_leaves_the_instance_count_flat() {
 
 #[test]
 fn swaps_from_another_thread_while_the_pipeline_runs() {
+    const SWAPS: usize = 20;
     let dir = std::env::temp_dir().join(format!("sluicegate-swap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let origin = dir.join("p.toml");
     let toml = format!(
-        "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 20000 }}\n\
+        "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n\
          [[stage]]\nname = \"tagger\"\ncomponent = {:?}\n\
          [sink]\nkind = \"file\"\npath = \"out.txt\"\ncredits = 16\n",
         a::COUNTER,
@@ -185,24 +186,28 @@ fn swaps_from_another_thread_while_the_pipeline_runs() {
     );
     let spec = PipelineSpec::from_toml(&toml, Path::new(&origin)).expect("spec");
     let mut pipeline = Pipeline::build(engine(), &spec, &origin).expect("build");
-    let swapper = pipeline.swapper();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (report, swapped) = std::thread::scope(|s| {
-        let swaps = s.spawn(|| {
-            let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
-            let mut ok = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let next = if ok % 2 == 0 { &v2 } else { &v1 };
-                if swapper.swap("tagger", next).is_ok() {
-                    ok += 1;
+    let (swapper, stopper, probe) = (pipeline.swapper(), pipeline.stopper(), pipeline.probe());
+    let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Each swap waits for records to have flowed since the last one, so every swap
+            // lands mid-stream; after SWAPS of them the run is stopped.
+            for i in 0..SWAPS {
+                let seen = probe.sink().records;
+                while probe.sink().records <= seen {
+                    std::thread::yield_now();
                 }
-                std::thread::sleep(std::time::Duration::from_micros(500));
+                swapper
+                    .swap("tagger", if i % 2 == 0 { &v2 } else { &v1 })
+                    .expect("swap");
             }
-            ok
+            let seen = probe.sink().records;
+            while probe.sink().records <= seen {
+                std::thread::yield_now();
+            }
+            stopper.stop();
         });
-        let report = pipeline.run();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        (report, swaps.join().expect("swapper"))
+        pipeline.run()
     });
     assert_eq!(report.status, RunStatus::Ok, "{report}");
     let out = std::fs::read_to_string(dir.join("out.txt")).expect("output");
@@ -210,17 +215,12 @@ fn swaps_from_another_thread_while_the_pipeline_runs() {
     let numbers: Vec<u32> = seen.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         numbers,
-        (0..20000).collect::<Vec<_>>(),
+        (0..seen.len() as u32).collect::<Vec<_>>(),
         "every record once, in order"
     );
     let switches = seen.windows(2).filter(|w| w[0].1 != w[1].1).count();
-    // A swap between two records switches the tag once; one after the last record cannot.
-    assert!(
-        switches <= swapped,
-        "{switches} tag switches, {swapped} swaps"
-    );
-    assert!(switches >= 1, "no swap landed mid-stream ({swapped} swaps)");
-    assert_eq!(report.swaps.len(), swapped, "every swap is in the report");
+    assert_eq!(switches, SWAPS, "the tag switches once per swap");
+    assert_eq!(report.swaps.len(), SWAPS, "every swap is in the report");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -182,6 +182,17 @@ fn run_demo(options: &RunOptions) -> anyhow::Result<()> {
 }
 
 fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Result<()> {
+    // First Ctrl-C: stop at the next chunk, close every stage, report. Second: exit now.
+    let stopper = pipeline.stopper();
+    let handler = ctrlc::set_handler(move || {
+        if stopper.stop() {
+            std::process::exit(130);
+        }
+        eprintln!("stopping at the next chunk (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = handler {
+        tracing::warn!("Ctrl-C will not stop the pipeline cleanly: {e}");
+    }
     let report = {
         let _progress = progress::Progress::start(pipeline.probe(), pipeline.credits());
         pipeline.run()
