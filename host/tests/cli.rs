@@ -341,7 +341,7 @@ fn ctrl_c_stops_a_run_cleanly_with_its_report() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // The control socket appears just before the run starts.
+    // The control socket appears once the Ctrl-C handler is in place, just before the run.
     for _ in 0..200 {
         if socket.exists() {
             break;

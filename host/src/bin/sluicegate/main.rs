@@ -136,6 +136,7 @@ fn run_file(args: &RunArgs) -> anyhow::Result<()> {
         .context("starting the engine")?;
     let (records, credits) = (args.options.records, args.options.credits);
     let pipeline = sluicegate::build_from_file(&engine, path, records, credits)?;
+    stop_on_ctrl_c(&pipeline);
     let _watcher = if args.watch {
         let base = path.parent().unwrap_or(Path::new("."));
         let files: Vec<(String, PathBuf)> = spec
@@ -178,11 +179,12 @@ fn run_demo(options: &RunOptions) -> anyhow::Result<()> {
     let origin = Path::new("examples/market.toml");
     let pipeline =
         sluicegate::build_from_toml(&engine, DEMO, origin, options.records, options.credits)?;
+    stop_on_ctrl_c(&pipeline);
     run(pipeline, options, true)
 }
 
-fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Result<()> {
-    // First Ctrl-C: stop at the next chunk, close every stage, report. Second: exit now.
+/// First Ctrl-C: stop at the next chunk, close every stage, report. Second: exit now.
+fn stop_on_ctrl_c(pipeline: &Pipeline) {
     let stopper = pipeline.stopper();
     let handler = ctrlc::set_handler(move || {
         if stopper.stop() {
@@ -193,6 +195,9 @@ fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Resu
     if let Err(e) = handler {
         tracing::warn!("Ctrl-C will not stop the pipeline cleanly: {e}");
     }
+}
+
+fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Result<()> {
     let report = {
         let _progress = progress::Progress::start(pipeline.probe(), pipeline.credits());
         pipeline.run()
