@@ -185,6 +185,8 @@ pub struct LimitsSpec {
     pub memory_mib: Option<u64>,
     /// Largest chunk the stage may answer, in bytes.
     pub max_chunk_bytes: Option<u64>,
+    /// Most records asked of the stage in one call (larger grants are clamped).
+    pub max_chunk_records: Option<u32>,
 }
 
 /// Where records end up.
@@ -263,6 +265,7 @@ impl LimitsSpec {
                 .max_chunk_bytes
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
                 .unwrap_or(d.max_chunk_bytes),
+            max_chunk_records: self.max_chunk_records,
         }
     }
 }
@@ -373,6 +376,7 @@ impl PipelineSpec {
                 ("fuel", limits.fuel),
                 ("memory_mib", limits.memory_mib),
                 ("max_chunk_bytes", limits.max_chunk_bytes),
+                ("max_chunk_records", limits.max_chunk_records.map(u64::from)),
             ] {
                 if value == Some(0) {
                     return Err(fail(format!(

@@ -231,6 +231,7 @@ impl Engine {
         let pre = StageWorldPre::new(pre).map_err(wrong_world)?;
         Ok(StageComponent {
             name: name.into(),
+            digest: digest(bytes).into(),
             engine: self.clone(),
             pre,
         })
@@ -302,6 +303,15 @@ fn check_header(name: &str, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// FNV-1a 64 of the component's bytes, as 16 hex digits: tells versions apart in reports
+/// (not a security hash).
+fn digest(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 pub(crate) fn host_error(stage: &str, e: wasmtime::Error) -> Error {
     Error::Host {
         stage: stage.to_string(),
@@ -314,6 +324,7 @@ pub(crate) fn host_error(stage: &str, e: wasmtime::Error) -> Error {
 #[derive(Clone)]
 pub struct StageComponent {
     name: Arc<str>,
+    digest: Arc<str>,
     engine: Engine,
     pre: StageWorldPre<StageCtx>,
 }
@@ -324,6 +335,11 @@ impl StageComponent {
         &self.name
     }
 
+    /// A digest of the component's bytes (FNV-1a, 64 bits, hex), to tell versions apart.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     pub(crate) fn pre(&self) -> &StageWorldPre<StageCtx> {
         &self.pre
     }
@@ -331,6 +347,6 @@ impl StageComponent {
     /// Instantiates a new stage named `name`. The stage starts **Created**: nothing in it
     /// has run except component start functions; call [`Stage::prime`] next.
     pub fn instantiate(&self, name: &str, options: StageOptions) -> Result<Stage> {
-        Stage::instantiate(&self.engine, &self.pre, name, options)
+        Stage::instantiate(&self.engine, &self.pre, &self.digest, name, options)
     }
 }

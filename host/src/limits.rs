@@ -66,6 +66,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest chunk in bytes ([`DEFAULT_MAX_CHUNK_BYTES`]).
     pub max_chunk_bytes: usize,
+    /// Most records asked of the stage in one call, whatever the caller grants (`None`, the
+    /// default: the caller's credits). A larger grant is clamped, not refused.
+    pub max_chunk_records: Option<u32>,
 }
 
 impl Default for Limits {
@@ -75,6 +78,7 @@ impl Default for Limits {
             fuel_per_call: None,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
+            max_chunk_records: None,
         }
     }
 }

@@ -181,8 +181,10 @@ impl fmt::Display for RunReport {
         for swap in &self.swaps {
             writeln!(
                 f,
-                "swapped stage `{}`: pause {} µs, state {}{}",
+                "swapped stage `{}` {} -> {}: pause {} µs, state {}{}",
                 swap.stage,
+                swap.old_digest,
+                swap.new_digest,
                 swap.pause.as_micros(),
                 if swap.state_carried {
                     "carried"

@@ -129,8 +129,9 @@ struct Inner {
     state: Lifecycle,
     /// The store and bindings; `None` once Closed or Faulted, so its memory is freed.
     live: Option<Live>,
-    /// The compiled component the stage runs now (a swap replaces it).
+    /// The compiled component the stage runs now (a swap replaces it), and its digest.
     pre: StageWorldPre<StageCtx>,
+    digest: Arc<str>,
     /// What survived the last fault (its upstream, the input of the failed call).
     salvage: Option<Salvage>,
     supervisor: Supervisor,
@@ -360,6 +361,7 @@ impl Stage {
     pub(crate) fn instantiate(
         engine: &Engine,
         pre: &StageWorldPre<StageCtx>,
+        digest: &Arc<str>,
         name: &str,
         options: StageOptions,
     ) -> Result<Stage> {
@@ -397,6 +399,7 @@ impl Stage {
                     state: Lifecycle::Created,
                     live: Some(live),
                     pre: pre.clone(),
+                    digest: digest.clone(),
                     salvage: None,
                     supervisor: Supervisor::new(options.policy, options.dead_letter),
                 }),
@@ -434,6 +437,11 @@ impl Stage {
     /// Returns `Some(chunk)` with at most `credits` records, or `None` once the stage is
     /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
     pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
+        // The records-per-chunk cap clamps the grant; the stage never sees more.
+        let credits = match self.shared.recipe.limits.max_chunk_records {
+            Some(cap) => credits.min(cap),
+            None => credits,
+        };
         let mut inner = self.lock()?;
         let (name, counters, recipe) = (
             &self.shared.name,

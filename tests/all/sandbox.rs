@@ -346,3 +346,20 @@ fn handle_spam_is_stopped_by_the_handle_cap() {
     );
     host_still_runs_pipelines();
 }
+
+#[test]
+fn a_records_per_chunk_cap_clamps_every_grant() {
+    let s = component(a::COUNTER)
+        .instantiate(
+            "capped",
+            StageOptions::new().config("records", "100").limits(Limits {
+                max_chunk_records: Some(8),
+                ..Limits::default()
+            }),
+        )
+        .expect("instantiate");
+    s.prime().expect("prime");
+    let chunk = s.resume(1000).expect("resume").expect("a chunk");
+    assert_eq!(chunk.len(), 8, "the grant of 1000 was clamped to 8");
+    assert_eq!(s.stats().credits_granted, 8);
+}

@@ -110,10 +110,14 @@ fn a_broken_new_version_is_refused_and_the_old_one_keeps_running() {
         }
     };
     take(&tagger, &mut numbers);
-    let broken: [(&str, StageComponent); 3] = [
+    let broken: [(&str, StageComponent); 4] = [
         ("traps while priming", component(a::TRAP_IN_PRIMING)),
         ("answers data to priming", component(a::DATA_ON_PRIMING)),
         ("finishes while priming", component(a::FINISHES_IN_PRIMING)),
+        (
+            "loops while priming (CPU limit)",
+            component(a::LOOPS_IN_PRIMING),
+        ),
     ];
     for (what, new) in &broken {
         let err = tagger.swap(new).expect_err(what);
@@ -313,4 +317,20 @@ fn state_is_never_dropped_by_a_swap_to_a_version_that_cannot_take_it() {
     tagger.resume(5).expect("resume");
     let report = tagger.swap(&stateless).expect("nothing to carry");
     assert!(!report.state_carried);
+}
+
+#[test]
+fn a_swap_report_names_both_versions() {
+    let (_source, tagger) = chain(100, a::TAG_V1);
+    tagger.resume(5).expect("resume");
+    let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
+    assert_ne!(v1.digest(), v2.digest());
+    let report = tagger.swap(&v2).expect("swap");
+    assert_eq!(
+        (report.old_digest.as_str(), report.new_digest.as_str()),
+        (v1.digest(), v2.digest())
+    );
+    assert!(report.at_unix_s > 1.7e9, "a wall-clock time");
+    let back = tagger.swap(&v1).expect("swap back");
+    assert_eq!(back.old_digest, v2.digest());
 }

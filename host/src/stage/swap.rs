@@ -18,6 +18,12 @@ use crate::upstream::Upstream;
 pub struct SwapReport {
     /// The stage swapped.
     pub stage: String,
+    /// When the cut-over happened, in seconds since the Unix epoch.
+    pub at_unix_s: f64,
+    /// Digest of the version replaced ([`StageComponent::digest`]).
+    pub old_digest: String,
+    /// Digest of the version now running.
+    pub new_digest: String,
     /// Time to instantiate and prime the new version, before the cut-over.
     pub prepare: Duration,
     /// The cut-over: how long the stage could not be resumed.
@@ -109,10 +115,21 @@ impl Stage {
             fresh.store.data_mut().set_upstream(upstream, upstream_done);
             let old = inner.live.replace(fresh);
             inner.pre = component.pre().clone();
-            Ok((old, pause_started.elapsed(), state_carried, state_bytes))
+            let old_digest = std::mem::replace(&mut inner.digest, component.digest().into());
+            let cut = (
+                pause_started.elapsed(),
+                state_carried,
+                state_bytes,
+                old_digest,
+            );
+            Ok((old, cut))
         })();
         self.shared.swapping.store(false, Ordering::Release);
-        let (old, pause, state_carried, state_bytes) = cut_over?;
+        let (old, (pause, state_carried, state_bytes, old_digest)) = cut_over?;
+        let at_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
 
         // 3. Off the hot path: the old version's cleanup, exactly once.
         let old_cleanup_error = old
@@ -129,6 +146,9 @@ impl Stage {
         );
         Ok(SwapReport {
             stage: name.to_string(),
+            at_unix_s,
+            old_digest: old_digest.to_string(),
+            new_digest: component.digest().to_string(),
             prepare,
             pause,
             state_carried,
