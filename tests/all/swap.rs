@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use sluicegate::{Error, Pipeline, PipelineSpec, RunStatus, Stage, StageComponent, StageOptions};
-use sluicegate_tests::{artifacts as a, capture_logs, component, engine};
+use sluicegate_tests::{ANSWER_EMPTY, artifacts as a, capture_logs, component, engine, wat_stage};
 
 fn chain(records: u32, version: &str) -> (Stage, Stage) {
     let source = component(a::COUNTER)
@@ -278,26 +278,10 @@ fn a_vwap_swapped_mid_window_gives_the_same_output_as_an_unswapped_run() {
     assert_eq!(swapped, plain, "the windows survived every swap");
 }
 
-/// A minimal WAT stage with no `state` interface, answering empty chunks.
-const STATELESS_WAT: &str = r#"(component
-  (core module $m
-    (memory (export "memory") 1)
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
-    (func (export "resume") (param i32) (result i32)
-      (i32.store (i32.const 32) (i32.const 1)) (i64.store (i32.const 36) (i64.const 0)) (i32.const 32))
-    (func (export "close")))
-  (core instance $i (instantiate $m))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
-
 #[test]
 fn state_is_never_dropped_by_a_swap_to_a_version_that_cannot_take_it() {
     let stateless = engine()
-        .load_bytes("plain", STATELESS_WAT.as_bytes())
+        .load_bytes("plain", wat_stage(1, "", ANSWER_EMPTY).as_bytes())
         .expect("loads");
     let ticks = encoded_ticks(200);
     let source = sluicegate::IterUpstream::new(ticks.into_iter());

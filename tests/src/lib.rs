@@ -133,3 +133,28 @@ pub fn native_market_orders(records: u64) -> (u64, u64) {
     }
     (orders, checksum.value())
 }
+
+/// A minimal stage in WAT, with `$memory_pages` of initial memory and `$start` run when it
+/// is instantiated; `$resume_body` must leave a pointer to the `option<list<u8>>` answer.
+pub fn wat_stage(memory_pages: u32, start: &str, resume_body: &str) -> String {
+    format!(
+        r#"(component
+  (core module $m
+    (memory (export "memory") {memory_pages})
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func $start {start})
+    (start $start)
+    (func (export "resume") (param i32) (result i32) {resume_body})
+    (func (export "close")))
+  (core instance $i (instantiate $m))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
+      (realloc (core func $i "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
+    )
+}
+
+/// Answers `some(empty)`: discriminant 1, pointer 0, length 0 at address 32.
+pub const ANSWER_EMPTY: &str = "(i32.store (i32.const 32) (i32.const 1)) (i64.store (i32.const 36) (i64.const 0)) (i32.const 32)";
