@@ -294,8 +294,8 @@ fn check_header(name: &str, bytes: &[u8]) -> Result<()> {
                 Ok(())
             }
         }
-        // WAT text is accepted (handy in tests); anything else is not wasm.
-        _ if bytes.trim_ascii_start().starts_with(b"(") => Ok(()),
+        // WAT text is accepted (hand-written stages, tests); anything else is not wasm.
+        _ if looks_like_wat(bytes) => Ok(()),
         _ => Err(load(
             "not a WebAssembly file (no `\\0asm` header); expected a component built for \
              `wasm32-wasip2`",
@@ -310,6 +310,16 @@ fn digest(bytes: &[u8]) -> String {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     format!("{hash:016x}")
+}
+
+/// True if `bytes` start, after white space and `;;` line comments, with `(`.
+fn looks_like_wat(bytes: &[u8]) -> bool {
+    let mut rest = bytes.trim_ascii_start();
+    while rest.starts_with(b";;") {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        rest = rest[end..].trim_ascii_start();
+    }
+    rest.starts_with(b"(")
 }
 
 pub(crate) fn host_error(stage: &str, e: wasmtime::Error) -> Error {

@@ -2,10 +2,14 @@
 //! linear memory, bytes per chunk; per engine, wasm stack and component size. Every limit that
 //! bites faults the stage with [`Error::LimitExceeded`](crate::Error::LimitExceeded) naming it.
 //!
-//! CPU time is the stage's own: the time its upstream spends serving its pulls is not charged
-//! to it, so a slow upstream never makes a healthy downstream stage time out.
+//! CPU time is the stage's own: it is read from the thread's CPU clock, so a stage that is
+//! merely descheduled on a busy host is not charged, and the time its upstream spends
+//! serving its pulls is not charged to it either, so a slow upstream never makes a healthy
+//! downstream stage time out.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cpu_time::ThreadTime;
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 
@@ -96,13 +100,20 @@ impl Limits {
     }
 }
 
+/// CPU time consumed by the current thread.
+fn cpu_clock() -> Duration {
+    ThreadTime::now().as_duration()
+}
+
 /// The per-store side of the limits: the memory limiter (remembering what it denied, so a
 /// trap that follows can be named), and the CPU clock of the current call.
 pub(crate) struct Budget {
     limits: Limits,
     store_limits: StoreLimits,
     denied: Option<String>,
-    call_started: Instant,
+    /// The thread's CPU clock when the call started. A call runs on one thread, so readings
+    /// are only ever compared within a call.
+    call_started: Duration,
     upstream_time: Duration,
 }
 
@@ -119,7 +130,7 @@ impl Budget {
             limits,
             store_limits,
             denied: None,
-            call_started: Instant::now(),
+            call_started: cpu_clock(),
             upstream_time: Duration::ZERO,
         }
     }
@@ -130,12 +141,17 @@ impl Budget {
 
     /// Starts the CPU clock of a call.
     pub(crate) fn start_call(&mut self) {
-        self.call_started = Instant::now();
+        self.call_started = cpu_clock();
         self.upstream_time = Duration::ZERO;
         self.denied = None;
     }
 
-    /// Time spent upstream while serving a pull: not charged to this stage.
+    /// The thread's CPU clock, to measure what an upstream spends serving a pull.
+    pub(crate) fn cpu_now() -> Duration {
+        cpu_clock()
+    }
+
+    /// CPU time spent upstream while serving a pull: not charged to this stage.
     pub(crate) fn charge_upstream(&mut self, elapsed: Duration) {
         self.upstream_time += elapsed;
     }
@@ -143,9 +159,8 @@ impl Budget {
     /// The epoch deadline was reached: trap if the stage's own time is over budget, else
     /// extend the deadline by what remains.
     pub(crate) fn on_deadline(&self) -> UpdateDeadline {
-        let own = self
-            .call_started
-            .elapsed()
+        let own = cpu_clock()
+            .saturating_sub(self.call_started)
             .saturating_sub(self.upstream_time);
         match self.limits.cpu_per_call.checked_sub(own) {
             Some(left) if !left.is_zero() => {

@@ -65,7 +65,7 @@ fn run_json_reports_every_hop_and_a_stable_checksum() {
         "64",
     ];
     let (ok, stdout, stderr) = sluicegate(&args);
-    assert!(ok, "{stderr}");
+    assert!(ok, "{stderr}\n{stdout}");
     let report = json(&stdout);
     assert_eq!(report["status"], "ok");
     assert_eq!(report["credits"], 64);

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -206,9 +206,10 @@ impl UpstreamImports for StageCtx {
         if self.upstream_done {
             return Ok(None); // R5
         }
-        let started = Instant::now();
+        let started = Budget::cpu_now();
         let answer = self.upstream.pull(credits);
-        self.budget.charge_upstream(started.elapsed());
+        self.budget
+            .charge_upstream(Budget::cpu_now().saturating_sub(started));
         match answer {
             Ok(Some(chunk)) => {
                 if let Some(inputs) = self.inputs.as_mut() {
