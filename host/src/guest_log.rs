@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -50,6 +51,9 @@ impl std::fmt::Display for FieldList<'_> {
 #[derive(Clone)]
 pub(crate) struct LogPipe {
     inner: Arc<Mutex<PipeState>>,
+    /// Something was written since the last `forget`: lets `forget`, called on every call
+    /// into the guest, skip the lock in the usual case of a silent guest.
+    written: Arc<AtomicBool>,
 }
 
 struct PipeState {
@@ -68,6 +72,7 @@ impl LogPipe {
                 partial: Vec::new(),
                 recent: VecDeque::new(),
             })),
+            written: Arc::default(),
         }
     }
 
@@ -88,6 +93,9 @@ impl LogPipe {
 
     /// Forgets what was written so far, so a trap report quotes only the current call.
     pub(crate) fn forget(&self) {
+        if !self.written.swap(false, Ordering::Relaxed) {
+            return;
+        }
         if let Ok(mut state) = self.inner.lock() {
             state.partial.clear();
             state.recent.clear();
@@ -95,6 +103,7 @@ impl LogPipe {
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
+        self.written.store(true, Ordering::Relaxed);
         let Ok(mut state) = self.inner.lock() else {
             return;
         };

@@ -7,7 +7,7 @@
 //! serving its pulls is not charged to it either, so a slow upstream never makes a healthy
 //! downstream stage time out.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
 
@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// How long compiling one component may take: 60 s.
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Epoch ticks before a call's first budget check: one, so the CPU baseline of a long call
+/// is taken early (see `Budget::on_deadline`); short calls never reach it.
+pub(crate) const FIRST_CHECK_TICKS: u64 = 1;
 /// How often the engine's epoch advances; the bound on how far past its deadline a looping
 /// stage can run.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -88,12 +91,6 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Epoch ticks of one call's budget (at least 1).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self.cpu_per_call.as_nanos() / EPOCH_TICK.as_nanos().max(1);
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
-
     /// What wasmtime may copy out of the guest in one call: a chunk plus room for framing.
     pub(crate) fn hostcall_fuel(&self) -> usize {
         self.max_chunk_bytes.saturating_add(64 << 10)
@@ -111,10 +108,14 @@ pub(crate) struct Budget {
     limits: Limits,
     store_limits: StoreLimits,
     denied: Option<String>,
-    /// The thread's CPU clock when the call started. A call runs on one thread, so readings
-    /// are only ever compared within a call.
-    call_started: Duration,
+    /// When the current call started (wall clock: cheap to read on every call).
+    call_started: Instant,
+    /// Wall time the current call spent waiting for its upstream to serve pulls.
     upstream_time: Duration,
+    /// Taken at the first epoch tick of a call that lasts that long: the thread's CPU clock,
+    /// the upstream time so far, and the call's wall time so far. Reading the CPU clock is a
+    /// system call, so healthy calls, which end before a tick, never pay for it.
+    cpu_base: Option<(Duration, Duration, Duration)>,
 }
 
 impl Budget {
@@ -130,8 +131,9 @@ impl Budget {
             limits,
             store_limits,
             denied: None,
-            call_started: cpu_clock(),
+            call_started: Instant::now(),
             upstream_time: Duration::ZERO,
+            cpu_base: None,
         }
     }
 
@@ -139,29 +141,33 @@ impl Budget {
         &self.limits
     }
 
-    /// Starts the CPU clock of a call.
+    /// Starts the clock of a call.
     pub(crate) fn start_call(&mut self) {
-        self.call_started = cpu_clock();
+        self.call_started = Instant::now();
         self.upstream_time = Duration::ZERO;
+        self.cpu_base = None;
         self.denied = None;
     }
 
-    /// The thread's CPU clock, to measure what an upstream spends serving a pull.
-    pub(crate) fn cpu_now() -> Duration {
-        cpu_clock()
-    }
-
-    /// CPU time spent upstream while serving a pull: not charged to this stage.
+    /// Time spent upstream while serving a pull: not charged to this stage.
     pub(crate) fn charge_upstream(&mut self, elapsed: Duration) {
         self.upstream_time += elapsed;
     }
 
-    /// The epoch deadline was reached: trap if the stage's own time is over budget, else
-    /// extend the deadline by what remains.
-    pub(crate) fn on_deadline(&self) -> UpdateDeadline {
-        let own = cpu_clock()
-            .saturating_sub(self.call_started)
-            .saturating_sub(self.upstream_time);
+    /// An epoch tick reached the deadline: trap if the stage's own time is over budget, else
+    /// extend the deadline by what remains. The first tick of a call only takes the CPU
+    /// baseline; from then on the stage is charged the thread's CPU time, so a stage that is
+    /// merely descheduled on a busy host is not faulted. Time before the first tick (at most
+    /// one tick) is charged in full, and upstream time is never charged.
+    pub(crate) fn on_deadline(&mut self) -> UpdateDeadline {
+        let cpu = cpu_clock();
+        let (base_cpu, base_upstream, before_base) =
+            *self
+                .cpu_base
+                .get_or_insert((cpu, self.upstream_time, self.call_started.elapsed()));
+        let upstream_since = self.upstream_time.saturating_sub(base_upstream);
+        let own = before_base.saturating_sub(base_upstream)
+            + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
         match self.limits.cpu_per_call.checked_sub(own) {
             Some(left) if !left.is_zero() => {
                 let ticks = left.as_nanos() / EPOCH_TICK.as_nanos().max(1);

@@ -25,7 +25,7 @@ use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
-use crate::limits::{Limit, Limits};
+use crate::limits::{FIRST_CHECK_TICKS, Limit, Limits};
 use crate::metrics::{Counters, StageStats};
 use crate::upstream::{NoUpstream, Upstream};
 
@@ -170,26 +170,26 @@ impl Recipe {
             store.data_mut().keep_inputs();
         }
         store.limiter(|ctx| &mut ctx.budget);
-        store.epoch_deadline_callback(|ctx| Ok(ctx.data().budget.on_deadline()));
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_hostcall_fuel(self.limits.hostcall_fuel());
+        // Instantiation runs start functions: the same budgets as any call.
         store.data_mut().begin(Serving::Nothing);
-        let mut live_store = store;
-        live_store.set_epoch_deadline(self.limits.deadline_ticks());
+        store.set_epoch_deadline(FIRST_CHECK_TICKS);
         if let Some(fuel) = self.fuel {
-            let _ = live_store.set_fuel(fuel);
+            let _ = store.set_fuel(fuel);
         }
-        let instance = pre.instance_pre().instantiate(&mut live_store);
-        let report = live_store.data_mut().end();
+        let instance = pre.instance_pre().instantiate(&mut store);
+        let report = store.data_mut().end();
         let instance = match (instance, report.violation) {
             (_, Some((rule, detail))) => return Err(violation(name, rule, detail)),
-            (Err(e), None) => return Err(fault_of(name, Call::Instantiate, &e, &live_store)),
+            (Err(e), None) => return Err(fault_of(name, Call::Instantiate, &e, &store)),
             (Ok(instance), None) => instance,
         };
-        let world = StageWorld::new(&mut live_store, &instance)
-            .map_err(|e| fault_of(name, Call::Instantiate, &e, &live_store))?;
-        let state = StateFuncs::find(&mut live_store, &instance);
+        let world = StageWorld::new(&mut store, &instance)
+            .map_err(|e| fault_of(name, Call::Instantiate, &e, &store))?;
+        let state = StateFuncs::find(&mut store, &instance);
         Ok(Live {
-            store: live_store,
+            store,
             world,
             state,
             fuel: self.fuel,
@@ -339,8 +339,7 @@ impl Live {
 
     /// Arms the budgets of one call: the epoch deadline and, if metered, the fuel.
     fn arm(&mut self) {
-        let ticks = self.store.data().budget.limits().deadline_ticks();
-        self.store.set_epoch_deadline(ticks);
+        self.store.set_epoch_deadline(FIRST_CHECK_TICKS);
         if let Some(fuel) = self.fuel {
             // Only fails when the engine does not meter fuel, which `fuel` rules out.
             let _ = self.store.set_fuel(fuel);
@@ -664,7 +663,7 @@ impl Inner {
                 let records: Vec<Vec<u8>> = salvage
                     .inputs
                     .iter()
-                    .flat_map(|chunk| supervise::split(chunk).map(<[u8]>::to_vec))
+                    .flat_map(|chunk| chunk.records().map(<[u8]>::to_vec))
                     .collect();
                 self.supervisor.bypass_queue.extend(records);
                 self.supervisor.recovered.push(error);

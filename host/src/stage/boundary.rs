@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
+use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
 use crate::guest_log::{self, LogPipe};
 use crate::limits::{Budget, Limits};
@@ -48,7 +49,7 @@ pub(crate) struct StageCtx {
     upstream: Box<dyn Upstream>,
     upstream_done: bool,
     /// Copies of the chunks pulled during the current call, kept when supervision needs them.
-    inputs: Option<Vec<Vec<u8>>>,
+    inputs: Option<Vec<Chunk>>,
     config: Vec<(String, String)>,
     stderr: LogPipe,
     pub(crate) budget: Budget,
@@ -206,14 +207,13 @@ impl UpstreamImports for StageCtx {
         if self.upstream_done {
             return Ok(None); // R5
         }
-        let started = Budget::cpu_now();
+        let started = Instant::now();
         let answer = self.upstream.pull(credits);
-        self.budget
-            .charge_upstream(Budget::cpu_now().saturating_sub(started));
+        self.budget.charge_upstream(started.elapsed());
         match answer {
             Ok(Some(chunk)) => {
                 if let Some(inputs) = self.inputs.as_mut() {
-                    inputs.push(chunk.as_bytes().to_vec());
+                    inputs.push(chunk.clone());
                 }
                 Ok(Some(chunk.into_bytes()))
             }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 
+use crate::chunk::Chunk;
 use crate::error::Error;
 use crate::upstream::Upstream;
 
@@ -58,7 +59,7 @@ impl FaultPolicy {
 pub(crate) struct Salvage {
     pub(crate) upstream: Box<dyn Upstream>,
     pub(crate) upstream_done: bool,
-    pub(crate) inputs: Vec<Vec<u8>>,
+    pub(crate) inputs: Vec<Chunk>,
 }
 
 /// The supervision state of one stage.
@@ -100,12 +101,12 @@ impl Supervisor {
 
     /// Quarantines the input of a failed call: writes it framed to the dead-letter sink (if
     /// any) and returns how many records it held.
-    pub(crate) fn quarantine(&mut self, stage: &str, inputs: &[Vec<u8>]) -> u64 {
-        let records: u64 = inputs.iter().map(|chunk| count(chunk)).sum();
+    pub(crate) fn quarantine(&mut self, stage: &str, inputs: &[Chunk]) -> u64 {
+        let records: u64 = inputs.iter().map(|chunk| u64::from(chunk.len())).sum();
         if let Some(out) = self.dead_letter.as_mut() {
             let written = inputs
                 .iter()
-                .try_for_each(|chunk| out.write_all(chunk))
+                .try_for_each(|chunk| out.write_all(chunk.as_bytes()))
                 .and_then(|()| out.flush());
             if let Err(e) = written {
                 tracing::error!(
@@ -123,21 +124,4 @@ impl Supervisor {
         }
         records
     }
-}
-
-/// Records in a framed chunk that the host already checked.
-fn count(chunk: &[u8]) -> u64 {
-    split(chunk).count() as u64
-}
-
-/// The records of a framed chunk that the host already checked.
-pub(crate) fn split(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = chunk;
-    std::iter::from_fn(move || {
-        let prefix = rest.get(..4)?;
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let record = rest.get(4..4 + len)?;
-        rest = &rest[4 + len..];
-        Some(record)
-    })
 }
