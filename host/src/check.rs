@@ -1,173 +1,233 @@
-//! `sluicegate check`: load a stage, check it implements the world, and drive it through
-//! prime → pause → resume → close, reporting each step with its evidence or the rule it broke.
+//! `sluicegate check`: the conformance kit. It loads a stage, runs it through scenarios on fresh
+//! instances (prime, pause, runs at several credit sizes, a short upstream, close without
+//! priming, a probe after the end, a second run for determinism) and reports one line per rule
+//! of `docs/protocol.md`, with the evidence it saw or the error that broke the rule.
+//!
+//! The scenarios are in [`scenarios`]; this module holds the options, the report and the
+//! attribution of each error to the rule it broke.
+
+mod scenarios;
 
 use std::path::{Path, PathBuf};
 
 use crate::engine::Engine;
-use crate::error::Error;
-use crate::stage::{Stage, StageOptions};
+use crate::error::{Error, Rule};
 
-/// Credits granted on each resume unless told otherwise.
-pub const DEFAULT_CHECK_CREDITS: u32 = 64;
-/// Records after which the check stops resuming (and closes mid-stream).
+/// Credit sizes the stage is run with, each on a fresh instance, unless told otherwise.
+pub const DEFAULT_CHECK_CREDITS: [u32; 3] = [1, 7, 256];
+/// Records after which a run stops resuming (and closes the stage mid-stream).
 pub const DEFAULT_CHECK_MAX_RECORDS: u64 = 10_000;
-
-/// Consecutive resumes with credits that may answer no record before the stage is declared
-/// stalled.
-const MAX_IDLE_RESUMES: u32 = 1000;
+/// Records the short upstream of the R5 scenario serves before it ends.
+pub const DEFAULT_SHORT_UPSTREAM: u64 = 3;
+/// Records fed to a stage checked without `--upstream` or `--input`: `"0"`, `"1"`, ...
+pub const DEFAULT_INPUT_RECORDS: u64 = 1_000;
 
 /// What to check and how.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// Credits granted on each resume ([`DEFAULT_CHECK_CREDITS`]).
-    pub credits: u32,
-    /// Stop after this many records ([`DEFAULT_CHECK_MAX_RECORDS`]).
+    /// Credit sizes to run the stage with ([`DEFAULT_CHECK_CREDITS`]); each gets a fresh
+    /// instance and a run to the end or to `max_records`.
+    pub credits: Vec<u32>,
+    /// Stop a run after this many records ([`DEFAULT_CHECK_MAX_RECORDS`]).
     pub max_records: u64,
     /// Configuration handed to the checked stage.
     pub config: Vec<(String, String)>,
-    /// Stage files to chain upstream of it, most upstream first.
+    /// Stage files to chain upstream of it, most upstream first. Without them the stage is fed
+    /// `input`, or the records `"0"`, `"1"`, ... ([`DEFAULT_INPUT_RECORDS`] of them).
     pub upstream: Vec<PathBuf>,
+    /// The records to feed the stage when there is no `upstream`.
+    pub input: Option<Vec<Vec<u8>>>,
+    /// Records the short upstream serves before it ends ([`DEFAULT_SHORT_UPSTREAM`]).
+    pub short_upstream: u64,
+    /// The stage claims to be deterministic: the same input twice gives the same output (K1).
+    pub deterministic: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
-            credits: DEFAULT_CHECK_CREDITS,
+            credits: DEFAULT_CHECK_CREDITS.to_vec(),
             max_records: DEFAULT_CHECK_MAX_RECORDS,
             config: Vec::new(),
             upstream: Vec::new(),
+            input: None,
+            short_upstream: DEFAULT_SHORT_UPSTREAM,
+            deterministic: false,
         }
     }
 }
 
-/// One step of a check: its name and what it showed.
-#[derive(Debug, Clone)]
-pub struct CheckStep {
-    /// `load`, `prime`, `pause`, `resume` or `close`.
-    pub name: &'static str,
-    /// The evidence on success, the error on failure.
-    pub outcome: Result<String, Error>,
+/// A rule's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The stage honoured the rule; the evidence says how it was seen.
+    Pass,
+    /// The stage broke the rule; the error says how.
+    Fail,
+    /// Not checked; the evidence says why (not claimed, not applicable, not reached).
+    Skip,
 }
+
+/// One line of a check: a rule, its verdict, and what showed it.
+#[derive(Debug, Clone)]
+pub struct RuleCheck {
+    /// The rule's identifier in `docs/protocol.md` (`P1`, `C2`, ...).
+    pub id: &'static str,
+    /// Its short name (`prime`, `credits`, ...).
+    pub name: &'static str,
+    /// Pass, fail or skip.
+    pub verdict: Verdict,
+    /// What the kit saw (on pass), or why it did not check (on skip).
+    pub evidence: String,
+    /// The error that broke the rule (on fail).
+    pub error: Option<Error>,
+}
+
+/// The rules the kit reports, in order, as `(id, name)`.
+pub(crate) const RULES: &[(&str, &str)] = &[
+    ("W1", "world"),
+    ("P1", "prime"),
+    ("P3", "close-unprimed"),
+    ("S1", "pause"),
+    ("R3", "pause-pulls-nothing"),
+    ("C2", "credits"),
+    ("C1", "framing"),
+    ("E1", "none-sticky"),
+    ("S3", "close-once"),
+    ("R4", "close-never-pulls"),
+    ("R5", "upstream-end"),
+    ("X1", "no-traps"),
+    ("K1", "determinism"),
+    ("K2", "resources"),
+];
 
 /// The result of [`check_file`].
 #[derive(Debug, Clone)]
 pub struct CheckReport {
     /// The checked file.
     pub path: PathBuf,
-    /// The steps, in order; the first failure ends the driving, but close always runs.
-    pub steps: Vec<CheckStep>,
+    /// One line per rule, in the order of `docs/protocol.md`'s conformance table.
+    pub rules: Vec<RuleCheck>,
 }
 
 impl CheckReport {
-    /// True when every step passed.
+    fn new(path: &Path) -> Self {
+        let rules = RULES
+            .iter()
+            .map(|&(id, name)| RuleCheck {
+                id,
+                name,
+                verdict: Verdict::Skip,
+                evidence: "not reached".into(),
+                error: None,
+            })
+            .collect();
+        CheckReport {
+            path: path.to_path_buf(),
+            rules,
+        }
+    }
+
+    /// True when no rule failed.
     pub fn passed(&self) -> bool {
-        self.steps.iter().all(|s| s.outcome.is_ok())
+        self.rules.iter().all(|r| r.verdict != Verdict::Fail)
     }
 
-    /// The first error, if any.
+    /// The first rule that failed, if any.
+    pub fn first_failure(&self) -> Option<&RuleCheck> {
+        self.rules.iter().find(|r| r.verdict == Verdict::Fail)
+    }
+
+    /// The error of the first rule that failed, if any.
     pub fn first_error(&self) -> Option<&Error> {
-        self.steps.iter().find_map(|s| s.outcome.as_ref().err())
+        self.first_failure().and_then(|r| r.error.as_ref())
+    }
+
+    /// The line of rule `id`.
+    pub fn rule(&self, id: &str) -> Option<&RuleCheck> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// The report as JSON: `{ path, passed, rules: [{ id, name, verdict, evidence, error,
+    /// error_kind }] }`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rules: Vec<serde_json::Value> = self
+            .rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "name": r.name,
+                    "verdict": r.verdict,
+                    "evidence": r.evidence,
+                    "error": r.error.as_ref().map(ToString::to_string),
+                    "error_kind": r.error.as_ref().map(Error::kind),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "passed": self.passed(),
+            "rules": rules,
+        })
+    }
+
+    fn line(&mut self, id: &str) -> Option<&mut RuleCheck> {
+        self.rules.iter_mut().find(|r| r.id == id)
+    }
+
+    /// Records evidence that rule `id` held, unless it already failed.
+    pub(crate) fn pass(&mut self, id: &str, evidence: impl Into<String>) {
+        if let Some(line) = self.line(id).filter(|l| l.verdict != Verdict::Fail) {
+            line.verdict = Verdict::Pass;
+            line.evidence = evidence.into();
+        }
+    }
+
+    /// Records why rule `id` was not checked, unless it already has a verdict.
+    pub(crate) fn skip(&mut self, id: &str, why: impl Into<String>) {
+        if let Some(line) = self.line(id).filter(|l| l.verdict == Verdict::Skip) {
+            line.evidence = why.into();
+        }
+    }
+
+    /// Records `error`, seen while checking `scenario`, against the rule it broke: a protocol
+    /// violation against its own rule, a trap against X1, a limit against K2, anything else
+    /// against `scenario`.
+    /// The first failure of a rule is kept.
+    pub(crate) fn fail(&mut self, scenario: &str, error: Error) {
+        let id = attribute(&error, scenario);
+        if let Some(line) = self.line(id).filter(|l| l.verdict != Verdict::Fail) {
+            line.verdict = Verdict::Fail;
+            line.evidence = String::new();
+            line.error = Some(error);
+        }
     }
 }
 
-/// Checks the stage component at `path`.
+/// The rule an error breaks, given the scenario it happened in.
+fn attribute<'a>(error: &Error, scenario: &'a str) -> &'a str {
+    match error.root_cause() {
+        Error::ProtocolViolation { rule, .. } => match rule {
+            Rule::BadFraming => "C1",
+            Rule::CreditsExceeded => "C2",
+            Rule::DataOnPriming => "P1",
+            Rule::DataWhilePaused => "S1",
+            Rule::PullWithoutDemand => "R3",
+            Rule::PullWhileClosing => "R4",
+            // X5 fires during instantiation: the component is unusable as a stage.
+            Rule::PullOutsideCall => "W1",
+        },
+        Error::LimitExceeded { .. } => "K2",
+        Error::Trap { .. } => "X1",
+        _ => scenario,
+    }
+}
+
+/// Checks the stage component at `path`: every rule in [`RULES`], on fresh instances.
 pub fn check_file(engine: &Engine, path: &Path, options: &CheckOptions) -> CheckReport {
-    let mut report = CheckReport {
-        path: path.to_path_buf(),
-        steps: Vec::new(),
-    };
-    let mut step = |name, outcome| report.steps.push(CheckStep { name, outcome });
-    let chain = match build_chain(engine, path, options) {
-        Ok(chain) => chain,
-        Err(e) => {
-            step("load", Err(e));
-            return report;
-        }
-    };
-    step(
-        "load",
-        Ok("implements sluicegate:stage/stage@0.1.0".to_string()),
-    );
-    drive(&chain, options, &mut step);
-    // Close every stage upstream-first whatever happened; report the first failure.
-    let closed = chain.iter().map(Stage::close).find_map(Result::err);
-    match closed {
-        None => step("close", Ok("cleanup ran once on every primed stage".into())),
-        Some(e) => step("close", Err(e)),
-    }
+    let mut report = CheckReport::new(path);
+    scenarios::run_all(engine, path, options, &mut report);
     report
-}
-
-fn build_chain(engine: &Engine, path: &Path, options: &CheckOptions) -> Result<Vec<Stage>, Error> {
-    let mut chain: Vec<Stage> = Vec::new();
-    for (i, file) in options
-        .upstream
-        .iter()
-        .chain(Some(&path.to_path_buf()))
-        .enumerate()
-    {
-        let component = engine.load_file(file)?;
-        let mut stage_options = StageOptions::new();
-        if i == options.upstream.len() {
-            for (k, v) in &options.config {
-                stage_options = stage_options.config(k, v);
-            }
-        }
-        if let Some(previous) = chain.last() {
-            stage_options = stage_options.upstream(previous.clone());
-        }
-        chain.push(component.instantiate(component.name(), stage_options)?);
-    }
-    Ok(chain)
-}
-
-fn drive(
-    chain: &[Stage],
-    options: &CheckOptions,
-    step: &mut impl FnMut(&'static str, Result<String, Error>),
-) {
-    if let Some(e) = chain.iter().map(Stage::prime).find_map(Result::err) {
-        return step("prime", Err(e));
-    }
-    step("prime", Ok("resume(0) answered no records".into()));
-    let Some(stage) = chain.last() else { return };
-    match stage.resume(0) {
-        Ok(Some(_)) => step("pause", Ok("resume(0) answered an empty chunk".into())),
-        Ok(None) => step("pause", Ok("resume(0) answered none: exhausted".into())),
-        Err(e) => return step("pause", Err(e)),
-    }
-    let (mut resumes, mut records, mut bytes) = (0u64, 0u64, 0u64);
-    let (started, mut idle) = (std::time::Instant::now(), 0u32);
-    let finished = loop {
-        if records >= options.max_records {
-            break false;
-        }
-        if idle >= MAX_IDLE_RESUMES {
-            let stage = stage.name().to_string();
-            let after = started.elapsed();
-            return step("resume", Err(Error::Stalled { stage, after }));
-        }
-        match stage.resume(options.credits) {
-            Ok(Some(chunk)) => {
-                idle = if chunk.is_empty() { idle + 1 } else { 0 };
-                resumes += 1;
-                records += u64::from(chunk.len());
-                bytes += chunk.as_bytes().len() as u64;
-            }
-            Ok(None) => break true,
-            Err(e) => return step("resume", Err(e)),
-        }
-    };
-    let end = if finished {
-        "exhausted"
-    } else {
-        "stopped mid-stream"
-    };
-    step(
-        "resume",
-        Ok(format!(
-            "{resumes} resumes of {} credits: {records} records, {bytes} bytes, {end}",
-            options.credits
-        )),
-    );
 }

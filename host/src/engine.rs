@@ -354,6 +354,16 @@ impl StageComponent {
         &self.pre
     }
 
+    /// The names of the interfaces the component imports, in its own order.
+    pub(crate) fn imports(&self) -> Vec<String> {
+        let component = self.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(self.engine.wasmtime())
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// Instantiates a new stage named `name`. The stage starts **Created**: nothing in it
     /// has run except component start functions; call [`Stage::prime`] next.
     pub fn instantiate(&self, name: &str, options: StageOptions) -> Result<Stage> {

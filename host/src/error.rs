@@ -186,6 +186,18 @@ pub enum Error {
         /// The watchdog's timeout.
         after: std::time::Duration,
     },
+    /// The conformance kit (`sluicegate check`) saw behaviour the protocol rules out but the
+    /// host cannot see in a pipeline: data after `none` when probed (E1), two runs on the same
+    /// input that differ (K1), a stage that never finishes after its upstream ended (R5).
+    #[error("stage `{stage}`: {check}: {detail}")]
+    Nonconforming {
+        /// The stage.
+        stage: String,
+        /// The kit's check, as `ID name` (for example `E1 none-sticky`).
+        check: &'static str,
+        /// What the kit saw.
+        detail: String,
+    },
     /// A hot swap was refused; the old version keeps running untouched.
     #[error("stage `{stage}`: swap refused, the running version is unchanged: {reason}")]
     SwapRefused {
@@ -252,6 +264,7 @@ impl Error {
             | Error::LimitExceeded { stage, .. }
             | Error::Stalled { stage, .. }
             | Error::SwapRefused { stage, .. }
+            | Error::Nonconforming { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
             | Error::Io { stage, .. }
@@ -293,6 +306,7 @@ impl Error {
             Error::LimitExceeded { .. } => "limit-exceeded",
             Error::Stalled { .. } => "stalled",
             Error::SwapRefused { .. } => "swap-refused",
+            Error::Nonconforming { .. } => "nonconforming",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
             Error::Config { .. } => "config",

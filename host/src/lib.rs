@@ -48,8 +48,8 @@ mod upstream;
 mod world;
 
 pub use crate::check::{
-    CheckOptions, CheckReport, CheckStep, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS,
-    check_file,
+    CheckOptions, CheckReport, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS,
+    DEFAULT_INPUT_RECORDS, DEFAULT_SHORT_UPSTREAM, RuleCheck, Verdict, check_file,
 };
 pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
 pub use crate::config::{

@@ -116,6 +116,9 @@ pub(crate) struct Budget {
     /// the upstream time so far, and the call's wall time so far. Reading the CPU clock is a
     /// system call, so healthy calls, which end before a tick, never pay for it.
     cpu_base: Option<(Duration, Duration, Duration)>,
+    /// The largest linear memory granted so far, and whether it grew since it was last read.
+    memory_peak: usize,
+    memory_grew: bool,
 }
 
 impl Budget {
@@ -134,7 +137,14 @@ impl Budget {
             call_started: Instant::now(),
             upstream_time: Duration::ZERO,
             cpu_base: None,
+            memory_peak: 0,
+            memory_grew: false,
         }
+    }
+
+    /// The largest linear memory granted, if it grew since the last call to this.
+    pub(crate) fn take_memory_growth(&mut self) -> Option<usize> {
+        std::mem::take(&mut self.memory_grew).then_some(self.memory_peak)
     }
 
     pub(crate) fn limits(&self) -> &Limits {
@@ -193,6 +203,10 @@ impl ResourceLimiter for Budget {
         let allowed = self
             .store_limits
             .memory_growing(current, desired, maximum)?;
+        if allowed && desired > self.memory_peak {
+            self.memory_peak = desired;
+            self.memory_grew = true;
+        }
         if !allowed {
             self.denied = Some(format!(
                 "linear memory growth from {current} to {desired} bytes refused (limit {} bytes)",

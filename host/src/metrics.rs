@@ -31,6 +31,10 @@ pub struct StageStats {
     pub resume_p50_us: f64,
     /// 99th percentile of the same, in microseconds.
     pub resume_p99_us: f64,
+    /// The slowest resume, in microseconds (the upper bound of its histogram bucket).
+    pub resume_max_us: f64,
+    /// The largest linear memory any instance of the stage grew to, in bytes.
+    pub memory_peak_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,7 @@ pub(crate) struct Counters {
     restarts: AtomicU64,
     swaps: AtomicU64,
     quarantined_records: AtomicU64,
+    memory_peak_bytes: AtomicU64,
     latency: Histogram,
 }
 
@@ -65,6 +70,12 @@ impl Counters {
 
     pub(crate) fn resume_took(&self, elapsed: Duration) {
         self.latency.record(elapsed);
+    }
+
+    /// A linear memory of the stage reached `bytes`.
+    pub(crate) fn memory_reached(&self, bytes: usize) {
+        self.memory_peak_bytes
+            .fetch_max(u64::try_from(bytes).unwrap_or(u64::MAX), Relaxed);
     }
 
     pub(crate) fn entered_close(&self) {
@@ -90,6 +101,8 @@ impl Counters {
             quarantined_records: self.quarantined_records.load(Relaxed),
             resume_p50_us: self.latency.quantile_us(0.50),
             resume_p99_us: self.latency.quantile_us(0.99),
+            resume_max_us: self.latency.quantile_us(1.0),
+            memory_peak_bytes: self.memory_peak_bytes.load(Relaxed),
         }
     }
 }

@@ -251,6 +251,9 @@ impl Live {
             .sluicegate_stage_generator()
             .call_resume(&mut self.store, credits);
         counters.resume_took(started.elapsed());
+        if let Some(bytes) = self.store.data_mut().budget.take_memory_growth() {
+            counters.memory_reached(bytes);
+        }
         let CallReport {
             violation: broken,
             upstream_fault,
@@ -463,6 +466,28 @@ impl Stage {
                     Err(e) => return Err(e),
                 }
             }
+        }
+    }
+
+    /// For the conformance kit only: enters `resume(credits)` once more on an **Exhausted**
+    /// stage, which the host never does otherwise (E1), to see whether the stage would stay
+    /// exhausted. Answers what the guest answered (after every chunk check); the stage stays
+    /// Exhausted unless the call faults it.
+    pub(crate) fn resume_after_end(&self, credits: u32) -> Result<Option<Chunk>> {
+        let mut inner = self.lock()?;
+        let name = &self.shared.name;
+        if !matches!(inner.state, Lifecycle::Exhausted) {
+            return Err(Error::Host {
+                stage: name.to_string(),
+                message: "resume_after_end on a stage that is not exhausted".into(),
+            });
+        }
+        let Some(live) = inner.live.as_mut() else {
+            return Err(inner.fault(missing_store(name)));
+        };
+        match live.resume(name, Call::Resume, credits, &self.shared.counters) {
+            Ok((chunk, _)) => Ok(chunk),
+            Err(error) => Err(inner.fault(error)),
         }
     }
 

@@ -21,8 +21,60 @@ fn sluicegate(args: &[&str]) -> (bool, String, String) {
 fn check_passes_a_good_stage_with_exit_code_zero() {
     let (ok, stdout, _) = sluicegate(&["check", a::TICK_SOURCE, "--config", "records=300"]);
     assert!(ok, "{stdout}");
-    assert!(stdout.contains("300 records"), "{stdout}");
+    assert!(stdout.contains("256: 300 records"), "{stdout}");
     assert!(stdout.contains("result: ok"), "{stdout}");
+}
+
+#[test]
+fn check_json_gives_one_entry_per_rule_and_the_exit_code_follows_it() {
+    let (ok, stdout, _) = sluicegate(&["check", a::PASSTHROUGH, "--json", "--deterministic"]);
+    assert!(ok, "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["passed"], true);
+    let rules = report["rules"].as_array().expect("rules");
+    let ids: Vec<&str> = rules.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "W1", "P1", "P3", "S1", "R3", "C2", "C1", "E1", "S3", "R4", "R5", "X1", "K1", "K2"
+        ]
+    );
+    assert!(rules.iter().all(|r| r["verdict"] == "pass"), "{stdout}");
+
+    let (ok, stdout, _) = sluicegate(&["check", a::BAD_FRAMING, "--json"]);
+    assert!(!ok, "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["passed"], false);
+    let c1 = report["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["id"] == "C1"))
+        .expect("C1");
+    assert_eq!(c1["verdict"], "fail");
+    assert_eq!(c1["error_kind"], "protocol-violation");
+}
+
+#[test]
+fn check_credits_and_input_options() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-cli-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("input.txt");
+    std::fs::write(&input, "a\nbb\nccc\n").expect("input");
+    let input = input.to_string_lossy().into_owned();
+    let (ok, stdout, _) = sluicegate(&[
+        "check",
+        a::PASSTHROUGH,
+        "--input",
+        &input,
+        "--credits",
+        "2,5",
+    ]);
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains(
+            "credits 2: 3 records in 2 chunks, largest 2, then none; 5: 3 records in 1 chunks"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -30,10 +82,13 @@ fn check_names_the_broken_rule_with_a_nonzero_exit_code() {
     let (ok, stdout, stderr) = sluicegate(&["check", a::CREDITS_EXCEEDED]);
     assert!(!ok, "{stdout}");
     assert!(
-        stdout.contains("result: FAIL (rule C2 credits-exceeded)"),
+        stdout.contains("result: FAIL (1 rule(s) failed, first C2 credits)"),
         "{stdout}"
     );
-    assert!(stderr.contains("stage `credits_exceeded`"), "{stderr}");
+    assert!(
+        stderr.contains("C2 credits failed: stage `credits_exceeded`: protocol violation C2"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -42,7 +97,8 @@ fn check_refuses_a_file_that_is_not_a_component() {
     let (ok, stdout, _) = sluicegate(&["check", this_file]);
     assert!(!ok);
     assert!(
-        stdout.contains("load     FAIL") && stdout.contains("not a WebAssembly file"),
+        stdout.contains("W1  world                FAIL")
+            && stdout.contains("not a WebAssembly file"),
         "{stdout}"
     );
 }

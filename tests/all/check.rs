@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sluicegate::{CheckOptions, CheckReport, Error, Limit, Rule, check_file};
+use sluicegate::{Call, CheckOptions, CheckReport, Error, Limit, Rule, Verdict, check_file};
 use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture};
 
 macro_rules! assert_test_exists {
@@ -33,36 +33,34 @@ fn passes(report: &CheckReport) {
         report.passed(),
         "{}: {:?}",
         report.path.display(),
-        report.first_error()
+        report.first_failure()
     );
 }
 
-fn fails_on(report: &CheckReport, step: &str, rule: Rule) {
-    let failed = report
-        .steps
-        .iter()
-        .find(|s| s.outcome.is_err())
-        .expect("a step fails");
-    assert_eq!(failed.name, step, "{:?}", failed.outcome);
-    assert_eq!(
-        report.first_error().and_then(Error::rule),
-        Some(rule),
-        "{:?}",
-        report.first_error()
-    );
+/// The first line that failed: its rule id and its error.
+fn failure(report: &CheckReport) -> (&'static str, &Error) {
+    let failed = report.first_failure().expect("a rule fails");
+    (
+        failed.id,
+        failed
+            .error
+            .as_ref()
+            .expect("a failed rule carries its error"),
+    )
 }
 
-fn traps_in(report: &CheckReport, step: &str) {
-    let failed = report
-        .steps
-        .iter()
-        .find(|s| s.outcome.is_err())
-        .expect("a step fails");
-    assert_eq!(failed.name, step);
+fn fails_on(report: &CheckReport, id: &str, rule: Rule) {
+    let (failed, error) = failure(report);
+    assert_eq!(failed, id, "{error}");
+    assert_eq!(error.rule(), Some(rule), "{error}");
+}
+
+fn traps_in(report: &CheckReport, call: Call) {
+    let (failed, error) = failure(report);
+    assert_eq!(failed, "X1", "{error}");
     assert!(
-        matches!(report.first_error(), Some(Error::Trap { .. })),
-        "{:?}",
-        report.first_error()
+        matches!(error, Error::Trap { call: c, .. } if *c == call),
+        "{error}"
     );
 }
 
@@ -70,15 +68,17 @@ fn traps_in(report: &CheckReport, step: &str) {
 fn tick_source() {
     let report = run(a::TICK_SOURCE, &[], &[("records", "500")]);
     passes(&report);
-    let resume = report
-        .steps
-        .iter()
-        .find(|s| s.name == "resume")
-        .expect("resume step");
+    let credits = report.rule("C2").expect("C2 line");
     assert!(
-        matches!(&resume.outcome, Ok(e) if e.contains("500 records") && e.contains("exhausted")),
-        "{:?}",
-        resume.outcome
+        credits.evidence.contains("256: 500 records") && credits.evidence.contains("then none"),
+        "{}",
+        credits.evidence
+    );
+    assert_eq!(report.rule("E1").map(|r| r.verdict), Some(Verdict::Pass));
+    assert_eq!(
+        report.rule("R5").map(|r| r.verdict),
+        Some(Verdict::Skip),
+        "a source never pulls"
     );
 }
 
@@ -134,7 +134,7 @@ fn finishes_in_priming() {
 fn data_on_priming() {
     fails_on(
         &run(a::DATA_ON_PRIMING, &[], &[]),
-        "prime",
+        "P1",
         Rule::DataOnPriming,
     );
 }
@@ -143,7 +143,7 @@ fn data_on_priming() {
 fn data_while_paused() {
     fails_on(
         &run(a::DATA_WHILE_PAUSED, &[], &[]),
-        "pause",
+        "S1",
         Rule::DataWhilePaused,
     );
 }
@@ -152,21 +152,21 @@ fn data_while_paused() {
 fn credits_exceeded() {
     fails_on(
         &run(a::CREDITS_EXCEEDED, &[], &[]),
-        "resume",
+        "C2",
         Rule::CreditsExceeded,
     );
 }
 
 #[test]
 fn bad_framing() {
-    fails_on(&run(a::BAD_FRAMING, &[], &[]), "resume", Rule::BadFraming);
+    fails_on(&run(a::BAD_FRAMING, &[], &[]), "C1", Rule::BadFraming);
 }
 
 #[test]
 fn pull_while_closing() {
     fails_on(
         &run(a::PULL_WHILE_CLOSING, &[a::COUNTER], &[]),
-        "close",
+        "R4",
         Rule::PullWhileClosing,
     );
 }
@@ -175,76 +175,63 @@ fn pull_while_closing() {
 fn pull_without_demand() {
     fails_on(
         &run(a::PULL_WITHOUT_DEMAND, &[a::COUNTER], &[]),
-        "pause",
+        "R3",
         Rule::PullWithoutDemand,
     );
 }
 
 #[test]
 fn trap_in_priming() {
-    traps_in(&run(a::TRAP_IN_PRIMING, &[], &[]), "prime");
+    traps_in(&run(a::TRAP_IN_PRIMING, &[], &[]), Call::Prime);
 }
 
 #[test]
 fn trap_in_close() {
-    traps_in(&run(a::TRAP_IN_CLOSE, &[], &[]), "close");
+    traps_in(&run(a::TRAP_IN_CLOSE, &[], &[]), Call::Close);
 }
 
 #[test]
 fn trap_mid_stream() {
-    traps_in(&run(a::TRAP_MID_STREAM, &[], &[]), "resume");
+    traps_in(&run(a::TRAP_MID_STREAM, &[], &[]), Call::Resume);
 }
 
-fn limit_in(report: &CheckReport, step: &str, limit: Limit) {
-    let failed = report
-        .steps
-        .iter()
-        .find(|s| s.outcome.is_err())
-        .expect("a step fails");
-    assert_eq!(failed.name, step, "{:?}", failed.outcome);
+fn limit_in(report: &CheckReport, limit: Limit) {
+    let (failed, error) = failure(report);
+    assert_eq!(failed, "K2", "{error}");
     assert!(
-        matches!(report.first_error(), Some(Error::LimitExceeded { limit: l, .. }) if *l == limit),
-        "{:?}",
-        report.first_error()
+        matches!(error, Error::LimitExceeded { limit: l, .. } if *l == limit),
+        "{error}"
     );
 }
 
 #[test]
 fn loops_in_resume() {
-    limit_in(&run(a::LOOPS_IN_RESUME, &[], &[]), "resume", Limit::Cpu);
+    limit_in(&run(a::LOOPS_IN_RESUME, &[], &[]), Limit::Cpu);
 }
 
 #[test]
 fn loops_in_priming() {
-    limit_in(&run(a::LOOPS_IN_PRIMING, &[], &[]), "prime", Limit::Cpu);
+    limit_in(&run(a::LOOPS_IN_PRIMING, &[], &[]), Limit::Cpu);
 }
 
 #[test]
 fn loops_in_close() {
-    limit_in(
-        &run(a::LOOPS_IN_CLOSE, &[a::COUNTER], &[]),
-        "close",
-        Limit::Cpu,
-    );
+    limit_in(&run(a::LOOPS_IN_CLOSE, &[a::COUNTER], &[]), Limit::Cpu);
 }
 
 #[test]
 fn memory_bomb() {
-    limit_in(
-        &run(a::MEMORY_BOMB, &[a::COUNTER], &[]),
-        "resume",
-        Limit::Memory,
-    );
+    limit_in(&run(a::MEMORY_BOMB, &[a::COUNTER], &[]), Limit::Memory);
 }
 
 #[test]
 fn deep_recursion() {
-    limit_in(&run(a::DEEP_RECURSION, &[], &[]), "resume", Limit::Stack);
+    limit_in(&run(a::DEEP_RECURSION, &[], &[]), Limit::Stack);
 }
 
 #[test]
 fn huge_chunk() {
-    limit_in(&run(a::HUGE_CHUNK, &[], &[]), "resume", Limit::ChunkBytes);
+    limit_in(&run(a::HUGE_CHUNK, &[], &[]), Limit::ChunkBytes);
 }
 
 #[test]
@@ -282,7 +269,7 @@ fn answers_empty_forever() {
 
 #[test]
 fn handle_spam() {
-    traps_in(&run(a::HANDLE_SPAM, &[], &[]), "resume");
+    traps_in(&run(a::HANDLE_SPAM, &[], &[]), Call::Resume);
 }
 
 #[test]
@@ -293,4 +280,95 @@ fn tag_v1() {
 #[test]
 fn tag_v2() {
     passes(&run(a::TAG_V2, &[a::COUNTER], &[]));
+}
+
+#[test]
+fn not_sticky() {
+    // E1: the host never resumes an exhausted stage; the kit's probe does, and sees the zombie.
+    let report = run(a::NOT_STICKY, &[], &[]);
+    let (failed, error) = failure(&report);
+    assert_eq!(failed, "E1", "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Nonconforming {
+                check: "E1 none-sticky",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+fn deterministic(path: &str, upstream: &[&str]) -> CheckReport {
+    let options = CheckOptions {
+        upstream: upstream.iter().map(Into::into).collect(),
+        deterministic: true,
+        ..CheckOptions::default()
+    };
+    check_file(engine(), Path::new(path), &options)
+}
+
+#[test]
+fn credit_echo() {
+    // Within the protocol, so it passes when it claims nothing...
+    let report = run(a::CREDIT_ECHO, &[], &[]);
+    passes(&report);
+    assert_eq!(report.rule("K1").map(|r| r.verdict), Some(Verdict::Skip));
+    // ...but its output depends on the credits, so it fails K1 when it claims determinism.
+    let report = deterministic(a::CREDIT_ECHO, &[]);
+    let (failed, error) = failure(&report);
+    assert_eq!(failed, "K1", "{error}");
+    assert!(
+        error.to_string().contains("at credits 256 and 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn k1_passes_a_deterministic_map_at_every_credit_size() {
+    let report = deterministic(a::DECODE, &[a::TICK_SOURCE]);
+    passes(&report);
+    let k1 = report.rule("K1").expect("K1 line");
+    assert_eq!(k1.verdict, Verdict::Pass, "{}", k1.evidence);
+    assert!(k1.evidence.contains("credits 1/7/256"), "{}", k1.evidence);
+}
+
+#[test]
+fn r5_short_upstream_then_none() {
+    let report = run(a::PASSTHROUGH, &[], &[]);
+    passes(&report);
+    let r5 = report.rule("R5").expect("R5 line");
+    assert_eq!(r5.verdict, Verdict::Pass);
+    assert!(
+        r5.evidence.contains("ended after 3 record(s)")
+            && r5.evidence.contains("answered 3 record(s), then none"),
+        "{}",
+        r5.evidence
+    );
+}
+
+#[test]
+fn every_rule_line_is_named_as_in_the_protocol_document() {
+    let protocol = include_str!("../../docs/protocol.md");
+    let report = run(a::COUNTER, &[], &[]);
+    for rule in &report.rules {
+        let needle = format!("| **{}** | `{}` |", rule.id, rule.name);
+        assert!(
+            protocol.contains(&needle),
+            "docs/protocol.md lacks `{needle}`"
+        );
+    }
+}
+
+#[test]
+fn k2_reports_memory_and_the_slowest_resume() {
+    let report = run(a::VWAP, &[a::TICK_SOURCE, a::DECODE], &[]);
+    let k2 = report.rule("K2").expect("K2 line");
+    assert_eq!(k2.verdict, Verdict::Pass);
+    assert!(
+        k2.evidence.contains("peak linear memory") && !k2.evidence.contains("memory 0.0 MiB"),
+        "{}",
+        k2.evidence
+    );
 }

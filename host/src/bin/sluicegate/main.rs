@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluicegate::{CheckOptions, Engine, Pipeline, RunReport, RunStatus, check_file};
+use sluicegate::{CheckOptions, Engine, Pipeline, RunReport, RunStatus, Verdict, check_file};
 
 /// The demo pipeline, embedded so `sluicegate demo` needs nothing else.
 const DEMO: &str = include_str!("../../../../examples/market.toml");
@@ -32,8 +32,9 @@ enum Command {
     Demo(RunOptions),
     /// Hot-swap a stage of a pipeline running with `--control SOCKET`.
     Swap(SwapArgs),
-    /// Load a stage, check it implements the stage world, and drive it through
-    /// prime → pause → resume → close, printing what happened.
+    /// The conformance kit: run a stage through the protocol's scenarios on fresh instances
+    /// and print one line per rule of docs/protocol.md (pass, FAIL or skip, with evidence).
+    /// Exits non-zero if any rule fails.
     Check(CheckArgs),
 }
 
@@ -85,12 +86,25 @@ struct CheckArgs {
     /// Configuration for the checked stage, as KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
-    /// Credits granted on each resume.
-    #[arg(long, default_value_t = sluicegate::DEFAULT_CHECK_CREDITS)]
-    credits: u32,
-    /// Stop after this many records (the stage is then closed mid-stream).
+    /// Feed the stage these records, one per line, when there is no --upstream (default:
+    /// the records "0", "1", ... "999").
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    input: Option<PathBuf>,
+    /// Credit sizes to run the stage with, each on a fresh instance.
+    #[arg(long, value_delimiter = ',', default_values_t = sluicegate::DEFAULT_CHECK_CREDITS)]
+    credits: Vec<u32>,
+    /// Stop each run after this many records (the stage is then closed mid-stream).
     #[arg(long, default_value_t = sluicegate::DEFAULT_CHECK_MAX_RECORDS)]
     max_records: u64,
+    /// Records the short upstream serves before it ends (rule R5).
+    #[arg(long, default_value_t = sluicegate::DEFAULT_SHORT_UPSTREAM)]
+    short_upstream: u64,
+    /// The stage is deterministic: check that the same input twice gives the same output (K1).
+    #[arg(long)]
+    deterministic: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -241,29 +255,81 @@ fn demo_outcome(report: &RunReport) -> String {
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let engine = Engine::new().context("starting the engine")?;
+    let input = match &args.input {
+        None => None,
+        Some(file) => {
+            let text = std::fs::read(file)
+                .with_context(|| format!("reading the input file {}", file.display()))?;
+            Some(
+                text.split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            )
+        }
+    };
     let options = CheckOptions {
-        credits: args.credits,
+        credits: args.credits.clone(),
         max_records: args.max_records,
         config: args.config.clone(),
         upstream: args.upstream.clone(),
+        input,
+        short_upstream: args.short_upstream,
+        deterministic: args.deterministic,
     };
     let report = check_file(&engine, &args.stage, &options);
-    println!("check {}", report.path.display());
-    for step in &report.steps {
-        match &step.outcome {
-            Ok(evidence) => println!("  {:<8} ok    {evidence}", step.name),
-            Err(e) => println!("  {:<8} FAIL  {e}", step.name),
+    if args.json {
+        println!("{:#}", report.to_json());
+    } else {
+        println!("check {}", report.path.display());
+        for rule in &report.rules {
+            let (verdict, detail) = match (&rule.verdict, &rule.error) {
+                (Verdict::Fail, Some(e)) => ("FAIL", e.to_string()),
+                (Verdict::Fail, None) => ("FAIL", rule.evidence.clone()),
+                (Verdict::Pass, _) => ("pass", rule.evidence.clone()),
+                (Verdict::Skip, _) => ("skip", rule.evidence.clone()),
+            };
+            println!("  {:<3} {:<20} {verdict:<4}  {detail}", rule.id, rule.name);
         }
     }
-    match report.first_error() {
+    match report.first_failure() {
         None => {
-            println!("result: ok");
+            if !args.json {
+                let skipped = report
+                    .rules
+                    .iter()
+                    .filter(|r| r.verdict == Verdict::Skip)
+                    .count();
+                println!(
+                    "result: ok ({} rules passed, {skipped} skipped)",
+                    report.rules.len() - skipped
+                );
+            }
             Ok(())
         }
-        Some(e) => {
-            let rule = e.rule().map(|r| format!(" (rule {r})")).unwrap_or_default();
-            println!("result: FAIL{rule}");
-            Err(anyhow::anyhow!("{e}"))
+        Some(rule) => {
+            let failed = report
+                .rules
+                .iter()
+                .filter(|r| r.verdict == Verdict::Fail)
+                .count();
+            if !args.json {
+                println!(
+                    "result: FAIL ({failed} rule(s) failed, first {} {})",
+                    rule.id, rule.name
+                );
+            }
+            let cause = rule
+                .error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            Err(anyhow::anyhow!(
+                "{} does not conform: {} {} failed{cause}",
+                report.path.display(),
+                rule.id,
+                rule.name
+            ))
         }
     }
 }
