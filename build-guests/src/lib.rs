@@ -7,6 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod lang;
+
+pub use lang::{componentize_js, componentize_python};
+
 /// The target every stage is built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
@@ -23,12 +27,7 @@ pub struct Artifact {
 /// release mode for [`TARGET`], watching `watch` (folders, relative to the workspace root) for
 /// changes. Panics with an actionable message on failure, as build scripts do.
 pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
-    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir
-        .ancestors()
-        .find(|dir| dir.join("Cargo.lock").exists() || dir.join("wit").is_dir())
-        .unwrap_or(&manifest_dir)
-        .to_path_buf();
+    let workspace = workspace_root();
     for folder in watch {
         println!(
             "cargo:rerun-if-changed={}",
@@ -77,10 +76,20 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
     artifacts
 }
 
+/// The workspace root: the nearest ancestor of the calling crate with a `Cargo.lock` or `wit/`.
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists() || dir.join("wit").is_dir())
+        .unwrap_or(&manifest_dir)
+        .to_path_buf()
+}
+
 /// One directory for every guest build of the workspace (`<target>/sluicegate-guests`), so the
 /// host's and the tests' build scripts, in every profile, share one set of compiled guests.
 /// Concurrent builds wait on cargo's lock there; the outer build never holds it.
-fn guest_target_dir(out_dir: &Path) -> PathBuf {
+pub(crate) fn guest_target_dir(out_dir: &Path) -> PathBuf {
     // OUT_DIR is `<target>[/<triple>]/<profile>/build/<pkg>-<hash>/out`.
     out_dir
         .ancestors()
@@ -116,6 +125,6 @@ pub fn write_out(name: &str, contents: &str) -> PathBuf {
     path
 }
 
-fn env(key: &str) -> String {
+pub(crate) fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: call this from a build script"))
 }

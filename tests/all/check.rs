@@ -372,3 +372,33 @@ fn k2_reports_memory_and_the_slowest_resume() {
         k2.evidence
     );
 }
+
+#[test]
+fn py_symbol_filter() {
+    // The Python stage (componentize-py) conforms, deterministically, fed raw text ticks.
+    let options = CheckOptions {
+        upstream: vec![a::TICK_SOURCE.into()],
+        config: vec![("symbols".into(), "AAPL,MSFT,NVDA".into())],
+        deterministic: true,
+        ..CheckOptions::default()
+    };
+    let report = check_file(engine(), Path::new(a::PY_SYMBOL_FILTER), &options);
+    passes(&report);
+    for id in ["E1", "R5", "K1"] {
+        let line = report.rule(id).expect("line");
+        assert!(
+            line.verdict == Verdict::Pass || (id == "E1" && line.verdict == Verdict::Skip),
+            "{id}: {}",
+            line.evidence
+        );
+    }
+}
+
+#[test]
+fn js_decode() {
+    // The JavaScript stage (componentize-js) conforms, deterministically.
+    let report = deterministic(a::JS_DECODE, &[a::TICK_SOURCE]);
+    passes(&report);
+    assert_eq!(report.rule("K1").map(|r| r.verdict), Some(Verdict::Pass));
+    assert_eq!(report.rule("R5").map(|r| r.verdict), Some(Verdict::Pass));
+}

@@ -1,11 +1,18 @@
-//! Builds every example stage and every fixture under `tests/fixtures/` to a component, and
-//! generates `artifacts.rs`: one path constant per component plus `foreach_fixture!` and
-//! `foreach_example!`, so that a fixture or example without a test is a compile error.
+//! Builds every example stage and every fixture under `tests/fixtures/` to a component (the
+//! Python and JavaScript examples with componentize-py and componentize-js, which
+//! `scripts/lang-tools` installs), and generates `artifacts.rs`: one path constant per
+//! component plus `foreach_fixture!` and `foreach_example!`, so that a fixture or example
+//! without a test is a compile error.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 const EXAMPLES: &[&str] = &["tick-source", "decode", "symbol-filter", "vwap", "strategy"];
+
+/// Example stages in other languages: (name, folder, entry point).
+const PYTHON: &[(&str, &str, &str)] =
+    &[("py-symbol-filter", "example-stages/py-symbol-filter", "app")];
+const JAVASCRIPT: &[(&str, &str, &str)] = &[("js-decode", "example-stages/js-decode", "stage.js")];
 
 fn main() {
     let fixtures_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
@@ -18,10 +25,21 @@ fn main() {
     fixtures.sort();
     let mut packages: Vec<&str> = EXAMPLES.to_vec();
     packages.extend(fixtures.iter().map(String::as_str));
-    let artifacts = sluicegate_build_guests::build(
+    let mut artifacts = sluicegate_build_guests::build(
         &packages,
         &["wit", "guest-sdk", "example-stages", "tests/fixtures"],
     );
+    let other_languages = PYTHON
+        .iter()
+        .map(|&(name, dir, module)| sluicegate_build_guests::componentize_python(name, dir, module))
+        .chain(
+            JAVASCRIPT.iter().map(|&(name, dir, entry)| {
+                sluicegate_build_guests::componentize_js(name, dir, entry)
+            }),
+        );
+    for built in other_languages {
+        artifacts.push(built.unwrap_or_else(|e| panic!("{e}")));
+    }
 
     let mut code = String::new();
     for artifact in &artifacts {
@@ -46,7 +64,13 @@ fn main() {
     writeln!(
         code,
         "/// Calls `$mac!(name)` for every example stage.\n#[macro_export]\nmacro_rules! foreach_example {{ ($mac:ident) => {{ {} }}; }}",
-        list(EXAMPLES)
+        list(
+            &EXAMPLES
+                .iter()
+                .chain(PYTHON.iter().chain(JAVASCRIPT).map(|(name, ..)| name))
+                .copied()
+                .collect::<Vec<_>>()
+        )
     )
     .ok();
     sluicegate_build_guests::write_out("artifacts.rs", &code);
