@@ -4,6 +4,7 @@
 //! Writes docs/benchmarks.md and docs/benchmarks-records-per-s.svg (unless `--quick`).
 
 mod hops;
+mod languages;
 mod market;
 mod report;
 mod sandbox_cost;
@@ -169,8 +170,20 @@ fn main() -> anyhow::Result<()> {
     report.overshoot_p50_ms = percentile(&mut overshoot, 0.5);
     report.overshoot_max_ms = percentile(&mut overshoot, 1.0);
 
+    eprintln!("stages by language");
+    let (rows, skipped) = languages::measure(
+        &engine,
+        if args.quick { 5_000 } else { 100_000 },
+        if args.quick { 3 } else { 20 },
+    )?;
+    report.languages = rows;
+    report.languages_skipped = skipped.0;
+
     println!("{}", report.table());
     if !args.quick {
+        let authoring = args.out.with_file_name("authoring.md");
+        report::write_between_markers(&authoring, "languages", &report.languages_table())
+            .with_context(|| format!("updating {}", authoring.display()))?;
         let markdown = report.markdown();
         std::fs::write(&args.out, markdown)
             .with_context(|| format!("writing {}", args.out.display()))?;

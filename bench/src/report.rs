@@ -53,6 +53,8 @@ pub struct Report {
     pub overshoot_p50_ms: f64,
     pub overshoot_max_ms: f64,
     pub swap_pauses: Vec<crate::swap_pause::PauseRow>,
+    pub languages: Vec<crate::languages::LanguageRow>,
+    pub languages_skipped: Vec<String>,
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -100,7 +102,62 @@ impl Report {
             overshoot_p50_ms: 0.0,
             overshoot_max_ms: 0.0,
             swap_pauses: Vec::new(),
+            languages: Vec::new(),
+            languages_skipped: Vec::new(),
         }
+    }
+
+    /// Size and speed of each language's stage, as a markdown table with a note on what the
+    /// pairs compare.
+    pub fn languages_table(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(
+            m,
+            "Measured by `cargo run --release -p sluicegate-bench --bin bench` on {} ({}): each \
+             stage alone, fed pre-built records by a host-native upstream at 256 credits. The \
+             pairs do the same work: Rust and JavaScript decode the same text ticks; Rust filters \
+             binary ticks and Python the text ticks they came from, on the same 8 symbols; Rust \
+             and WAT pass records through. Compile is wasmtime's (Cranelift) time to load the \
+             component; instantiate is the median of instantiate + prime.\n",
+            command("date", &["-u", "+%Y-%m-%d"]),
+            cpu_model()
+        );
+        let _ = writeln!(
+            m,
+            "| stage | language | built with | size | compile | instantiate + prime | records/s | vs Rust |\n\
+             |---|---|---|---:|---:|---:|---:|---:|"
+        );
+        let rust_rate = |stage: &str| {
+            let rust = match stage {
+                "js-decode" => "decode",
+                "py-symbol-filter" => "symbol-filter",
+                "wat-passthrough" => "passthrough",
+                other => other,
+            };
+            self.languages
+                .iter()
+                .find(|r| r.stage == rust)
+                .map(|r| r.records_per_s)
+                .unwrap_or(0.0)
+        };
+        for r in &self.languages {
+            let _ = writeln!(
+                m,
+                "| `{}` | {} | {} | {:.1} MB | {:.0} ms | {:.0} µs | {:.0} | {} |",
+                r.stage,
+                r.language,
+                r.toolchain,
+                r.bytes as f64 / 1e6,
+                r.compile_ms,
+                r.instantiate_us,
+                r.records_per_s,
+                ratio(r.records_per_s, rust_rate(r.stage))
+            );
+        }
+        for why in &self.languages_skipped {
+            let _ = writeln!(m, "\nNot measured: {why}");
+        }
+        m
     }
 
     pub fn table(&self) -> String {
@@ -137,6 +194,21 @@ impl Report {
                 "hop {:>6} B: {:>8.0} ns/hop, floor {:>8.0} ns (raw component call)",
                 h.bytes, h.per_hop_ns, h.floor_ns
             );
+        }
+        for r in &self.languages {
+            let _ = writeln!(
+                t,
+                "{:<18} {:<10} {:>6.1} MB  compile {:>6.0} ms  instantiate {:>7.0} µs  {:>9.0} records/s",
+                r.stage,
+                r.language,
+                r.bytes as f64 / 1e6,
+                r.compile_ms,
+                r.instantiate_us,
+                r.records_per_s
+            );
+        }
+        for why in &self.languages_skipped {
+            let _ = writeln!(t, "not measured: {why}");
         }
         t
     }
@@ -306,6 +378,8 @@ impl Report {
             self.overshoot_p50_ms, self.overshoot_max_ms
         );
 
+        let _ = writeln!(m, "## Stages by language\n");
+        let _ = writeln!(m, "{}", self.languages_table());
         let _ = writeln!(m, "## Not measured yet\n");
         let _ = writeln!(
             m,
@@ -420,4 +494,25 @@ impl Report {
         s.push_str("</svg>\n");
         s
     }
+}
+
+/// Replaces what lies between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `path` with
+/// `content`, so a generated table can live inside a hand-written document.
+pub fn write_between_markers(
+    path: &std::path::Path,
+    name: &str,
+    content: &str,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let (Some(i), Some(j)) = (text.find(&begin), text.find(&end)) else {
+        anyhow::bail!("{} has no `{begin}` ... `{end}` markers", path.display());
+    };
+    anyhow::ensure!(i < j, "{}: `{end}` comes before `{begin}`", path.display());
+    let updated = format!("{}{begin}\n{content}{}", &text[..i], &text[j..]);
+    std::fs::write(path, updated)?;
+    Ok(())
 }
