@@ -18,6 +18,7 @@ use crate::stage::{Stage, StageCtx, StageOptions};
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    ticks: Arc<std::sync::atomic::AtomicU64>,
     live_instances: Arc<std::sync::atomic::AtomicUsize>,
     compile_timeout: Duration,
     linker: Arc<Linker<StageCtx>>,
@@ -126,11 +127,13 @@ impl EngineBuilder {
             |ctx| ctx,
         )
         .map_err(|e| host_error("-", e))?;
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if self.epochs {
-            start_ticker(&inner, EPOCH_TICK);
+            start_ticker(&inner, EPOCH_TICK, ticks.clone());
         }
         Ok(Engine {
             inner,
+            ticks,
             live_instances: Arc::default(),
             compile_timeout: self.compile_timeout,
             linker: Arc::new(linker),
@@ -140,14 +143,20 @@ impl EngineBuilder {
     }
 }
 
-/// Advances the engine's epoch every `tick` until the engine is dropped.
-fn start_ticker(engine: &wasmtime::Engine, tick: Duration) {
+/// Advances the engine's epoch every `tick` until the engine is dropped, and counts the ticks
+/// in `ticks` (the host's cheap clock: see [`crate::limits::Budget`]).
+fn start_ticker(
+    engine: &wasmtime::Engine,
+    tick: Duration,
+    ticks: Arc<std::sync::atomic::AtomicU64>,
+) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new()
         .name("sluicegate-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 drop(engine);
                 std::thread::sleep(tick);
             }
@@ -177,6 +186,12 @@ impl Engine {
 
     pub(crate) fn instance_counter(&self) -> Arc<std::sync::atomic::AtomicUsize> {
         self.live_instances.clone()
+    }
+
+    /// The epoch ticks counted so far: a clock of [`EPOCH_TICK`] resolution that costs one
+    /// atomic load to read.
+    pub(crate) fn tick_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.ticks.clone()
     }
 
     /// True if the engine meters fuel.

@@ -93,7 +93,8 @@ impl LogPipe {
 
     /// Forgets what was written so far, so a trap report quotes only the current call.
     pub(crate) fn forget(&self) {
-        if !self.written.swap(false, Ordering::Relaxed) {
+        // A plain load first: the common case (nothing written) costs no atomic write.
+        if !self.written.load(Ordering::Relaxed) || !self.written.swap(false, Ordering::Relaxed) {
             return;
         }
         if let Ok(mut state) = self.inner.lock() {

@@ -7,6 +7,8 @@
 //! serving its pulls is not charged to it either, so a slow upstream never makes a healthy
 //! downstream stage time out.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
@@ -108,21 +110,26 @@ pub(crate) struct Budget {
     limits: Limits,
     store_limits: StoreLimits,
     denied: Option<String>,
-    /// When the current call started (wall clock: cheap to read on every call).
+    /// When the current call started (the caller's clock read, shared with the metrics).
     call_started: Instant,
-    /// Wall time the current call spent waiting for its upstream to serve pulls.
-    upstream_time: Duration,
+    /// The engine's tick counter (one increment per [`EPOCH_TICK`]).
+    ticks: Arc<AtomicU64>,
+    /// Ticks that passed while the current call waited for its upstream to serve pulls. Each
+    /// pull reads the counter before and after (two atomic loads, no clock read): a pull that
+    /// spans a tick boundary is charged a whole tick, one that does not is charged nothing,
+    /// so the sum is an unbiased estimate of the upstream time, good to a tick or so.
+    upstream_ticks: u64,
     /// Taken at the first epoch tick of a call that lasts that long: the thread's CPU clock,
-    /// the upstream time so far, and the call's wall time so far. Reading the CPU clock is a
+    /// the upstream ticks so far, and the call's wall time so far. Reading the CPU clock is a
     /// system call, so healthy calls, which end before a tick, never pay for it.
-    cpu_base: Option<(Duration, Duration, Duration)>,
+    cpu_base: Option<(Duration, u64, Duration)>,
     /// The largest linear memory granted so far, and whether it grew since it was last read.
     memory_peak: usize,
     memory_grew: bool,
 }
 
 impl Budget {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, ticks: Arc<AtomicU64>) -> Self {
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .table_elements(1 << 20)
@@ -135,7 +142,8 @@ impl Budget {
             store_limits,
             denied: None,
             call_started: Instant::now(),
-            upstream_time: Duration::ZERO,
+            ticks,
+            upstream_ticks: 0,
             cpu_base: None,
             memory_peak: 0,
             memory_grew: false,
@@ -151,17 +159,26 @@ impl Budget {
         &self.limits
     }
 
-    /// Starts the clock of a call.
-    pub(crate) fn start_call(&mut self) {
-        self.call_started = Instant::now();
-        self.upstream_time = Duration::ZERO;
+    /// Starts the clock of a call that started at `started`.
+    pub(crate) fn start_call(&mut self, started: Instant) {
+        self.call_started = started;
+        self.upstream_ticks = 0;
         self.cpu_base = None;
         self.denied = None;
     }
 
-    /// Time spent upstream while serving a pull: not charged to this stage.
-    pub(crate) fn charge_upstream(&mut self, elapsed: Duration) {
-        self.upstream_time += elapsed;
+    /// The engine's tick count now; give it back to [`Budget::charge_upstream`] after a pull.
+    pub(crate) fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// A pull that began at tick `since` is over: its time is upstream's, not this stage's.
+    pub(crate) fn charge_upstream(&mut self, since: u64) {
+        self.upstream_ticks += self.ticks().saturating_sub(since);
+    }
+
+    fn upstream_time(ticks: u64) -> Duration {
+        EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX))
     }
 
     /// An epoch tick reached the deadline: trap if the stage's own time is over budget, else
@@ -174,9 +191,9 @@ impl Budget {
         let (base_cpu, base_upstream, before_base) =
             *self
                 .cpu_base
-                .get_or_insert((cpu, self.upstream_time, self.call_started.elapsed()));
-        let upstream_since = self.upstream_time.saturating_sub(base_upstream);
-        let own = before_base.saturating_sub(base_upstream)
+                .get_or_insert((cpu, self.upstream_ticks, self.call_started.elapsed()));
+        let upstream_since = Self::upstream_time(self.upstream_ticks.saturating_sub(base_upstream));
+        let own = before_base.saturating_sub(Self::upstream_time(base_upstream))
             + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
         match self.limits.cpu_per_call.checked_sub(own) {
             Some(left) if !left.is_zero() => {

@@ -1,6 +1,10 @@
 //! What the host counts about each stage: calls that entered the guest, credits granted, what
 //! it delivered, and how long its resumes took. Counters are atomics so they can be read while
 //! the stage runs (progress displays); nothing here allocates on the hot path.
+//!
+//! Only the thread that holds the stage's lock writes its counters, so the hot-path counters
+//! are bumped with a plain load and store ([`bump`]) rather than a locked read-modify-write:
+//! readers may see a value a moment old, never a torn or lost one.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -54,8 +58,8 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn entered_resume(&self, credits: u32) {
-        self.resumes_entered.fetch_add(1, Relaxed);
-        self.credits_granted.fetch_add(u64::from(credits), Relaxed);
+        bump(&self.resumes_entered, 1);
+        bump(&self.credits_granted, u64::from(credits));
     }
 
     pub(crate) fn restarted(&self, quarantined_records: u64) {
@@ -83,9 +87,9 @@ impl Counters {
     }
 
     pub(crate) fn delivered(&self, records: u32, bytes: usize) {
-        self.chunks.fetch_add(1, Relaxed);
-        self.records.fetch_add(u64::from(records), Relaxed);
-        self.bytes.fetch_add(bytes as u64, Relaxed);
+        bump(&self.chunks, 1);
+        bump(&self.records, u64::from(records));
+        bump(&self.bytes, bytes as u64);
     }
 
     pub(crate) fn snapshot(&self) -> StageStats {
@@ -105,6 +109,11 @@ impl Counters {
             memory_peak_bytes: self.memory_peak_bytes.load(Relaxed),
         }
     }
+}
+
+/// Adds `n` to a counter that only one thread writes at a time (see the module docs).
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 /// Buckets per doubling of the duration: each bucket spans about 19%.
@@ -129,7 +138,7 @@ impl Default for Histogram {
 impl Histogram {
     fn record(&self, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        bump(&self.buckets[bucket_of(ns)], 1);
     }
 
     /// The upper bound of the bucket holding quantile `q`, in microseconds; 0 when empty.

@@ -163,6 +163,7 @@ impl Recipe {
             self.limits,
             self.capabilities,
             self.engine.instance_counter(),
+            self.engine.tick_counter(),
         );
         let mut store = Store::new(self.engine.wasmtime(), ctx);
         store.data_mut().set_upstream_done(upstream_done);
@@ -173,7 +174,7 @@ impl Recipe {
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_hostcall_fuel(self.limits.hostcall_fuel());
         // Instantiation runs start functions: the same budgets as any call.
-        store.data_mut().begin(Serving::Nothing);
+        store.data_mut().begin(Serving::Nothing, Instant::now());
         store.set_epoch_deadline(FIRST_CHECK_TICKS);
         if let Some(fuel) = self.fuel {
             let _ = store.set_fuel(fuel);
@@ -243,9 +244,12 @@ impl Live {
         counters: &Counters,
     ) -> Result<Answer> {
         counters.entered_resume(credits);
-        self.store.data_mut().begin(Serving::Resume(credits));
-        self.arm();
+        // One clock read serves the CPU budget and the latency histogram.
         let started = Instant::now();
+        self.store
+            .data_mut()
+            .begin(Serving::Resume(credits), started);
+        self.arm();
         let answer = self
             .world
             .sluicegate_stage_generator()
@@ -288,7 +292,7 @@ impl Live {
     /// Calls `close()` (the stage's cleanup); an `Err` is a fault (R4, a trap, a limit).
     fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
         counters.entered_close();
-        self.store.data_mut().begin(Serving::Close);
+        self.store.data_mut().begin(Serving::Close, Instant::now());
         self.arm();
         let done = self
             .world
@@ -308,7 +312,9 @@ impl Live {
         let Some(state) = self.state.as_ref().map(|s| s.snapshot) else {
             return Ok(None);
         };
-        self.store.data_mut().begin(Serving::Nothing);
+        self.store
+            .data_mut()
+            .begin(Serving::Nothing, Instant::now());
         self.arm();
         let answer = state.call(&mut self.store, ());
         let report = self.store.data_mut().end();
@@ -325,7 +331,9 @@ impl Live {
         let Some(restore) = self.state.as_ref().map(|s| s.restore) else {
             return Ok(false);
         };
-        self.store.data_mut().begin(Serving::Nothing);
+        self.store
+            .data_mut()
+            .begin(Serving::Nothing, Instant::now());
         self.arm();
         let answer = restore.call(&mut self.store, (bytes,));
         let report = self.store.data_mut().end();

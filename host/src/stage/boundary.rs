@@ -75,6 +75,7 @@ impl StageCtx {
         limits: Limits,
         capabilities: Capabilities,
         alive: Arc<std::sync::atomic::AtomicUsize>,
+        ticks: Arc<AtomicU64>,
     ) -> Self {
         let stdout = LogPipe::new(name.clone(), "stdout");
         let stderr = LogPipe::new(name.clone(), "stderr");
@@ -104,7 +105,7 @@ impl StageCtx {
             inputs: None,
             config,
             stderr,
-            budget: Budget::new(limits),
+            budget: Budget::new(limits, ticks),
             _alive: AliveGuard::new(alive),
             wasi,
             table: {
@@ -149,14 +150,14 @@ impl StageCtx {
     }
 
     /// Marks the start of a call into the guest.
-    pub(crate) fn begin(&mut self, serving: Serving) {
+    pub(crate) fn begin(&mut self, serving: Serving, started: Instant) {
         if let Some(inputs) = self.inputs.as_mut() {
             inputs.clear();
         }
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
-        self.budget.start_call();
+        self.budget.start_call(started);
     }
 
     /// Marks the end of a call and hands over what happened at the boundary.
@@ -207,9 +208,9 @@ impl UpstreamImports for StageCtx {
         if self.upstream_done {
             return Ok(None); // R5
         }
-        let started = Instant::now();
+        let ticks = self.budget.ticks();
         let answer = self.upstream.pull(credits);
-        self.budget.charge_upstream(started.elapsed());
+        self.budget.charge_upstream(ticks);
         match answer {
             Ok(Some(chunk)) => {
                 if let Some(inputs) = self.inputs.as_mut() {
