@@ -7,6 +7,7 @@ mod hops;
 mod languages;
 mod market;
 mod report;
+mod resources;
 mod sandbox_cost;
 mod startup;
 mod swap_pause;
@@ -36,6 +37,9 @@ struct Args {
     /// Where to write the report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
+    /// Internal: run one memory measurement (VARIANT RECORDS) and print its peak RSS.
+    #[arg(long, num_args = 2, value_names = ["VARIANT", "RECORDS"], hide = true)]
+    memory_child: Option<Vec<String>>,
 }
 
 const CREDITS: [u32; 4] = [1, 16, 256, 4096];
@@ -51,6 +55,9 @@ pub(crate) fn percentile(values: &mut [f64], q: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some([variant, records]) = args.memory_child.as_deref() {
+        return resources::memory_child(variant, records.parse()?);
+    }
     let records = if args.quick { 20_000 } else { args.records };
     let python_records = (records / 5).max(20_000);
     let engine = Engine::new()?;
@@ -169,6 +176,30 @@ fn main() -> anyhow::Result<()> {
     )?;
     report.overshoot_p50_ms = percentile(&mut overshoot, 0.5);
     report.overshoot_max_ms = percentile(&mut overshoot, 1.0);
+
+    let lengths: &[u64] = if args.quick {
+        &[100_000]
+    } else {
+        &[100_000, 1_000_000, 10_000_000, 100_000_000]
+    };
+    for &n in lengths {
+        for variant in resources::MEMORY_VARIANTS {
+            let row = resources::measure_memory(variant, n)?;
+            eprintln!(
+                "  peak RSS {variant:>16} {n:>10} records: {:>8.1} MiB ({:.1} s)",
+                row.peak_rss_mib, row.seconds
+            );
+            report.memory.push(row);
+        }
+    }
+    let cpu_records = if args.quick { 20_000 } else { 1_000_000 };
+    for credits in [16, 256] {
+        report.cpu.push((
+            credits,
+            resources::measure_cpu(&stages, cpu_records, credits)?,
+        ));
+    }
+    report.cpu_records = cpu_records;
 
     eprintln!("stages by language");
     let (rows, skipped) = languages::measure(
