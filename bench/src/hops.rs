@@ -9,6 +9,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 pub const DEPTHS: [usize; 4] = [1, 2, 4, 8];
+/// Fused chains need two stages at least.
+pub const FUSED_DEPTHS: [usize; 3] = [2, 4, 8];
 
 pub struct HopRow {
     pub bytes: usize,
@@ -16,19 +18,35 @@ pub struct HopRow {
     pub per_chunk_ns: Vec<f64>,
     /// Least-squares slope over depth: ns added per hop.
     pub per_hop_ns: f64,
+    /// The same slope for chains fused into one component, at [`FUSED_DEPTHS`].
+    pub fused_per_hop_ns: f64,
     /// A raw component call answering `some(list)` of `bytes` bytes, ns.
     pub floor_ns: f64,
 }
 
-pub fn measure(passthrough: &StageComponent, bytes: usize, iters: u32) -> anyhow::Result<HopRow> {
+pub fn measure(
+    engine: &sluicegate::Engine,
+    passthrough: &StageComponent,
+    bytes: usize,
+    iters: u32,
+) -> anyhow::Result<HopRow> {
     let mut per_chunk_ns = Vec::new();
     for depth in DEPTHS {
         per_chunk_ns.push(chain_ns(passthrough, depth, bytes, iters)?);
     }
+    let mut fused_per_chunk_ns = Vec::new();
+    for depth in FUSED_DEPTHS {
+        let parts: Vec<(String, Vec<u8>)> = (0..depth)
+            .map(|i| (format!("hop{i}"), crate::stages::PASSTHROUGH.to_vec()))
+            .collect();
+        let fused = engine.load_fused("fused-hops", &parts)?;
+        fused_per_chunk_ns.push(chain_ns(&fused, 1, bytes, iters)?);
+    }
     Ok(HopRow {
         bytes,
-        per_hop_ns: slope(&per_chunk_ns),
+        per_hop_ns: slope(&DEPTHS, &per_chunk_ns),
         per_chunk_ns,
+        fused_per_hop_ns: slope(&FUSED_DEPTHS, &fused_per_chunk_ns),
         floor_ns: floor_ns(bytes, iters)?,
     })
 }
@@ -73,8 +91,8 @@ fn chain_ns(
     Ok(ns)
 }
 
-fn slope(per_depth: &[f64]) -> f64 {
-    let xs: Vec<f64> = DEPTHS.iter().map(|&d| d as f64).collect();
+fn slope(depths: &[usize], per_depth: &[f64]) -> f64 {
+    let xs: Vec<f64> = depths.iter().map(|&d| d as f64).collect();
     let n = xs.len() as f64;
     let (mx, my) = (
         xs.iter().sum::<f64>() / n,

@@ -71,8 +71,13 @@ fn main() -> anyhow::Result<()> {
     for credits in CREDITS {
         let threads = market::threads(records, credits, None);
         let wasm = market::sluicegate(&stages, records, credits, None, None)?;
+        let fused = market::sluicegate_fused(&stages, records, credits)?;
         let python = market::cpython(python_records, credits)?;
-        for (name, outcome) in [("threads", &threads), ("sluicegate", &wasm)] {
+        for (name, outcome) in [
+            ("threads", &threads),
+            ("sluicegate", &wasm),
+            ("sluicegate fused", &fused),
+        ] {
             ensure!(
                 (outcome.orders, outcome.checksum) == (native.orders, native.checksum),
                 "{name} at credits {credits}: {} orders, checksum {:016x}; native Rust: {} orders, {:016x}",
@@ -91,10 +96,11 @@ fn main() -> anyhow::Result<()> {
             );
         }
         eprintln!(
-            "  credits {credits:>4}: native {:>10.0}/s  threads {:>10.0}/s  sluicegate {:>10.0}/s  cpython {}",
+            "  credits {credits:>4}: native {:>10.0}/s  threads {:>10.0}/s  sluicegate {:>10.0}/s  fused {:>10.0}/s  cpython {}",
             native.records_per_s(records),
             threads.records_per_s(records),
             wasm.records_per_s(records),
+            fused.records_per_s(records),
             python
                 .as_ref()
                 .map(|p| format!("{:.0}/s", p.records_per_s(python_records)))
@@ -105,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             native: native.records_per_s(records),
             threads: threads.records_per_s(records),
             sluicegate: wasm.records_per_s(records),
+            fused: fused.records_per_s(records),
             cpython: python.map(|p| p.records_per_s(python_records)),
         });
     }
@@ -138,7 +145,9 @@ fn main() -> anyhow::Result<()> {
         } else {
             100_000
         };
-        report.hops.push(hops::measure(&passthrough, bytes, iters)?);
+        report
+            .hops
+            .push(hops::measure(&engine, &passthrough, bytes, iters)?);
     }
     eprintln!("hops done");
 

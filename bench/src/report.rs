@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::hops::{DEPTHS, HopRow};
+use crate::hops::{DEPTHS, FUSED_DEPTHS, HopRow};
 
 /// One line of the plot: label, colour, (credits, records/s) points.
 type Series = (&'static str, &'static str, Vec<(u32, f64)>);
@@ -14,6 +14,7 @@ pub struct MarketRow {
     pub native: f64,
     pub threads: f64,
     pub sluicegate: f64,
+    pub fused: f64,
     pub cpython: Option<f64>,
 }
 
@@ -257,21 +258,24 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "credits      native     threads  sluicegate     cpython   sg/native  sg/threads  sg/cpython"
+            "credits      native     threads  sluicegate       fused     cpython   sg/native  sg/threads  sg/cpython  fu/native  fu/threads"
         );
         for r in &self.market {
             let py = r.cpython.unwrap_or(0.0);
             let _ = writeln!(
                 t,
-                "{:>7} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>11} {:>11} {:>11}",
+                "{:>7} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>11} {:>11} {:>11} {:>10} {:>11}",
                 r.credits,
                 r.native,
                 r.threads,
                 r.sluicegate,
+                r.fused,
                 py,
                 ratio(r.sluicegate, r.native),
                 ratio(r.sluicegate, r.threads),
-                ratio(r.sluicegate, py)
+                ratio(r.sluicegate, py),
+                ratio(r.fused, r.native),
+                ratio(r.fused, r.threads)
             );
         }
         for p in &self.swap_pauses {
@@ -284,8 +288,8 @@ impl Report {
         for h in &self.hops {
             let _ = writeln!(
                 t,
-                "hop {:>6} B: {:>8.0} ns/hop, floor {:>8.0} ns (raw component call)",
-                h.bytes, h.per_hop_ns, h.floor_ns
+                "hop {:>6} B: {:>8.0} ns/hop, fused {:>6.0} ns/hop, floor {:>8.0} ns (raw component call)",
+                h.bytes, h.per_hop_ns, h.fused_per_hop_ns, h.floor_ns
             );
         }
         for (credits, rows) in &self.cpu {
@@ -357,24 +361,31 @@ impl Report {
         );
         let _ = writeln!(
             m,
-            "| credits | native Rust iterators | threads + bounded queues | sluicegate | CPython generators | sluicegate / native | sluicegate / threads | sluicegate / CPython |"
+            "| credits | native Rust iterators | threads + bounded queues | sluicegate | sluicegate fused | CPython generators | sluicegate / native | sluicegate / threads | sluicegate / CPython | fused / native | fused / threads | fused / CPython |"
         );
-        let _ = writeln!(m, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            m,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in &self.market {
             let py = r.cpython.unwrap_or(0.0);
             let _ = writeln!(
                 m,
-                "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                 r.credits,
                 r.native,
                 r.threads,
                 r.sluicegate,
+                r.fused,
                 r.cpython
                     .map(|p| format!("{p:.0}"))
                     .unwrap_or_else(|| "skipped".into()),
                 ratio(r.sluicegate, r.native),
                 ratio(r.sluicegate, r.threads),
-                ratio(r.sluicegate, py)
+                ratio(r.sluicegate, py),
+                ratio(r.fused, r.native),
+                ratio(r.fused, r.threads),
+                ratio(r.fused, py)
             );
         }
         let _ = writeln!(
@@ -411,11 +422,14 @@ impl Report {
             m,
             "Chains of {DEPTHS:?} pass-through stages, one record per chunk (credits 1). The per-hop \
              cost is the least-squares slope over depth. The floor is a raw wasmtime component call \
-             answering `some(list<u8>)` of the same size, without sluicegate.\n"
+             answering `some(list<u8>)` of the same size, without sluicegate. Fused: the same \
+             chains ({FUSED_DEPTHS:?} stages) composed into one component (`--fused`), where a hop \
+             is a call between component instances inside wasmtime and the host checks only the \
+             ends.\n"
         );
         let _ = writeln!(
             m,
-            "| record | depth 1 | depth 2 | depth 4 | depth 8 | per hop | floor | per hop / floor |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| record | depth 1 | depth 2 | depth 4 | depth 8 | per hop | floor | per hop / floor | fused per hop | isolated / fused |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for h in &self.hops {
             let depths: Vec<String> = h
@@ -425,12 +439,14 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 m,
-                "| {} B | {} | {:.0} ns | {:.0} ns | {} |",
+                "| {} B | {} | {:.0} ns | {:.0} ns | {} | {:.0} ns | {} |",
                 h.bytes,
                 depths.join(" | "),
                 h.per_hop_ns,
                 h.floor_ns,
-                ratio(h.per_hop_ns, h.floor_ns)
+                ratio(h.per_hop_ns, h.floor_ns),
+                h.fused_per_hop_ns,
+                ratio(h.per_hop_ns, h.fused_per_hop_ns)
             );
         }
 
@@ -515,6 +531,11 @@ impl Report {
                     .iter()
                     .map(|r| (r.credits, r.sluicegate))
                     .collect(),
+            ),
+            (
+                "sluicegate fused",
+                "#e7298a",
+                self.market.iter().map(|r| (r.credits, r.fused)).collect(),
             ),
             (
                 "CPython generators",

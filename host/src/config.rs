@@ -46,6 +46,12 @@ pub struct PipelineSpec {
     /// Where records go, and how much demand is granted.
     #[serde(default)]
     pub sink: SinkSpec,
+    /// Fused mode: compose every stage into one component (`docs/benchmarks.md` has what it
+    /// buys; `host/src/fuse.rs` what the host stops checking between the stages). The stages
+    /// share one configuration (a key set differently by two stages is refused) and run
+    /// under the last stage's limits; restart, bypass and dead letters are not available.
+    #[serde(default)]
+    pub fused: bool,
 }
 
 /// A host-native source.
@@ -327,6 +333,22 @@ impl PipelineSpec {
             ));
         }
         let base = base_dir(origin);
+        if self.fused {
+            if let Some(stage) = self
+                .stages
+                .iter()
+                .find(|s| s.dead_letter.is_some() || !matches!(s.on_fault, OnFault::Fail))
+            {
+                return Err(fail(format!(
+                    "stage `{}`: a fused pipeline fails as one stage; `on_fault` other than \
+                     \"fail\" and `dead_letter` are not available with `fused = true`",
+                    stage.name
+                )));
+            }
+            if self.stages.len() < 2 {
+                return Err(fail("`fused = true` needs at least two stages".into()));
+            }
+        }
         let mut names = HashSet::new();
         for stage in &self.stages {
             if stage.name.trim().is_empty() {

@@ -214,6 +214,15 @@ impl Engine {
         self.load_bytes(&name, &bytes)
     }
 
+    /// Fused mode: composes `stages` (name, component bytes), most upstream first, into one
+    /// component and loads it as a single stage named `name` (see [`crate::fuse`] for what the
+    /// host stops checking inside). Its instances prime and close every inner stage,
+    /// upstream-first; errors inside name the stage as `name/inner`.
+    pub fn load_fused(&self, name: &str, stages: &[(String, Vec<u8>)]) -> Result<StageComponent> {
+        let bytes = crate::fuse::compose(name, stages)?;
+        self.load_bytes(name, &bytes)
+    }
+
     /// Loads a component from bytes (binary, or WAT text), naming it `name` in errors.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<StageComponent> {
         if bytes.len() > self.max_component_bytes {
@@ -352,6 +361,15 @@ pub struct StageComponent {
     digest: Arc<str>,
     engine: Engine,
     pre: StageWorldPre<StageCtx>,
+}
+
+impl std::fmt::Debug for StageComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageComponent")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish()
+    }
 }
 
 impl StageComponent {

@@ -38,6 +38,7 @@ mod chunk;
 mod config;
 mod engine;
 mod error;
+mod fuse;
 mod guest_log;
 mod limits;
 mod metrics;

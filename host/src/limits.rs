@@ -129,13 +129,16 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub(crate) fn new(limits: Limits, ticks: Arc<AtomicU64>) -> Self {
+    /// `components` is how many stage components share the store (more than one when fused):
+    /// the counts of instances, tables and memories scale with it; the size limits do not.
+    pub(crate) fn new(limits: Limits, ticks: Arc<AtomicU64>, components: usize) -> Self {
+        let components = components.max(1);
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .table_elements(1 << 20)
-            .instances(64)
-            .tables(16)
-            .memories(4)
+            .instances(64 * components)
+            .tables(16 * components)
+            .memories(4 * components)
             .build();
         Budget {
             limits,

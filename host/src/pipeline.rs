@@ -15,7 +15,7 @@ use market_data::Checksum;
 use self::sink::Sink;
 use self::source::{CountedSource, SOURCE};
 use crate::builtin;
-use crate::config::{ComponentRef, PipelineSpec, base_dir, resolve, stage_config};
+use crate::config::{ComponentRef, PipelineSpec, StageSpec, base_dir, resolve, stage_config};
 use crate::engine::{Engine, StageComponent};
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_WASM_STACK;
@@ -56,13 +56,28 @@ impl Pipeline {
             None => None,
         };
         let source_counters = source.as_ref().map(CountedSource::counters);
-        let mut stages: Vec<Stage> = Vec::with_capacity(spec.stages.len());
-        for stage_spec in &spec.stages {
-            let component = load(engine, &stage_spec.name, &stage_spec.component, &base)?;
-            let config = stage_config(stage_spec).map_err(|message| Error::Config {
-                file: origin.display().to_string(),
-                message: format!("stage `{}`: {message}", stage_spec.name),
-            })?;
+        let fused = if spec.fused {
+            Some(fuse_stages(engine, spec, origin, &base)?)
+        } else {
+            None
+        };
+        let specs: Vec<StageSpec> = match &fused {
+            Some((_, spec)) => vec![spec.clone()],
+            None => spec.stages.clone(),
+        };
+        let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
+        for stage_spec in &specs {
+            let (component, config) = match &fused {
+                Some((component, _)) => (component.clone(), fused_config(spec, origin)?),
+                None => {
+                    let component = load(engine, &stage_spec.name, &stage_spec.component, &base)?;
+                    let config = stage_config(stage_spec).map_err(|message| Error::Config {
+                        file: origin.display().to_string(),
+                        message: format!("stage `{}`: {message}", stage_spec.name),
+                    })?;
+                    (component, config)
+                }
+            };
             let mut options = StageOptions::new()
                 .limits(stage_spec.limits.to_limits())
                 .capabilities(Capabilities {
@@ -307,22 +322,75 @@ impl Pipeline {
 
 /// Loads a stage's component, naming the stage (not the file) in every error.
 fn load(engine: &Engine, stage: &str, component: &str, base: &Path) -> Result<StageComponent> {
+    engine.load_bytes(stage, &component_bytes(stage, component, base)?)
+}
+
+fn component_bytes(stage: &str, component: &str, base: &Path) -> Result<Vec<u8>> {
     match resolve(component, base) {
         ComponentRef::Builtin(name) => {
-            let bytes = builtin::component(name).ok_or_else(|| Error::Load {
-                stage: stage.to_string(),
-                reason: format!("no builtin stage `{name}`"),
-            })?;
-            engine.load_bytes(stage, bytes)
+            builtin::component(name)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| Error::Load {
+                    stage: stage.to_string(),
+                    reason: format!("no builtin stage `{name}`"),
+                })
         }
-        ComponentRef::File(path) => {
-            let bytes = std::fs::read(&path).map_err(|e| Error::Load {
-                stage: stage.to_string(),
-                reason: format!("cannot read {}: {e}", path.display()),
-            })?;
-            engine.load_bytes(stage, &bytes)
-        }
+        ComponentRef::File(path) => std::fs::read(&path).map_err(|e| Error::Load {
+            stage: stage.to_string(),
+            reason: format!("cannot read {}: {e}", path.display()),
+        }),
     }
+}
+
+/// Fused mode: every stage composed into one component, run as one stage named after the
+/// stages (`decode+filter+vwap`) with the last stage's settings.
+fn fuse_stages(
+    engine: &Engine,
+    spec: &PipelineSpec,
+    origin: &Path,
+    base: &Path,
+) -> Result<(StageComponent, StageSpec)> {
+    let parts = spec
+        .stages
+        .iter()
+        .map(|s| {
+            Ok((
+                s.name.clone(),
+                component_bytes(&s.name, &s.component, base)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let name = spec
+        .stages
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    let component = engine.load_fused(&name, &parts)?;
+    // Validation guarantees at least two stages.
+    let mut fused = spec.stages.last().cloned().ok_or_else(|| Error::Config {
+        file: origin.display().to_string(),
+        message: "`fused = true` needs at least two stages".into(),
+    })?;
+    fused.name = name;
+    Ok((component, fused))
+}
+
+/// The merged configuration of a fused pipeline's stages.
+fn fused_config(spec: &PipelineSpec, origin: &Path) -> Result<Vec<(String, String)>> {
+    let configs = spec
+        .stages
+        .iter()
+        .map(|s| {
+            stage_config(s)
+                .map(|config| (s.name.clone(), config))
+                .map_err(|message| Error::Config {
+                    file: origin.display().to_string(),
+                    message: format!("stage `{}`: {message}", s.name),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::fuse::merge_config("fused", &configs)
 }
 
 /// Reads a running pipeline's counters from any thread.

@@ -25,7 +25,7 @@ use crate::bindings::{StageWorld, StageWorldPre};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
-use crate::limits::{FIRST_CHECK_TICKS, Limit, Limits};
+use crate::limits::{Budget, FIRST_CHECK_TICKS, Limit, Limits};
 use crate::metrics::{Counters, StageStats};
 use crate::upstream::{NoUpstream, Upstream};
 
@@ -156,14 +156,18 @@ impl Recipe {
         upstream: Box<dyn Upstream>,
         upstream_done: bool,
     ) -> Result<Live> {
+        let inner_exports = fused_exports(self.engine.wasmtime(), pre);
         let ctx = StageCtx::new(
             name.clone(),
             upstream,
             self.config.clone(),
-            self.limits,
+            Budget::new(
+                self.limits,
+                self.engine.tick_counter(),
+                1 + inner_exports.len(),
+            ),
             self.capabilities,
             self.engine.instance_counter(),
-            self.engine.tick_counter(),
         );
         let mut store = Store::new(self.engine.wasmtime(), ctx);
         store.data_mut().set_upstream_done(upstream_done);
@@ -189,10 +193,21 @@ impl Recipe {
         let world = StageWorld::new(&mut store, &instance)
             .map_err(|e| fault_of(name, Call::Instantiate, &e, &store))?;
         let state = StateFuncs::find(&mut store, &instance);
+        let mut fused = Vec::new();
+        for (export, inner) in inner_exports {
+            let found = InnerStage::find(&mut store, &instance, &export).ok_or_else(|| {
+                Error::WrongWorld {
+                    stage: name.to_string(),
+                    reason: format!("its export `{export}` is not a generator"),
+                }
+            })?;
+            fused.push((format!("{name}/{inner}"), found));
+        }
         Ok(Live {
             store,
             world,
             state,
+            fused,
             fuel: self.fuel,
         })
     }
@@ -203,8 +218,50 @@ struct Live {
     world: StageWorld,
     /// The optional `state` interface (hot-swap state handoff), if the component exports it.
     state: Option<StateFuncs>,
+    /// Fused mode: the stages composed ahead of this one in the same component, most upstream
+    /// first, named `fused/inner` in errors; primed and closed by the host, upstream-first.
+    fused: Vec<(String, InnerStage)>,
     /// Fuel to give each call when the engine meters fuel.
     fuel: Option<u64>,
+}
+
+/// The generator of a stage fused ahead of the outer one ([`crate::fuse`]).
+struct InnerStage {
+    resume: TypedFunc<(u32,), (Option<Vec<u8>>,)>,
+    close: TypedFunc<(), ()>,
+}
+
+impl InnerStage {
+    fn find(store: &mut Store<StageCtx>, instance: &Instance, export: &str) -> Option<Self> {
+        let iface = instance.get_export_index(&mut *store, None, export)?;
+        let resume = instance.get_export_index(&mut *store, Some(&iface), "resume")?;
+        let close = instance.get_export_index(&mut *store, Some(&iface), "close")?;
+        Some(InnerStage {
+            resume: instance.get_typed_func(&mut *store, resume).ok()?,
+            close: instance.get_typed_func(&mut *store, close).ok()?,
+        })
+    }
+}
+
+/// The inner-stage exports of a fused component, most upstream first: (export, stage name).
+fn fused_exports(
+    engine: &wasmtime::Engine,
+    pre: &StageWorldPre<StageCtx>,
+) -> Vec<(String, String)> {
+    let component = pre.instance_pre().component();
+    let mut found: Vec<(char, String, String)> = component
+        .component_type()
+        .exports(engine)
+        .filter_map(|(export, _)| {
+            crate::fuse::inner_name(export)
+                .map(|(order, inner)| (order, export.to_string(), inner.to_string()))
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, export, inner)| (export, inner))
+        .collect()
 }
 
 /// The typed functions of the optional `sluicegate:stage/state@0.1.0` export.
@@ -243,6 +300,9 @@ impl Live {
         credits: u32,
         counters: &Counters,
     ) -> Result<Answer> {
+        if matches!(call, Call::Prime) && !self.fused.is_empty() {
+            self.prime_fused()?;
+        }
         counters.entered_resume(credits);
         // One clock read serves the CPU budget and the latency histogram.
         let started = Instant::now();
@@ -289,8 +349,55 @@ impl Live {
         Ok((chunk, upstream_fault))
     }
 
+    /// Fused mode: primes the inner stages, upstream-first, before the outer one (P1 for
+    /// each: `resume(0)` must answer no records).
+    fn prime_fused(&mut self) -> Result<()> {
+        for i in 0..self.fused.len() {
+            let (name, inner) = (self.fused[i].0.clone(), self.fused[i].1.resume);
+            self.store
+                .data_mut()
+                .begin(Serving::Resume(0), Instant::now());
+            self.arm();
+            let answer = inner.call(&mut self.store, (0,));
+            let report = self.store.data_mut().end();
+            match (answer, report.violation) {
+                (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
+                (Err(e), None) => return Err(fault_of(&name, Call::Prime, &e, &self.store)),
+                (Ok((Some(bytes),)), None) if !bytes.is_empty() => {
+                    return Err(violation(
+                        &name,
+                        Rule::DataOnPriming,
+                        format!("a fused stage answered {} bytes to resume(0)", bytes.len()),
+                    ));
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Fused mode: closes the inner stages, upstream-first (R4 holds for each).
+    fn close_fused(&mut self) -> Result<()> {
+        for i in 0..self.fused.len() {
+            let (name, inner) = (self.fused[i].0.clone(), self.fused[i].1.close);
+            self.store.data_mut().begin(Serving::Close, Instant::now());
+            self.arm();
+            let done = inner.call(&mut self.store, ());
+            let report = self.store.data_mut().end();
+            match (done, report.violation) {
+                (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
+                (Err(e), None) => return Err(fault_of(&name, Call::Close, &e, &self.store)),
+                (Ok(()), None) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `close()` (the stage's cleanup); an `Err` is a fault (R4, a trap, a limit).
     fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
+        if !self.fused.is_empty() {
+            self.close_fused()?;
+        }
         counters.entered_close();
         self.store.data_mut().begin(Serving::Close, Instant::now());
         self.arm();

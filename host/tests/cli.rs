@@ -178,6 +178,22 @@ fn demo_runs_the_market_pipeline() {
     assert!(stdout.contains("status: ok"), "{stdout}");
 }
 
+#[test]
+fn demo_fused_gives_the_same_orders_as_the_isolated_demo() {
+    let (ok, isolated, stderr) = sluicegate(&["demo", "--records", "20000", "--json"]);
+    assert!(ok, "{stderr}");
+    let (ok, fused, stderr) = sluicegate(&["demo", "--records", "20000", "--json", "--fused"]);
+    assert!(ok, "{stderr}");
+    let (isolated, fused) = (json(&isolated), json(&fused));
+    assert_eq!(fused["sink"]["checksum"], isolated["sink"]["checksum"]);
+    assert_eq!(fused["sink"]["records"], isolated["sink"]["records"]);
+    assert_eq!(
+        fused["hops"].as_array().map(Vec::len),
+        Some(1),
+        "one fused hop"
+    );
+}
+
 fn write_pipeline(name: &str, toml: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sluicegate-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -76,7 +76,7 @@ fn market(python_and_js: bool, records: u64) -> String {
     format!(
         "name = \"market\"\n\
          [[stage]]\nname = \"ticks\"\ncomponent = {:?}\n\
-         config = {{ seed = 7, symbols = 64, records = {records}, max_burst = 64, garble_every = 997 }}\n\
+         config = {{ seed = 7, universe = 64, records = {records}, max_burst = 64, garble_every = 997 }}\n\
          {middle}\
          [[stage]]\nname = \"vwap\"\ncomponent = {:?}\nconfig = {{ window = 32 }}\n\
          [[stage]]\nname = \"strategy\"\ncomponent = {:?}\nconfig = {{ fast = 5, slow = 20, qty = 100 }}\n\

@@ -2,6 +2,7 @@
 //! through the real host. One binary, one module per area.
 
 mod check;
+mod fused;
 mod languages;
 mod loading;
 mod pipeline;

@@ -294,7 +294,7 @@ fn an_oversized_component_is_refused_before_compiling() {
         .build()
         .expect("engine");
     let bytes = std::fs::read(a::COUNTER).expect("fixture");
-    let err = small.load_bytes("big", &bytes).err().expect("too big");
+    let err = small.load_bytes("big", &bytes).expect_err("too big");
     assert!(
         matches!(&err, Error::Load { reason, .. } if reason.contains("more than the 1024")),
         "{err}"
@@ -323,10 +323,7 @@ fn a_compile_that_overruns_its_timeout_is_refused() {
         .build()
         .expect("engine");
     let bytes = std::fs::read(a::VWAP).expect("fixture");
-    let err = impatient
-        .load_bytes("slow", &bytes)
-        .err()
-        .expect("timed out");
+    let err = impatient.load_bytes("slow", &bytes).expect_err("timed out");
     assert!(
         matches!(&err, Error::Load { stage, reason } if stage == "slow" && reason.contains("compiling took longer")),
         "{err}"

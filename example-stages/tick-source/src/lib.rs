@@ -1,8 +1,9 @@
 //! A source stage: a seeded, bursty synthetic trade feed. Shows a [`Stage`] that produces
 //! exactly as many records as it is granted credits, and pulls nothing.
 //!
-//! Config: `seed` (42), `symbols` (64), `records` (100000), `max_burst` (64),
-//! `garble_every` (0: never).
+//! Config: `seed` (42), `universe` (64: how many symbols trade), `records` (100000),
+//! `max_burst` (64), `garble_every` (0: never). (Not `symbols`, which the filter downstream
+//! uses: stages fused into one component share one configuration.)
 
 use market_data::{Feed, FeedConfig};
 use sluicegate_guest::{Batch, Config, Flow, Stage, Upstream};
@@ -17,7 +18,7 @@ impl Stage for TickSource {
         let d = FeedConfig::default();
         let feed = Feed::new(FeedConfig {
             seed: config.parse("seed", d.seed)?,
-            symbols: config.parse("symbols", d.symbols)?,
+            symbols: config.parse("universe", d.symbols)?,
             records: config.parse("records", d.records)?,
             max_burst: config.parse("max_burst", d.max_burst)?,
             garble_every: config.parse("garble_every", d.garble_every)?,

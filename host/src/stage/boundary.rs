@@ -14,7 +14,7 @@ use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
 use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
 use crate::guest_log::{self, LogPipe};
-use crate::limits::{Budget, Limits};
+use crate::limits::Budget;
 use crate::stage::supervise::Salvage;
 use crate::upstream::Upstream;
 
@@ -72,10 +72,9 @@ impl StageCtx {
         name: Arc<str>,
         upstream: Box<dyn Upstream>,
         config: Vec<(String, String)>,
-        limits: Limits,
+        budget: Budget,
         capabilities: Capabilities,
         alive: Arc<std::sync::atomic::AtomicUsize>,
-        ticks: Arc<AtomicU64>,
     ) -> Self {
         let stdout = LogPipe::new(name.clone(), "stdout");
         let stderr = LogPipe::new(name.clone(), "stderr");
@@ -105,7 +104,7 @@ impl StageCtx {
             inputs: None,
             config,
             stderr,
-            budget: Budget::new(limits, ticks),
+            budget,
             _alive: AliveGuard::new(alive),
             wasi,
             table: {

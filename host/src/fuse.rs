@@ -1,0 +1,204 @@
+//! Fused mode: a chain of stages composed into **one** component, so that a hop between them
+//! is a call between component instances inside wasmtime (a compiled adapter that copies the
+//! chunk from one linear memory to the next) instead of a round trip through the host.
+//!
+//! The composition (with `wac-graph`) instantiates each stage, and satisfies stage *i*'s
+//! `upstream` import with stage *i − 1*'s `generator` export through a tiny adapter component
+//! (`pull` is `resume`: same signature). The fused component imports what the first stage
+//! imports (its `upstream`, the host's services, WASI) and exports the last stage's
+//! `generator`, plus every inner stage's generator as `fused-<letter>-<name>`, most upstream
+//! first, so that the host can prime and close each inner stage itself, upstream-first
+//! ([`crate::stage`] does).
+//!
+//! What fusing gives up, by design: the host no longer sees the hops inside. Chunks between
+//! fused stages are not checked (C1, C2), not counted per stage, and the stages share one
+//! store: one CPU budget per call, one configuration (merged, conflicting keys refused), one
+//! log name, one fault. Fuse stages you trust together; keep untrusted ones isolated.
+
+use wac_graph::types::Package;
+use wac_graph::{CompositionGraph, EncodeOptions, NodeId};
+
+use crate::error::{Error, Result};
+
+/// The interface a stage exports, and the one it imports from upstream.
+const GENERATOR: &str = "sluicegate:stage/generator@0.1.0";
+const UPSTREAM: &str = "sluicegate:stage/upstream@0.1.0";
+
+/// Prefix of the exports through which the host reaches the inner stages.
+pub(crate) const INNER_PREFIX: &str = "fused-";
+
+/// Turns a `generator` instance into an `upstream` instance: `pull` is `resume`.
+const ADAPTER: &str = r#"(component
+  (import "sluicegate:stage/generator@0.1.0" (instance $g
+    (type $bytes (list u8))
+    (export "chunk" (type $chunk (eq $bytes)))
+    (export "resume" (func (param "credits" u32) (result (option $chunk))))
+    (export "close" (func))))
+  (alias export $g "resume" (func $resume))
+  (alias export $g "chunk" (type $chunk))
+  (instance $upstream (export "chunk" (type $chunk)) (export "pull" (func $resume)))
+  (export "sluicegate:stage/upstream@0.1.0" (instance $upstream)))"#;
+
+/// Composes `stages` (name, component bytes), most upstream first, into one component.
+/// `name` names the fused stage in errors.
+pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let fail = |reason: String| Error::Load {
+        stage: name.to_string(),
+        reason: format!("cannot fuse: {reason}"),
+    };
+    if stages.len() < 2 {
+        return Err(fail("fusing needs at least two stages".into()));
+    }
+    if stages.len() > 26 {
+        return Err(fail(format!(
+            "{} stages; at most 26 can be fused",
+            stages.len()
+        )));
+    }
+    let adapter = wat::parse_str(ADAPTER).map_err(|e| fail(format!("adapter: {e}")))?;
+    let mut graph = CompositionGraph::new();
+    let adapter = Package::from_bytes("sluicegate:fuse-adapter", None, adapter, graph.types_mut())
+        .map_err(|e| fail(format!("adapter: {e:#}")))?;
+    let adapter = graph
+        .register_package(adapter)
+        .map_err(|e| fail(format!("adapter: {e:#}")))?;
+    let mut previous: Option<NodeId> = None;
+    for (i, (stage, bytes)) in stages.iter().enumerate() {
+        let at = |e: &dyn std::fmt::Display| fail(format!("stage `{stage}`: {e:#}"));
+        let package = Package::from_bytes(
+            &format!("sluicegate:fused-{}", letter(i)),
+            None,
+            bytes.clone(),
+            graph.types_mut(),
+        )
+        .map_err(|e| at(&e))?;
+        let package = graph.register_package(package).map_err(|e| at(&e))?;
+        let instance = graph.instantiate(package);
+        if let Some(generator) = previous {
+            let bridge = graph.instantiate(adapter);
+            graph
+                .set_instantiation_argument(bridge, GENERATOR, generator)
+                .map_err(|e| at(&e))?;
+            let upstream = graph
+                .alias_instance_export(bridge, UPSTREAM)
+                .map_err(|e| at(&e))?;
+            graph
+                .set_instantiation_argument(instance, UPSTREAM, upstream)
+                .map_err(|e| at(&e))?;
+        }
+        let generator = graph
+            .alias_instance_export(instance, GENERATOR)
+            .map_err(|e| at(&e))?;
+        let export = if i + 1 == stages.len() {
+            GENERATOR.to_string()
+        } else {
+            inner_export(i, stage)
+        };
+        graph.export(generator, &export).map_err(|e| at(&e))?;
+        previous = Some(generator);
+    }
+    graph
+        .encode(EncodeOptions::default())
+        .map_err(|e| fail(format!("{e:#}")))
+}
+
+/// `fused-<letter>-<name as kebab-case>`: the letter keeps the order, the name the errors.
+fn inner_export(index: usize, name: &str) -> String {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let w = w.to_ascii_lowercase();
+            if w.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("n{w}")
+            } else {
+                w
+            }
+        })
+        .collect();
+    let name = if words.is_empty() {
+        "stage".to_string()
+    } else {
+        words.join("-")
+    };
+    format!("{INNER_PREFIX}{}-{name}", letter(index))
+}
+
+fn letter(index: usize) -> char {
+    char::from(b'a' + u8::try_from(index % 26).unwrap_or(0))
+}
+
+/// The inner stage's name from its export name, or `None` if it is not one.
+pub(crate) fn inner_name(export: &str) -> Option<(char, &str)> {
+    let rest = export.strip_prefix(INNER_PREFIX)?;
+    let mut chars = rest.chars();
+    let order = chars.next()?;
+    let name = chars.as_str().strip_prefix('-')?;
+    Some((order, name))
+}
+
+/// Merges the stages' configurations for the fused stage (they share one `host.config`).
+/// A key set by two stages to different values is refused.
+pub(crate) fn merge_config(
+    name: &str,
+    configs: &[(String, Vec<(String, String)>)],
+) -> Result<Vec<(String, String)>> {
+    let mut merged: Vec<(String, String, &str)> = Vec::new();
+    for (stage, config) in configs {
+        for (key, value) in config {
+            match merged.iter().find(|(k, ..)| k == key) {
+                Some((_, v, _)) if v == value => {}
+                Some((_, v, other)) => {
+                    return Err(Error::Load {
+                        stage: name.to_string(),
+                        reason: format!(
+                            "cannot fuse: stages `{other}` and `{stage}` both set `{key}` \
+                             ({v:?} and {value:?}); fused stages share one configuration"
+                        ),
+                    });
+                }
+                None => merged.push((key.clone(), value.clone(), stage)),
+            }
+        }
+    }
+    Ok(merged.into_iter().map(|(k, v, _)| (k, v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_exports_are_kebab_case_and_round_trip() {
+        assert_eq!(inner_export(0, "decode"), "fused-a-decode");
+        assert_eq!(inner_export(1, "symbol_filter"), "fused-b-symbol-filter");
+        assert_eq!(inner_export(2, "VWAP 32"), "fused-c-vwap-n32");
+        assert_eq!(
+            inner_name("fused-b-symbol-filter"),
+            Some(('b', "symbol-filter"))
+        );
+        assert_eq!(inner_name("sluicegate:stage/generator@0.1.0"), None);
+    }
+
+    #[test]
+    fn conflicting_configuration_is_refused_and_equal_keys_merge() {
+        let configs = vec![
+            ("a".to_string(), vec![("window".into(), "32".into())]),
+            (
+                "b".to_string(),
+                vec![("window".into(), "32".into()), ("x".into(), "1".into())],
+            ),
+        ];
+        let merged = merge_config("f", &configs).expect("merges");
+        assert_eq!(merged.len(), 2);
+        let configs = vec![
+            ("a".to_string(), vec![("window".into(), "32".into())]),
+            ("b".to_string(), vec![("window".into(), "16".into())]),
+        ];
+        let err = merge_config("f", &configs).expect_err("conflict");
+        assert!(
+            err.to_string().contains("`a` and `b` both set `window`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Fused mode (`host/src/fuse.rs`): stages composed into one component. The records and the
+//! checksum are the isolated pipeline's; every inner stage is primed and closed once,
+//! upstream-first; errors inside name the inner stage; what cannot be fused is refused.
+
+use std::path::Path;
+
+use sluicegate::{Call, Error, Pipeline, PipelineSpec, RunStatus, StageOptions};
+use sluicegate_tests::{artifacts as a, capture_logs, drain, engine};
+
+fn bytes(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+fn market(fused: bool, records: u64) -> String {
+    format!(
+        "name = \"market\"\nfused = {fused}\n\
+         [[stage]]\nname = \"ticks\"\ncomponent = {:?}\n\
+         config = {{ seed = 3, universe = 64, records = {records}, max_burst = 64, garble_every = 997 }}\n\
+         [[stage]]\nname = \"decode\"\ncomponent = {:?}\n\
+         [[stage]]\nname = \"filter\"\ncomponent = {:?}\nconfig = {{ symbols = [\"AAPL\", \"MSFT\", \"NVDA\", \"AMZN\"] }}\n\
+         [[stage]]\nname = \"vwap\"\ncomponent = {:?}\nconfig = {{ window = 32 }}\n\
+         [[stage]]\nname = \"strategy\"\ncomponent = {:?}\nconfig = {{ fast = 5, slow = 20, qty = 100 }}\n\
+         [sink]\ncredits = 256\n",
+        a::TICK_SOURCE,
+        a::DECODE,
+        a::SYMBOL_FILTER,
+        a::VWAP,
+        a::STRATEGY
+    )
+}
+
+fn run(toml: &str) -> Result<sluicegate::RunReport, Error> {
+    let origin = Path::new("fused.toml");
+    let spec = PipelineSpec::from_toml(toml, origin)?;
+    Ok(Pipeline::build(engine(), &spec, origin)?.run())
+}
+
+#[test]
+fn a_fused_market_pipeline_gives_the_isolated_checksum() {
+    let isolated = run(&market(false, 30_000)).expect("isolated builds");
+    let fused = run(&market(true, 30_000)).expect("fused builds");
+    assert_eq!(isolated.status, RunStatus::Ok, "{isolated}");
+    assert_eq!(fused.status, RunStatus::Ok, "{fused}");
+    assert!(isolated.sink.records > 0);
+    assert_eq!(fused.sink.records, isolated.sink.records);
+    assert_eq!(fused.sink.checksum, isolated.sink.checksum);
+    // One hop for the whole chain, named after its stages.
+    assert_eq!(fused.hops.len(), 1, "{fused}");
+    assert_eq!(fused.hops[0].name, "ticks+decode+filter+vwap+strategy");
+}
+
+#[test]
+fn every_inner_stage_is_primed_and_closed_once() {
+    // counter -> passthrough -> passthrough: each logs `cleanup ran` at close.
+    let parts = vec![
+        ("counter".to_string(), bytes(a::COUNTER)),
+        ("first".to_string(), bytes(a::PASSTHROUGH)),
+        ("second".to_string(), bytes(a::PASSTHROUGH)),
+    ];
+    let component = engine().load_fused("chain", &parts).expect("fuses");
+    let stage = component
+        .instantiate("chain", StageOptions::new().config("records", "25"))
+        .expect("instantiates");
+    let (records, logs) = capture_logs(|| {
+        stage.prime().expect("primes");
+        let records = drain(&stage, 7).expect("drains");
+        stage.close().expect("closes");
+        records
+    });
+    let expected: Vec<Vec<u8>> = (0..25).map(|n: u32| n.to_string().into_bytes()).collect();
+    assert_eq!(records, expected, "every record, in order, none lost");
+    let cleanups: Vec<&str> = logs
+        .iter()
+        .filter(|(_, message)| message.contains("cleanup ran"))
+        .map(|(stage, _)| stage.as_str())
+        .collect();
+    assert_eq!(
+        cleanups.len(),
+        3,
+        "one cleanup per inner stage and the outer: {logs:?}"
+    );
+    assert_eq!(stage.stats().closes_entered, 1);
+}
+
+#[test]
+fn a_trap_in_an_inner_close_names_the_inner_stage() {
+    let parts = vec![
+        ("trapper".to_string(), bytes(a::TRAP_IN_CLOSE)),
+        ("after".to_string(), bytes(a::PASSTHROUGH)),
+    ];
+    let component = engine().load_fused("pair", &parts).expect("fuses");
+    let stage = component
+        .instantiate("pair", StageOptions::new())
+        .expect("instantiates");
+    stage.prime().expect("primes");
+    let err = stage.close().expect_err("the inner close traps");
+    assert!(
+        matches!(&err, Error::Trap { stage, call: Call::Close, .. } if stage == "pair/trapper"),
+        "{err}"
+    );
+}
+
+#[test]
+fn conflicting_configuration_and_supervision_are_refused_when_fused() {
+    let conflicting = market(true, 100).replace("universe = 64", "window = 16");
+    let err = run(&conflicting).expect_err("conflict");
+    assert!(
+        err.to_string().contains("both set `window`"),
+        "the error names the key: {err}"
+    );
+    let restart = market(true, 100).replace(
+        "[[stage]]\nname = \"decode\"",
+        "[[stage]]\non_fault = \"restart\"\nname = \"decode\"",
+    );
+    let err = run(&restart).expect_err("supervision");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(err.to_string().contains("stage `decode`"), "{err}");
+}
+
+#[test]
+fn one_stage_cannot_be_fused() {
+    let err = engine()
+        .load_fused("alone", &[("only".to_string(), bytes(a::PASSTHROUGH))])
+        .expect_err("needs two");
+    assert!(err.to_string().contains("at least two stages"), "{err}");
+}
