@@ -109,6 +109,11 @@ impl EngineBuilder {
             .epoch_interruption(self.epochs)
             .consume_fuel(self.fuel)
             .max_wasm_stack(self.max_wasm_stack);
+        // `SLUICEGATE_PERF_MAP=1` writes /tmp/perf-PID.map, so `perf report` names the stages'
+        // wasm functions (docs/authoring.md, "Profiling a stage").
+        if std::env::var_os("SLUICEGATE_PERF_MAP").is_some_and(|v| v != "0") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(instances) = self.pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
             pool.total_component_instances(instances)
