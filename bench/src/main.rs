@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
     for credits in CREDITS {
         let threads = market::threads(records, credits, None);
         let wasm = market::sluicegate(&stages, records, credits, None, None)?;
-        let fused = market::sluicegate_fused(&stages, records, credits)?;
+        let fused = market::sluicegate_fused(&stages, records, credits, None)?;
         let python = market::cpython(python_records, credits)?;
         for (name, outcome) in [
             ("threads", &threads),
@@ -123,7 +123,16 @@ fn main() -> anyhow::Result<()> {
         let threads = market::threads(latency_records, credits, Some(&stamps));
         let stamps = Stamps::new(latency_records);
         let wasm = market::sluicegate(&stages, latency_records, credits, Some(&stamps), None)?;
-        for (variant, outcome) in [("threads", threads), ("sluicegate", wasm)] {
+        let stamps = Stamps::new(latency_records);
+        let fused = market::sluicegate_fused(&stages, latency_records, credits, Some(&stamps))?;
+        let stamps = Stamps::new(latency_records);
+        let native = market::native_stamped(latency_records, Some(&stamps));
+        for (variant, outcome) in [
+            ("native Rust (no batching: credits do not apply)", native),
+            ("threads", threads),
+            ("sluicegate", wasm),
+            ("sluicegate fused", fused),
+        ] {
             report
                 .latency
                 .push(LatencyRow::new(variant, credits, outcome.latencies_ns));

@@ -80,11 +80,20 @@ impl Stamps {
 
 /// (a) Native Rust: one iterator chain, no batching, no copies between stages.
 pub fn native(records: u64) -> Outcome {
+    native_stamped(records, None)
+}
+
+/// [`native`], stamping each tick at the source and measuring each order at the sink.
+pub fn native_stamped(records: u64, stamps: Option<&Stamps>) -> Outcome {
     let started = Instant::now();
     let (mut feed, keep) = (feed(records), keep());
     let (mut vwap, mut strategy) = (VwapWindow::new(32), Crossover::new(5, 20, 100));
     let (mut line, mut checksum, mut orders) = (Vec::new(), Checksum::default(), 0);
+    let mut latencies_ns = Vec::new();
     while feed.next_into(&mut line) {
+        if let Some(st) = stamps {
+            st.stamp(feed.emitted());
+        }
         let Some(tick) = decode_raw_tick(&line) else {
             continue;
         };
@@ -92,6 +101,9 @@ pub fn native(records: u64) -> Outcome {
             continue;
         }
         if let Some(order) = strategy.update(&vwap.update(&tick)) {
+            if let Some(st) = stamps {
+                latencies_ns.extend(st.latency(order.seq));
+            }
             checksum.add(&order.encode());
             orders += 1;
         }
@@ -100,7 +112,7 @@ pub fn native(records: u64) -> Outcome {
         orders,
         checksum: checksum.value(),
         seconds: started.elapsed().as_secs_f64(),
-        latencies_ns: Vec::new(),
+        latencies_ns,
     }
 }
 
@@ -312,7 +324,9 @@ pub fn sluicegate_fused(
     stages: &MarketStages,
     records: u64,
     credits: u32,
+    stamps: Option<&Stamps>,
 ) -> anyhow::Result<Outcome> {
+    let source_stamps = stamps.map(Stamps::share);
     let mut feed = feed(records);
     let mut line = Vec::new();
     let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
@@ -320,6 +334,9 @@ pub fn sluicegate_fused(
         while chunk.len() < credits {
             if !feed.next_into(&mut line) {
                 return Ok((!chunk.is_empty() || credits == 0).then_some(chunk));
+            }
+            if let Some(st) = &source_stamps {
+                st.stamp(feed.emitted());
             }
             chunk.push(&line);
         }
@@ -334,9 +351,12 @@ pub fn sluicegate_fused(
     )?;
     let started = Instant::now();
     stage.prime()?;
-    let (mut checksum, mut orders) = (Checksum::default(), 0);
+    let (mut checksum, mut orders, mut latencies_ns) = (Checksum::default(), 0, Vec::new());
     while let Some(chunk) = stage.resume(credits)? {
         for record in chunk.records() {
+            if let (Some(st), Some(order)) = (stamps, Order::decode(record)) {
+                latencies_ns.extend(st.latency(order.seq));
+            }
             checksum.add(record);
             orders += 1;
         }
@@ -347,7 +367,7 @@ pub fn sluicegate_fused(
         orders,
         checksum: checksum.value(),
         seconds,
-        latencies_ns: Vec::new(),
+        latencies_ns,
     })
 }
 
