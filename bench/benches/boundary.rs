@@ -6,41 +6,21 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluicegate::{Chunk, Engine, Stage, StageOptions};
+use sluicegate::{Chunk, Engine, Stage};
 
 #[allow(dead_code, reason = "the micro-benchmarks use only some of the stages")]
 mod stages {
     include!(concat!(env!("OUT_DIR"), "/stages.rs"));
 }
 
+#[path = "../src/chain.rs"]
+mod chain;
+
 fn chain(engine: &Engine, depth: usize, bytes: usize) -> Vec<Stage> {
     let component = engine
         .load_bytes("passthrough", stages::PASSTHROUGH)
         .expect("passthrough loads");
-    let record = Chunk::from_records([vec![7u8; bytes]]);
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
-        Ok(Some(if credits == 0 {
-            Chunk::empty()
-        } else {
-            record.clone()
-        }))
-    };
-    let mut stages: Vec<Stage> = Vec::new();
-    for i in 0..depth {
-        let options = match stages.last() {
-            Some(previous) => StageOptions::new().upstream(previous.clone()),
-            None => StageOptions::new().upstream(source.clone()),
-        };
-        stages.push(
-            component
-                .instantiate(&format!("hop{i}"), options)
-                .expect("instantiates"),
-        );
-    }
-    for stage in &stages {
-        stage.prime().expect("primes");
-    }
-    stages
+    chain::primed_chain(&component, depth, bytes).expect("a primed chain")
 }
 
 fn hops(c: &mut Criterion) {

@@ -9,7 +9,10 @@
 //! ```
 //! Instructions per hop = collected instructions / (N × 4).
 
-use sluicegate::{Chunk, Engine, Stage, StageOptions};
+use sluicegate::{Engine, Stage};
+
+#[path = "../src/chain.rs"]
+mod chain;
 
 #[allow(dead_code, reason = "only the pass-through stage is used here")]
 mod stages {
@@ -37,25 +40,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(20_000);
     let engine = Engine::new()?;
     let component = engine.load_bytes("passthrough", stages::PASSTHROUGH)?;
-    let record = Chunk::from_records([vec![7u8; 64]]);
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
-        Ok(Some(if credits == 0 {
-            Chunk::empty()
-        } else {
-            record.clone()
-        }))
-    };
-    let mut chain: Vec<Stage> = Vec::new();
-    for i in 0..DEPTH {
-        let options = match chain.last() {
-            Some(previous) => StageOptions::new().upstream(previous.clone()),
-            None => StageOptions::new().upstream(source.clone()),
-        };
-        chain.push(component.instantiate(&format!("hop{i}"), options)?);
-    }
-    for stage in &chain {
-        stage.prime()?;
-    }
+    let chain = chain::primed_chain(&component, DEPTH, 64)?;
     let tail = chain.last().ok_or_else(|| anyhow::anyhow!("empty chain"))?;
     hops(tail, 100); // warm up outside the collected call
     let records = hops(tail, n);

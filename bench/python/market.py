@@ -4,7 +4,8 @@ the design sluicegate puts at a component boundary, run natively in CPython.
 Same feed (splitmix64, bursty, 64 symbols), same decode, filter, VWAP and crossover as
 example-stages/market-data, so the orders' checksum must equal the Rust variants'.
 
-Usage: python3 market.py RECORDS CREDITS  ->  prints one JSON line
+Usage: python3 market.py RECORDS CREDITS [latency]  ->  prints one JSON line; with `latency`,
+the time from each tick's emission to its order's arrival at the sink, in ns, too.
 """
 
 import json
@@ -67,6 +68,9 @@ def parse_price(text):
 # its upstream for that many records (`yield from`-style delegation of demand) and yields
 # a batch of at most that many.
 
+STAMPS = None  # seq -> perf_counter_ns() at emission, when latency is measured
+
+
 def source(feed):
     credits = yield
     while True:
@@ -75,6 +79,8 @@ def source(feed):
             line = feed.line()
             if line is None:
                 break
+            if STAMPS is not None:
+                STAMPS[feed.seq] = time.perf_counter_ns()
             batch.append(line)
         if not batch:
             return
@@ -165,7 +171,11 @@ def encode_order(order):
 
 
 def main():
+    global STAMPS
     records, credits = int(sys.argv[1]), int(sys.argv[2])
+    latencies = None
+    if sys.argv[3:4] == ["latency"]:
+        STAMPS, latencies = {}, []
     started = time.perf_counter()
     chain = strategy(vwap(symbol_filter(decode(source(Feed(records))))))
     stages = [chain]
@@ -184,13 +194,16 @@ def main():
         except StopIteration:
             break
         for order in batch:
+            if latencies is not None:
+                latencies.append(time.perf_counter_ns() - STAMPS[order[0]])
             record = encode_order(order)
             for byte in len(record).to_bytes(4, "little") + record:
                 checksum = ((checksum ^ byte) * 0x100000001B3) & MASK
             orders += 1
     elapsed = time.perf_counter() - started
     print(json.dumps({"records": records, "orders": orders,
-                      "checksum": "%016x" % checksum, "seconds": elapsed}))
+                      "checksum": "%016x" % checksum, "seconds": elapsed,
+                      "latencies_ns": latencies or []}))
     del stages
 
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use sluicegate::{Chunk, Stage, StageComponent, StageOptions};
+use sluicegate::StageComponent;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
@@ -57,25 +57,7 @@ fn chain_ns(
     bytes: usize,
     iters: u32,
 ) -> anyhow::Result<f64> {
-    let record = Chunk::from_records([vec![7u8; bytes]]);
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
-        Ok(Some(if credits == 0 {
-            Chunk::empty()
-        } else {
-            record.clone()
-        }))
-    };
-    let mut chain: Vec<Stage> = Vec::new();
-    for i in 0..depth {
-        let options = match chain.last() {
-            Some(previous) => StageOptions::new().upstream(previous.clone()),
-            None => StageOptions::new().upstream(source.clone()),
-        };
-        chain.push(passthrough.instantiate(&format!("hop{i}"), options)?);
-    }
-    for stage in &chain {
-        stage.prime()?;
-    }
+    let chain = crate::chain::primed_chain(passthrough, depth, bytes)?;
     let tail = chain.last().ok_or_else(|| anyhow::anyhow!("empty chain"))?;
     for _ in 0..iters / 10 {
         tail.resume(1)?;

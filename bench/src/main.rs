@@ -3,6 +3,7 @@
 //! Every variant's checksum is verified against native Rust before anything is reported.
 //! Writes docs/benchmarks.md and docs/benchmarks-records-per-s.svg (unless `--quick`).
 
+mod chain;
 mod hops;
 mod languages;
 mod market;
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         let threads = market::threads(records, credits, None);
         let wasm = market::sluicegate(&stages, records, credits, None, None)?;
         let fused = market::sluicegate_fused(&stages, records, credits, None)?;
-        let python = market::cpython(python_records, credits)?;
+        let python = market::cpython(python_records, credits, false)?;
         for (name, outcome) in [
             ("threads", &threads),
             ("sluicegate", &wasm),
@@ -127,6 +128,14 @@ fn main() -> anyhow::Result<()> {
         let fused = market::sluicegate_fused(&stages, latency_records, credits, Some(&stamps))?;
         let stamps = Stamps::new(latency_records);
         let native = market::native_stamped(latency_records, Some(&stamps));
+        // CPython on fewer ticks (it is slow), so fewer orders are sampled.
+        if let Some(python) = market::cpython(latency_records / 5, credits, true)? {
+            report.latency.push(LatencyRow::new(
+                "CPython generators",
+                credits,
+                python.latencies_ns,
+            ));
+        }
         for (variant, outcome) in [
             ("native Rust (no batching: credits do not apply)", native),
             ("threads", threads),

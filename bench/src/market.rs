@@ -245,19 +245,15 @@ impl MarketStages {
     }
 }
 
-/// (c) sluicegate: a host-native feed, then the four example stages as components, each in
-/// its own sandbox; the sink grants `credits` per resume.
-pub fn sluicegate(
-    stages: &MarketStages,
+/// The host-native feed as an upstream, stamping each tick's emission when asked.
+fn feed_source(
     records: u64,
-    credits: u32,
     stamps: Option<&Stamps>,
-    fuel: Option<u64>,
-) -> anyhow::Result<Outcome> {
+) -> impl FnMut(u32) -> sluicegate::Result<Option<Chunk>> + Send + 'static {
     let source_stamps = stamps.map(Stamps::share);
     let mut feed = feed(records);
     let mut line = Vec::new();
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
+    move |credits: u32| {
         let mut chunk = Chunk::empty();
         while chunk.len() < credits {
             if !feed.next_into(&mut line) {
@@ -269,7 +265,40 @@ pub fn sluicegate(
             chunk.push(&line);
         }
         Ok(Some(chunk))
-    };
+    }
+}
+
+/// The sink: resumes `tail` with `credits` until it is exhausted, checksumming the orders and
+/// measuring their latency when stamps are given. `seconds` is left for the caller.
+fn drain_orders(tail: &Stage, credits: u32, stamps: Option<&Stamps>) -> anyhow::Result<Outcome> {
+    let (mut checksum, mut orders, mut latencies_ns) = (Checksum::default(), 0, Vec::new());
+    while let Some(chunk) = tail.resume(credits)? {
+        for record in chunk.records() {
+            if let (Some(st), Some(order)) = (stamps, Order::decode(record)) {
+                latencies_ns.extend(st.latency(order.seq));
+            }
+            checksum.add(record);
+            orders += 1;
+        }
+    }
+    Ok(Outcome {
+        orders,
+        checksum: checksum.value(),
+        seconds: 0.0,
+        latencies_ns,
+    })
+}
+
+/// (c) sluicegate: a host-native feed, then the four example stages as components, each in
+/// its own sandbox; the sink grants `credits` per resume.
+pub fn sluicegate(
+    stages: &MarketStages,
+    records: u64,
+    credits: u32,
+    stamps: Option<&Stamps>,
+    fuel: Option<u64>,
+) -> anyhow::Result<Outcome> {
+    let source = feed_source(records, stamps);
     let limits = sluicegate::Limits {
         fuel_per_call: fuel,
         ..sluicegate::Limits::default()
@@ -296,26 +325,12 @@ pub fn sluicegate(
     for stage in chain {
         stage.prime()?;
     }
-    let (mut checksum, mut orders, mut latencies_ns) = (Checksum::default(), 0, Vec::new());
-    while let Some(chunk) = strategy.resume(credits)? {
-        for record in chunk.records() {
-            if let (Some(st), Some(order)) = (stamps, Order::decode(record)) {
-                latencies_ns.extend(st.latency(order.seq));
-            }
-            checksum.add(record);
-            orders += 1;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let mut outcome = drain_orders(&strategy, credits, stamps)?;
+    outcome.seconds = started.elapsed().as_secs_f64();
     for stage in chain {
         stage.close()?;
     }
-    Ok(Outcome {
-        orders,
-        checksum: checksum.value(),
-        seconds,
-        latencies_ns,
-    })
+    Ok(outcome)
 }
 
 /// (c') sluicegate in fused mode: the same four stages composed into one component, one
@@ -326,22 +341,7 @@ pub fn sluicegate_fused(
     credits: u32,
     stamps: Option<&Stamps>,
 ) -> anyhow::Result<Outcome> {
-    let source_stamps = stamps.map(Stamps::share);
-    let mut feed = feed(records);
-    let mut line = Vec::new();
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
-        let mut chunk = Chunk::empty();
-        while chunk.len() < credits {
-            if !feed.next_into(&mut line) {
-                return Ok((!chunk.is_empty() || credits == 0).then_some(chunk));
-            }
-            if let Some(st) = &source_stamps {
-                st.stamp(feed.emitted());
-            }
-            chunk.push(&line);
-        }
-        Ok(Some(chunk))
-    };
+    let source = feed_source(records, stamps);
     let stage = stages.fused.instantiate(
         "market",
         StageOptions::new()
@@ -351,33 +351,20 @@ pub fn sluicegate_fused(
     )?;
     let started = Instant::now();
     stage.prime()?;
-    let (mut checksum, mut orders, mut latencies_ns) = (Checksum::default(), 0, Vec::new());
-    while let Some(chunk) = stage.resume(credits)? {
-        for record in chunk.records() {
-            if let (Some(st), Some(order)) = (stamps, Order::decode(record)) {
-                latencies_ns.extend(st.latency(order.seq));
-            }
-            checksum.add(record);
-            orders += 1;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let mut outcome = drain_orders(&stage, credits, stamps)?;
+    outcome.seconds = started.elapsed().as_secs_f64();
     stage.close()?;
-    Ok(Outcome {
-        orders,
-        checksum: checksum.value(),
-        seconds,
-        latencies_ns,
-    })
+    Ok(outcome)
 }
 
 /// (d) CPython generators with `send(credits)`; `None` when python3 is not installed.
-pub fn cpython(records: u64, credits: u32) -> anyhow::Result<Option<Outcome>> {
+pub fn cpython(records: u64, credits: u32, latency: bool) -> anyhow::Result<Option<Outcome>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/market.py");
-    let output = match Command::new("python3")
-        .args([script, &records.to_string(), &credits.to_string()])
-        .output()
-    {
+    let mut args = vec![script.to_string(), records.to_string(), credits.to_string()];
+    if latency {
+        args.push("latency".into());
+    }
+    let output = match Command::new("python3").args(&args).output() {
         Ok(output) => output,
         Err(_) => return Ok(None),
     };
@@ -386,19 +373,27 @@ pub fn cpython(records: u64, credits: u32) -> anyhow::Result<Option<Outcome>> {
         "python3 market.py failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let field = |key: &str| -> anyhow::Result<String> {
-        let at = text
-            .find(&format!("\"{key}\": "))
-            .ok_or_else(|| anyhow::anyhow!("no {key} in {text}"))?;
-        let rest = &text[at + key.len() + 4..];
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Ok(rest[..end].trim().trim_matches('"').to_string())
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let field = |key: &str| {
+        report
+            .get(key)
+            .ok_or_else(|| anyhow::anyhow!("market.py printed no `{key}`: {report}"))
     };
+    let number = |key: &str| -> anyhow::Result<f64> {
+        field(key)?
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("market.py: `{key}` is not a number"))
+    };
+    let checksum = field("checksum")?
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("market.py: `checksum` is not a string"))?;
     Ok(Some(Outcome {
-        orders: field("orders")?.parse()?,
-        checksum: u64::from_str_radix(&field("checksum")?, 16)?,
-        seconds: field("seconds")?.parse()?,
-        latencies_ns: Vec::new(),
+        orders: number("orders")? as u64,
+        checksum: u64::from_str_radix(checksum, 16)?,
+        seconds: number("seconds")?,
+        latencies_ns: field("latencies_ns")?
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default(),
     }))
 }
