@@ -209,16 +209,12 @@ impl CheckReport {
 /// The rule an error breaks, given the scenario it happened in.
 fn attribute<'a>(error: &Error, scenario: &'a str) -> &'a str {
     match error.root_cause() {
-        Error::ProtocolViolation { rule, .. } => match rule {
-            Rule::BadFraming => "C1",
-            Rule::CreditsExceeded => "C2",
-            Rule::DataOnPriming => "P1",
-            Rule::DataWhilePaused => "S1",
-            Rule::PullWithoutDemand => "R3",
-            Rule::PullWhileClosing => "R4",
-            // X5 fires during instantiation: the component is unusable as a stage.
-            Rule::PullOutsideCall => "W1",
-        },
+        // X5 fires during instantiation: the component is unusable as a stage.
+        Error::ProtocolViolation {
+            rule: Rule::PullOutsideCall,
+            ..
+        } => "W1",
+        Error::ProtocolViolation { rule, .. } => rule.id(),
         Error::LimitExceeded { .. } => "K2",
         Error::Trap { .. } => "X1",
         _ => scenario,
