@@ -4,10 +4,18 @@ use std::process::Command;
 
 use sluicegate_test_artifacts as a;
 
+/// The compile cache the tests' runs share (not the user's).
+const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache");
+
 fn sluicegate(args: &[&str]) -> (bool, String, String) {
+    sluicegate_with_cache(args, CACHE)
+}
+
+fn sluicegate_with_cache(args: &[&str], cache: &str) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(args)
         .env("RUST_LOG", "off")
+        .env("SLUICEGATE_CACHE_DIR", cache)
         .output()
         .expect("run sluicegate");
     (
@@ -89,6 +97,47 @@ fn check_names_the_broken_rule_with_a_nonzero_exit_code() {
         stderr.contains("C2 credits failed: stage `credits_exceeded`: protocol violation C2"),
         "{stderr}"
     );
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk_unless_told_not_to() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.to_string_lossy().into_owned();
+    let files = || walk(&dir);
+    let (ok, stdout, _) = sluicegate_with_cache(&["--no-cache", "check", a::COUNTER], &cache);
+    assert!(ok, "{stdout}");
+    assert_eq!(files(), 0, "--no-cache writes nothing");
+    let (ok, stdout, _) = sluicegate_with_cache(&["check", a::COUNTER], &cache);
+    assert!(ok, "{stdout}");
+    let cached = files();
+    assert!(cached > 0, "the compiled component was written to {cache}");
+    // A second load of the same component is served from the cache: no new artifact is
+    // written, and the verdict is the same.
+    let (ok, again, _) = sluicegate_with_cache(&["check", a::COUNTER], &cache);
+    assert!(ok, "{again}");
+    assert_eq!(files(), cached);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Compiled artifacts below `dir`, recursively (0 if it does not exist): files without a dot
+/// in their name (wasmtime's cache worker also writes `.stats` and `.cleanup` files).
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        usize::from(!e.file_name().to_string_lossy().contains('.'))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[test]

@@ -22,6 +22,31 @@ const DEMO: &str = include_str!("../../../../examples/market.toml");
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Do not keep compiled components on disk. By default they are cached in
+    /// $SLUICEGATE_CACHE_DIR, else $XDG_CACHE_HOME/sluicegate/compiled, else
+    /// ~/.cache/sluicegate/compiled, so a stage loads without recompiling when it has not changed.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+/// An engine builder with the compile cache the command line asked for.
+fn engine_builder(no_cache: bool) -> sluicegate::EngineBuilder {
+    let builder = Engine::builder();
+    if no_cache {
+        return builder;
+    }
+    let dir = std::env::var_os("SLUICEGATE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("sluicegate/compiled"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluicegate/compiled"))
+        });
+    match dir {
+        Some(dir) => builder.compile_cache(dir),
+        None => builder,
+    }
 }
 
 #[derive(Subcommand)]
@@ -133,11 +158,12 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    let engine = engine_builder(cli.no_cache);
     let outcome = match cli.command {
-        Command::Run(args) => run_file(&args),
+        Command::Run(args) => run_file(&args, engine),
         Command::Swap(args) => swap(&args),
-        Command::Demo(options) => run_demo(&options),
-        Command::Check(args) => check(&args),
+        Command::Demo(options) => run_demo(&options, engine),
+        Command::Check(args) => check(&args, engine),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,7 +183,7 @@ fn init_tracing() {
         .init();
 }
 
-fn run_file(args: &RunArgs) -> anyhow::Result<()> {
+fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
     let path = &args.pipeline;
     let mut spec = sluicegate::PipelineSpec::from_file(path)?;
     args.options.apply(&mut spec);
@@ -167,7 +193,7 @@ fn run_file(args: &RunArgs) -> anyhow::Result<()> {
          cannot be combined with fused mode"
     );
     // Fuel metering costs throughput, so the engine meters only if a stage asks for it.
-    let engine = Engine::builder()
+    let engine = engine
         .fuel(spec.needs_fuel())
         .build()
         .context("starting the engine")?;
@@ -210,8 +236,8 @@ fn swap(args: &SwapArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_demo(options: &RunOptions) -> anyhow::Result<()> {
-    let engine = Engine::new().context("starting the engine")?;
+fn run_demo(options: &RunOptions, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
+    let engine = engine.build().context("starting the engine")?;
     let origin = Path::new("examples/market.toml");
     let mut spec = sluicegate::PipelineSpec::from_toml(DEMO, origin)?;
     spec.name = Some("market".into());
@@ -281,8 +307,8 @@ fn demo_outcome(report: &RunReport) -> String {
     )
 }
 
-fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let engine = Engine::new().context("starting the engine")?;
+fn check(args: &CheckArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
+    let engine = engine.build().context("starting the engine")?;
     let input = match &args.input {
         None => None,
         Some(file) => {
