@@ -124,3 +124,44 @@ fn one_stage_cannot_be_fused() {
         .expect_err("needs two");
     assert!(err.to_string().contains("at least two stages"), "{err}");
 }
+
+#[test]
+fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on() {
+    // counter -> poison-pill (traps on the record "7"): the trap happens inside the fused
+    // chain's resume, so the fused stage faults as one, named, with the guest's message.
+    let parts = vec![
+        ("counter".to_string(), bytes(a::COUNTER)),
+        ("poison".to_string(), bytes(a::POISON_PILL)),
+    ];
+    let component = engine().load_fused("chain", &parts).expect("fuses");
+    let stage = component
+        .instantiate(
+            "chain",
+            StageOptions::new()
+                .config("records", "20")
+                .config("poison", "7"),
+        )
+        .expect("instantiates");
+    stage.prime().expect("primes");
+    let err = drain(&stage, 4).expect_err("the poison record traps");
+    assert!(
+        matches!(&err, Error::Trap { stage, call: Call::Resume, .. } if stage == "chain"),
+        "{err}"
+    );
+    assert!(
+        matches!(stage.close(), Err(Error::Faulted { .. })),
+        "F2: faulted, no cleanup"
+    );
+    // The host is fine: a fresh instance of the same fused component runs clean input.
+    let clean = component
+        .instantiate(
+            "chain",
+            StageOptions::new()
+                .config("records", "20")
+                .config("poison", "none"),
+        )
+        .expect("instantiates");
+    clean.prime().expect("primes");
+    assert_eq!(drain(&clean, 4).expect("drains").len(), 20);
+    clean.close().expect("closes");
+}
