@@ -346,8 +346,9 @@ pub fn sluicegate_fused(
         "market",
         StageOptions::new()
             .upstream(source)
-            .config("symbols", "AAPL,MSFT,NVDA,AMZN,GOOG,META,TSLA,JPM")
-            .config("window", "32"),
+            // Inner stages: 0 decode, 1 filter, 2 VWAP; the strategy (last) takes `config`.
+            .inner_config(1, "symbols", "AAPL,MSFT,NVDA,AMZN,GOOG,META,TSLA,JPM")
+            .inner_config(2, "window", "32"),
     )?;
     let started = Instant::now();
     stage.prime()?;

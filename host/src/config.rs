@@ -47,9 +47,9 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub sink: SinkSpec,
     /// Fused mode: compose every stage into one component (`docs/benchmarks.md` has what it
-    /// buys; `host/src/fuse.rs` what the host stops checking between the stages). The stages
-    /// share one configuration (a key set differently by two stages is refused) and run
-    /// under the last stage's limits; restart, bypass and dead letters are not available.
+    /// buys; `host/src/fuse.rs` what the host stops checking between the stages). Each stage
+    /// keeps its own configuration; they share one store and run under the last stage's
+    /// limits; restart, bypass and dead letters are not available.
     #[serde(default)]
     pub fused: bool,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::{StageWorld, StageWorldPre};
+use crate::bindings::{Level, StageWorld, StageWorldPre};
 use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, EPOCH_TICK,
@@ -152,6 +152,7 @@ impl EngineBuilder {
             |ctx| ctx,
         )
         .map_err(|e| host_error("-", e))?;
+        add_inner_hosts(&mut linker).map_err(|e| host_error("-", e))?;
         let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if self.epochs {
             start_ticker(&inner, EPOCH_TICK, ticks.clone());
@@ -166,6 +167,29 @@ impl EngineBuilder {
             max_component_bytes: self.max_component_bytes,
         })
     }
+}
+
+/// Fused mode: the host services of each inner stage of a fused chain (`fused-<letter>-host`):
+/// its own configuration and its own name in the log ([`crate::fuse`]).
+fn add_inner_hosts(linker: &mut Linker<StageCtx>) -> wasmtime::Result<()> {
+    for index in 0..crate::fuse::MAX_FUSED {
+        let mut host = linker.instance(&crate::fuse::inner_host_import(index))?;
+        host.func_wrap(
+            "log",
+            move |store: wasmtime::StoreContextMut<'_, StageCtx>,
+                  (level, message, fields): (Level, String, Vec<(String, String)>)| {
+                store.data().inner_log(index, level, &message, &fields);
+                Ok(())
+            },
+        )?;
+        host.func_wrap(
+            "config",
+            move |store: wasmtime::StoreContextMut<'_, StageCtx>, (): ()| {
+                Ok((store.data().inner_config(index),))
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch every `tick` until the engine is dropped, and counts the ticks

@@ -10,12 +10,15 @@
 //! first, so that the host can prime and close each inner stage itself, upstream-first
 //! ([`crate::stage`] does).
 //!
+//! Each inner stage also imports host services of its own (`fused-<letter>-host`), so it reads
+//! its own configuration and logs under its own name (`fused/inner`).
+//!
 //! What fusing gives up, by design: the host no longer sees the hops inside. Chunks between
 //! fused stages are not checked (C1, C2), not counted per stage, and the stages share one
-//! store: one CPU budget per call, one configuration (merged, conflicting keys refused), one
-//! log name, one fault. Fuse stages you trust together; keep untrusted ones isolated.
+//! store: one CPU budget per call, one fault for all. Fuse stages you trust together; keep
+//! untrusted ones isolated.
 
-use wac_graph::types::Package;
+use wac_graph::types::{ItemKind, Package};
 use wac_graph::{CompositionGraph, EncodeOptions, NodeId};
 
 use crate::error::{Error, Result};
@@ -23,6 +26,10 @@ use crate::error::{Error, Result};
 /// The interface a stage exports, and the one it imports from upstream.
 const GENERATOR: &str = "sluicegate:stage/generator@0.1.0";
 const UPSTREAM: &str = "sluicegate:stage/upstream@0.1.0";
+const HOST: &str = "sluicegate:stage/host@0.1.0";
+
+/// Most stages a chain can fuse (one letter each in the inner export names).
+pub(crate) const MAX_FUSED: usize = 26;
 
 /// Prefix of the exports through which the host reaches the inner stages.
 pub(crate) const INNER_PREFIX: &str = "fused-";
@@ -49,9 +56,9 @@ pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8
     if stages.len() < 2 {
         return Err(fail("fusing needs at least two stages".into()));
     }
-    if stages.len() > 26 {
+    if stages.len() > MAX_FUSED {
         return Err(fail(format!(
-            "{} stages; at most 26 can be fused",
+            "{} stages; at most {MAX_FUSED} can be fused",
             stages.len()
         )));
     }
@@ -73,7 +80,25 @@ pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8
         )
         .map_err(|e| at(&e))?;
         let package = graph.register_package(package).map_err(|e| at(&e))?;
+        let world = graph[package].ty();
+        let host = graph.types()[world].imports.get(HOST).copied();
         let instance = graph.instantiate(package);
+        // An inner stage gets host services of its own (`fused-<letter>-host`: its own
+        // configuration, its own name in the log); the last stage keeps the fused stage's.
+        if let Some(ItemKind::Instance(iface)) = host.filter(|_| i + 1 < stages.len()) {
+            // The same exports as an anonymous instance type: an interface-typed import under
+            // another name would be encoded with `(implements ...)`, which wasmtime 48 does
+            // not read.
+            let mut anonymous = graph.types()[iface].clone();
+            anonymous.id = None;
+            let kind = ItemKind::Instance(graph.types_mut().add_interface(anonymous));
+            let import = graph
+                .import(inner_host_import(i), kind)
+                .map_err(|e| at(&e))?;
+            graph
+                .set_instantiation_argument(instance, HOST, import)
+                .map_err(|e| at(&e))?;
+        }
         if let Some(generator) = previous {
             let bridge = graph.instantiate(adapter);
             graph
@@ -124,6 +149,11 @@ fn inner_export(index: usize, name: &str) -> String {
     format!("{INNER_PREFIX}{}-{name}", letter(index))
 }
 
+/// The import through which inner stage `index` reaches its own host services.
+pub(crate) fn inner_host_import(index: usize) -> String {
+    format!("{INNER_PREFIX}{}-host", letter(index))
+}
+
 fn letter(index: usize) -> char {
     char::from(b'a' + u8::try_from(index % 26).unwrap_or(0))
 }
@@ -135,33 +165,6 @@ pub(crate) fn inner_name(export: &str) -> Option<(char, &str)> {
     let order = chars.next()?;
     let name = chars.as_str().strip_prefix('-')?;
     Some((order, name))
-}
-
-/// Merges the stages' configurations for the fused stage (they share one `host.config`).
-/// A key set by two stages to different values is refused.
-pub(crate) fn merge_config(
-    name: &str,
-    configs: &[(String, Vec<(String, String)>)],
-) -> Result<Vec<(String, String)>> {
-    let mut merged: Vec<(String, String, &str)> = Vec::new();
-    for (stage, config) in configs {
-        for (key, value) in config {
-            match merged.iter().find(|(k, ..)| k == key) {
-                Some((_, v, _)) if v == value => {}
-                Some((_, v, other)) => {
-                    return Err(Error::Load {
-                        stage: name.to_string(),
-                        reason: format!(
-                            "cannot fuse: stages `{other}` and `{stage}` both set `{key}` \
-                             ({v:?} and {value:?}); fused stages share one configuration"
-                        ),
-                    });
-                }
-                None => merged.push((key.clone(), value.clone(), stage)),
-            }
-        }
-    }
-    Ok(merged.into_iter().map(|(k, v, _)| (k, v)).collect())
 }
 
 #[cfg(test)]
@@ -178,27 +181,5 @@ mod tests {
             Some(('b', "symbol-filter"))
         );
         assert_eq!(inner_name("sluicegate:stage/generator@0.1.0"), None);
-    }
-
-    #[test]
-    fn conflicting_configuration_is_refused_and_equal_keys_merge() {
-        let configs = vec![
-            ("a".to_string(), vec![("window".into(), "32".into())]),
-            (
-                "b".to_string(),
-                vec![("window".into(), "32".into()), ("x".into(), "1".into())],
-            ),
-        ];
-        let merged = merge_config("f", &configs).expect("merges");
-        assert_eq!(merged.len(), 2);
-        let configs = vec![
-            ("a".to_string(), vec![("window".into(), "32".into())]),
-            ("b".to_string(), vec![("window".into(), "16".into())]),
-        ];
-        let err = merge_config("f", &configs).expect_err("conflict");
-        assert!(
-            err.to_string().contains("`a` and `b` both set `window`"),
-            "{err}"
-        );
     }
 }

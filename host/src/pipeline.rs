@@ -66,16 +66,26 @@ impl Pipeline {
             None => spec.stages.clone(),
         };
         let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
+        let config_of = |stage_spec: &StageSpec| {
+            stage_config(stage_spec).map_err(|message| Error::Config {
+                file: origin.display().to_string(),
+                message: format!("stage `{}`: {message}", stage_spec.name),
+            })
+        };
         for stage_spec in &specs {
-            let (component, config) = match &fused {
-                Some((component, _)) => (component.clone(), fused_config(spec, origin)?),
+            // Fused: the last stage's configuration is the fused stage's; each inner stage
+            // gets its own through `inner_config`.
+            let (component, config, inner) = match &fused {
+                Some((component, _)) => {
+                    let inner = spec.stages[..spec.stages.len().saturating_sub(1)]
+                        .iter()
+                        .map(config_of)
+                        .collect::<Result<Vec<_>>>()?;
+                    (component.clone(), config_of(stage_spec)?, inner)
+                }
                 None => {
                     let component = load(engine, &stage_spec.name, &stage_spec.component, &base)?;
-                    let config = stage_config(stage_spec).map_err(|message| Error::Config {
-                        file: origin.display().to_string(),
-                        message: format!("stage `{}`: {message}", stage_spec.name),
-                    })?;
-                    (component, config)
+                    (component, config_of(stage_spec)?, Vec::new())
                 }
             };
             let mut options = StageOptions::new()
@@ -94,6 +104,11 @@ impl Pipeline {
             }
             for (key, value) in config {
                 options = options.config(key, value);
+            }
+            for (index, config) in inner.into_iter().enumerate() {
+                for (key, value) in config {
+                    options = options.inner_config(index, key, value);
+                }
             }
             options = match (stages.last(), source.take()) {
                 (Some(previous), _) => options.upstream(previous.clone()),
@@ -374,23 +389,6 @@ fn fuse_stages(
     })?;
     fused.name = name;
     Ok((component, fused))
-}
-
-/// The merged configuration of a fused pipeline's stages.
-fn fused_config(spec: &PipelineSpec, origin: &Path) -> Result<Vec<(String, String)>> {
-    let configs = spec
-        .stages
-        .iter()
-        .map(|s| {
-            stage_config(s)
-                .map(|config| (s.name.clone(), config))
-                .map_err(|message| Error::Config {
-                    file: origin.display().to_string(),
-                    message: format!("stage `{}`: {message}", s.name),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    crate::fuse::merge_config("fused", &configs)
 }
 
 /// Reads a running pipeline's counters from any thread.

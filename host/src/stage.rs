@@ -54,6 +54,8 @@ pub enum StageState {
 pub struct StageOptions {
     upstream: Option<Box<dyn Upstream>>,
     config: Vec<(String, String)>,
+    /// Fused mode: the configuration of each inner stage, most upstream first.
+    inner_configs: Vec<Vec<(String, String)>>,
     limits: Limits,
     capabilities: Capabilities,
     policy: FaultPolicy,
@@ -98,8 +100,26 @@ impl StageOptions {
     }
 
     /// Adds one configuration entry, returned to the guest by `host.config` in this order.
+    /// For a fused stage ([`crate::Engine::load_fused`]) this is the last stage's
+    /// configuration; see [`StageOptions::inner_config`] for the others.
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.push((key.into(), value.into()));
+        self
+    }
+
+    /// Fused mode: adds a configuration entry for inner stage `index` of a fused chain (0 is
+    /// the most upstream; the last stage takes [`StageOptions::config`]). Each inner stage
+    /// reads only its own configuration.
+    pub fn inner_config(
+        mut self,
+        index: usize,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        if self.inner_configs.len() <= index {
+            self.inner_configs.resize_with(index + 1, Vec::new);
+        }
+        self.inner_configs[index].push((key.into(), value.into()));
         self
     }
 }
@@ -141,6 +161,7 @@ struct Inner {
 struct Recipe {
     engine: Engine,
     config: Vec<(String, String)>,
+    inner_configs: Vec<Vec<(String, String)>>,
     limits: Limits,
     capabilities: Capabilities,
     fuel: Option<u64>,
@@ -170,6 +191,16 @@ impl Recipe {
             self.engine.instance_counter(),
         );
         let mut store = Store::new(self.engine.wasmtime(), ctx);
+        store.data_mut().set_inner(
+            inner_exports
+                .iter()
+                .enumerate()
+                .map(|(i, (_, inner))| {
+                    let config = self.inner_configs.get(i).cloned().unwrap_or_default();
+                    (format!("{name}/{inner}"), config)
+                })
+                .collect(),
+        );
         store.data_mut().set_upstream_done(upstream_done);
         if self.keep_inputs {
             store.data_mut().keep_inputs();
@@ -500,6 +531,7 @@ impl Stage {
         let recipe = Recipe {
             engine: engine.clone(),
             config: options.config,
+            inner_configs: options.inner_configs,
             limits,
             capabilities: options.capabilities,
             fuel,

@@ -1,6 +1,7 @@
 //! Fused mode (`host/src/fuse.rs`): stages composed into one component. The records and the
 //! checksum are the isolated pipeline's; every inner stage is primed and closed once,
-//! upstream-first; errors inside name the inner stage; what cannot be fused is refused.
+//! upstream-first, reads its own configuration and logs under its own name; errors inside name
+//! the inner stage; what cannot be fused is refused.
 
 use std::path::Path;
 
@@ -50,7 +51,7 @@ fn a_fused_market_pipeline_gives_the_isolated_checksum() {
 }
 
 #[test]
-fn every_inner_stage_is_primed_and_closed_once() {
+fn every_inner_stage_is_primed_and_closed_once_upstream_first() {
     // counter -> passthrough -> passthrough: each logs `cleanup ran` at close.
     let parts = vec![
         ("counter".to_string(), bytes(a::COUNTER)),
@@ -58,8 +59,15 @@ fn every_inner_stage_is_primed_and_closed_once() {
         ("second".to_string(), bytes(a::PASSTHROUGH)),
     ];
     let component = engine().load_fused("chain", &parts).expect("fuses");
+    // The counter (inner stage 0) reads its own configuration: 25 records, not the 99 given
+    // to the last stage under the same key.
     let stage = component
-        .instantiate("chain", StageOptions::new().config("records", "25"))
+        .instantiate(
+            "chain",
+            StageOptions::new()
+                .config("records", "99")
+                .inner_config(0, "records", "25"),
+        )
         .expect("instantiates");
     let (records, logs) = capture_logs(|| {
         stage.prime().expect("primes");
@@ -75,9 +83,9 @@ fn every_inner_stage_is_primed_and_closed_once() {
         .map(|(stage, _)| stage.as_str())
         .collect();
     assert_eq!(
-        cleanups.len(),
-        3,
-        "one cleanup per inner stage and the outer: {logs:?}"
+        cleanups,
+        ["chain/counter", "chain/first", "chain"],
+        "one cleanup per stage, upstream-first, each under its own name"
     );
     assert_eq!(stage.stats().closes_entered, 1);
 }
@@ -101,13 +109,24 @@ fn a_trap_in_an_inner_close_names_the_inner_stage() {
 }
 
 #[test]
-fn conflicting_configuration_and_supervision_are_refused_when_fused() {
-    let conflicting = market(true, 100).replace("universe = 64", "window = 16");
-    let err = run(&conflicting).expect_err("conflict");
-    assert!(
-        err.to_string().contains("both set `window`"),
-        "the error names the key: {err}"
+fn each_fused_stage_reads_its_own_configuration_in_a_pipeline_file() {
+    // The tick source is given `window = 16` too: in an isolated pipeline it ignores it, and
+    // in a fused one the VWAP stage must still see only its own `window = 32`.
+    let toml = |fused| market(fused, 20_000).replace("universe = 64", "universe = 64, window = 16");
+    let isolated = run(&toml(false)).expect("isolated builds");
+    let fused = run(&toml(true)).expect("fused builds");
+    assert_eq!(fused.status, RunStatus::Ok, "{fused}");
+    assert_eq!(fused.sink.checksum, isolated.sink.checksum);
+    let window_16 =
+        run(&market(false, 20_000).replace("window = 32", "window = 16")).expect("builds");
+    assert_ne!(
+        window_16.sink.checksum, isolated.sink.checksum,
+        "the VWAP window changes the orders, so the check above can fail"
     );
+}
+
+#[test]
+fn supervision_is_refused_when_fused() {
     let restart = market(true, 100).replace(
         "[[stage]]\nname = \"decode\"",
         "[[stage]]\non_fault = \"restart\"\nname = \"decode\"",
@@ -138,7 +157,7 @@ fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on()
         .instantiate(
             "chain",
             StageOptions::new()
-                .config("records", "20")
+                .inner_config(0, "records", "20")
                 .config("poison", "7"),
         )
         .expect("instantiates");
@@ -157,7 +176,7 @@ fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on()
         .instantiate(
             "chain",
             StageOptions::new()
-                .config("records", "20")
+                .inner_config(0, "records", "20")
                 .config("poison", "none"),
         )
         .expect("instantiates");

@@ -2,8 +2,7 @@
 //! exactly as many records as it is granted credits, and pulls nothing.
 //!
 //! Config: `seed` (42), `universe` (64: how many symbols trade), `records` (100000),
-//! `max_burst` (64), `garble_every` (0: never). (Not `symbols`, which the filter downstream
-//! uses: stages fused into one component share one configuration.)
+//! `max_burst` (64), `garble_every` (0: never).
 
 use market_data::{Feed, FeedConfig};
 use sluicegate_guest::{Batch, Config, Flow, Stage, Upstream};

@@ -51,6 +51,9 @@ pub(crate) struct StageCtx {
     /// Copies of the chunks pulled during the current call, kept when supervision needs them.
     inputs: Option<Vec<Chunk>>,
     config: Vec<(String, String)>,
+    /// Fused mode: each inner stage's name (`fused/inner`) and configuration, served through
+    /// its own `fused-<letter>-host` import.
+    inner: Vec<(String, Vec<(String, String)>)>,
     stderr: LogPipe,
     pub(crate) budget: Budget,
     _alive: AliveGuard,
@@ -103,6 +106,7 @@ impl StageCtx {
             upstream_done: false,
             inputs: None,
             config,
+            inner: Vec::new(),
             stderr,
             budget,
             _alive: AliveGuard::new(alive),
@@ -146,6 +150,31 @@ impl StageCtx {
             upstream_done: self.upstream_done,
             inputs: self.inputs.unwrap_or_default(),
         }
+    }
+
+    /// Fused mode: the inner stages' names and configurations, most upstream first.
+    pub(crate) fn set_inner(&mut self, inner: Vec<(String, Vec<(String, String)>)>) {
+        self.inner = inner;
+    }
+
+    /// `host.log` of inner stage `index` of a fused chain, under that stage's name.
+    pub(crate) fn inner_log(
+        &self,
+        index: usize,
+        level: Level,
+        message: &str,
+        fields: &[(String, String)],
+    ) {
+        let name = self.inner.get(index).map_or(&*self.name, |(name, _)| name);
+        guest_log::emit(name, level, message, fields);
+    }
+
+    /// `host.config` of inner stage `index` of a fused chain.
+    pub(crate) fn inner_config(&self, index: usize) -> Vec<(String, String)> {
+        self.inner
+            .get(index)
+            .map(|(_, config)| config.clone())
+            .unwrap_or_default()
     }
 
     /// Marks the start of a call into the guest.
