@@ -9,10 +9,26 @@ use sluicegate::{Engine, StageComponent};
 pub use sluicegate_test_artifacts as artifacts;
 pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
 
-/// The engine shared by every test in the process.
+/// The engine shared by every test in the process. It keeps compiled components on disk
+/// (`<target>/sluicegate-compile-cache`), so the Python and JavaScript stages, which take
+/// seconds to compile, are compiled once per change rather than once per test run. Tests of
+/// compilation itself (limits, timeouts) build engines of their own, without a cache.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().expect("engine starts"))
+    ENGINE.get_or_init(|| {
+        let builder = Engine::builder();
+        // <target>/sluicegate-guests/lang/<stage>.wasm -> <target>
+        let target = std::path::Path::new(artifacts::PY_SYMBOL_FILTER)
+            .ancestors()
+            .nth(3)
+            .map(|target| target.join("sluicegate-compile-cache"));
+        match target {
+            Some(dir) => builder.compile_cache(dir),
+            None => builder,
+        }
+        .build()
+        .expect("engine starts")
+    })
 }
 
 /// Loads (and compiles once per process) the component at `path`.
