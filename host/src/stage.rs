@@ -257,6 +257,7 @@ struct Live {
 }
 
 /// The generator of a stage fused ahead of the outer one ([`crate::fuse`]).
+#[derive(Clone, Copy)]
 struct InnerStage {
     resume: TypedFunc<(u32,), (Option<Vec<u8>>,)>,
     close: TypedFunc<(), ()>,
@@ -332,7 +333,7 @@ impl Live {
         counters: &Counters,
     ) -> Result<Answer> {
         if matches!(call, Call::Prime) && !self.fused.is_empty() {
-            self.prime_fused()?;
+            self.enter_fused(Call::Prime)?;
         }
         counters.entered_resume(credits);
         // One clock read serves the CPU budget and the latency histogram.
@@ -380,45 +381,32 @@ impl Live {
         Ok((chunk, upstream_fault))
     }
 
-    /// Fused mode: primes the inner stages, upstream-first, before the outer one (P1 for
-    /// each: `resume(0)` must answer no records).
-    fn prime_fused(&mut self) -> Result<()> {
+    /// Fused mode: enters every inner stage, upstream-first, with `call` (the priming
+    /// `resume(0)` or `close`), under the outer stage's boundary checks: an answer to priming
+    /// goes through the same chunk check (P1, C1), a pull while closing is R4, and traps and
+    /// limits are named after the inner stage (`fused/inner`).
+    fn enter_fused(&mut self, call: Call) -> Result<()> {
+        let serving = match call {
+            Call::Close => Serving::Close,
+            _ => Serving::Resume(0),
+        };
         for i in 0..self.fused.len() {
-            let (name, inner) = (self.fused[i].0.clone(), self.fused[i].1.resume);
-            self.store
-                .data_mut()
-                .begin(Serving::Resume(0), Instant::now());
+            let name = self.fused[i].0.clone();
+            let InnerStage { resume, close } = self.fused[i].1;
+            self.store.data_mut().begin(serving, Instant::now());
             self.arm();
-            let answer = inner.call(&mut self.store, (0,));
+            let answer = match call {
+                Call::Close => close.call(&mut self.store, ()).map(|()| None),
+                _ => resume.call(&mut self.store, (0,)).map(|(answer,)| answer),
+            };
             let report = self.store.data_mut().end();
-            match (answer, report.violation) {
+            let answer = match (answer, report.violation) {
                 (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
-                (Err(e), None) => return Err(fault_of(&name, Call::Prime, &e, &self.store)),
-                (Ok((Some(bytes),)), None) if !bytes.is_empty() => {
-                    return Err(violation(
-                        &name,
-                        Rule::DataOnPriming,
-                        format!("a fused stage answered {} bytes to resume(0)", bytes.len()),
-                    ));
-                }
-                (Ok(_), None) => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Fused mode: closes the inner stages, upstream-first (R4 holds for each).
-    fn close_fused(&mut self) -> Result<()> {
-        for i in 0..self.fused.len() {
-            let (name, inner) = (self.fused[i].0.clone(), self.fused[i].1.close);
-            self.store.data_mut().begin(Serving::Close, Instant::now());
-            self.arm();
-            let done = inner.call(&mut self.store, ());
-            let report = self.store.data_mut().end();
-            match (done, report.violation) {
-                (_, Some((rule, detail))) => return Err(violation(&name, rule, detail)),
-                (Err(e), None) => return Err(fault_of(&name, Call::Close, &e, &self.store)),
-                (Ok(()), None) => {}
+                (Err(e), None) => return Err(fault_of(&name, call, &e, &self.store)),
+                (Ok(answer), None) => answer,
+            };
+            if let Some(bytes) = answer {
+                count_records(&bytes, 0).map_err(|e| chunk_violation(&name, call, 0, e))?;
             }
         }
         Ok(())
@@ -427,7 +415,7 @@ impl Live {
     /// Calls `close()` (the stage's cleanup); an `Err` is a fault (R4, a trap, a limit).
     fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
         if !self.fused.is_empty() {
-            self.close_fused()?;
+            self.enter_fused(Call::Close)?;
         }
         counters.entered_close();
         self.store.data_mut().begin(Serving::Close, Instant::now());

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use sluicegate::{Call, Error, Pipeline, PipelineSpec, RunStatus, StageOptions};
+use sluicegate::{Call, Error, Pipeline, PipelineSpec, Rule, RunStatus, StageOptions};
 use sluicegate_tests::{artifacts as a, capture_logs, drain, engine};
 
 fn bytes(path: &str) -> Vec<u8> {
@@ -183,4 +183,36 @@ fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on()
     clean.prime().expect("primes");
     assert_eq!(drain(&clean, 4).expect("drains").len(), 20);
     clean.close().expect("closes");
+}
+
+#[test]
+fn inner_stages_keep_p1_at_priming_and_r4_at_close() {
+    // P1: an inner stage answering records to priming faults the fused stage, named inside.
+    let parts = vec![
+        ("eager".to_string(), bytes(a::DATA_ON_PRIMING)),
+        ("after".to_string(), bytes(a::PASSTHROUGH)),
+    ];
+    let stage = engine()
+        .load_fused("pair", &parts)
+        .expect("fuses")
+        .instantiate("pair", StageOptions::new())
+        .expect("instantiates");
+    let err = stage.prime().expect_err("P1");
+    assert_eq!(err.rule(), Some(Rule::DataOnPriming), "{err}");
+    assert_eq!(err.stage(), "pair/eager");
+
+    // R4: an inner stage pulling while closing is refused and named, after its cleanup.
+    let parts = vec![
+        ("greedy".to_string(), bytes(a::PULL_WHILE_CLOSING)),
+        ("after".to_string(), bytes(a::PASSTHROUGH)),
+    ];
+    let stage = engine()
+        .load_fused("pair", &parts)
+        .expect("fuses")
+        .instantiate("pair", StageOptions::new())
+        .expect("instantiates");
+    stage.prime().expect("primes");
+    let err = stage.close().expect_err("R4");
+    assert_eq!(err.rule(), Some(Rule::PullWhileClosing), "{err}");
+    assert_eq!(err.stage(), "pair/greedy");
 }
