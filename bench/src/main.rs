@@ -235,7 +235,7 @@ fn main() -> anyhow::Result<()> {
         if args.quick { 3 } else { 20 },
     )?;
     report.languages = rows;
-    report.languages_skipped = skipped.0;
+    report.languages_skipped = skipped;
 
     println!("{}", report.table());
     if !args.quick {

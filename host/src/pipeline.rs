@@ -61,9 +61,9 @@ impl Pipeline {
         } else {
             None
         };
-        let specs: Vec<StageSpec> = match &fused {
-            Some((_, spec)) => vec![spec.clone()],
-            None => spec.stages.clone(),
+        let specs: Vec<&StageSpec> = match &fused {
+            Some((_, spec)) => vec![spec],
+            None => spec.stages.iter().collect(),
         };
         let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
         let config_of = |stage_spec: &StageSpec| {
@@ -72,7 +72,7 @@ impl Pipeline {
                 message: format!("stage `{}`: {message}", stage_spec.name),
             })
         };
-        for stage_spec in &specs {
+        for &stage_spec in &specs {
             // Fused: the last stage's configuration is the fused stage's; each inner stage
             // gets its own through `inner_config`.
             let (component, config, inner) = match &fused {
