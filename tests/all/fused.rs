@@ -5,11 +5,22 @@
 
 use std::path::Path;
 
-use sluicegate::{Call, Error, Pipeline, PipelineSpec, Rule, RunStatus, StageOptions};
+use sluicegate::{
+    Call, Error, Pipeline, PipelineSpec, Rule, RunStatus, StageComponent, StageOptions,
+};
 use sluicegate_tests::{artifacts as a, capture_logs, drain, engine};
 
 fn bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Fuses the components at `parts` (name, path), most upstream first, into a stage named `name`.
+fn fuse(name: &str, parts: &[(&str, &str)]) -> StageComponent {
+    let parts: Vec<(String, Vec<u8>)> = parts
+        .iter()
+        .map(|(stage, path)| (stage.to_string(), bytes(path)))
+        .collect();
+    engine().load_fused(name, &parts).expect("fuses")
 }
 
 fn market(fused: bool, records: u64) -> String {
@@ -53,12 +64,12 @@ fn a_fused_market_pipeline_gives_the_isolated_checksum() {
 #[test]
 fn every_inner_stage_is_primed_and_closed_once_upstream_first() {
     // counter -> passthrough -> passthrough: each logs `cleanup ran` at close.
-    let parts = vec![
-        ("counter".to_string(), bytes(a::COUNTER)),
-        ("first".to_string(), bytes(a::PASSTHROUGH)),
-        ("second".to_string(), bytes(a::PASSTHROUGH)),
+    let parts = [
+        ("counter", a::COUNTER),
+        ("first", a::PASSTHROUGH),
+        ("second", a::PASSTHROUGH),
     ];
-    let component = engine().load_fused("chain", &parts).expect("fuses");
+    let component = fuse("chain", &parts);
     // The counter (inner stage 0) reads its own configuration: 25 records, not the 99 given
     // to the last stage under the same key.
     let stage = component
@@ -92,11 +103,8 @@ fn every_inner_stage_is_primed_and_closed_once_upstream_first() {
 
 #[test]
 fn a_trap_in_an_inner_close_names_the_inner_stage() {
-    let parts = vec![
-        ("trapper".to_string(), bytes(a::TRAP_IN_CLOSE)),
-        ("after".to_string(), bytes(a::PASSTHROUGH)),
-    ];
-    let component = engine().load_fused("pair", &parts).expect("fuses");
+    let parts = [("trapper", a::TRAP_IN_CLOSE), ("after", a::PASSTHROUGH)];
+    let component = fuse("pair", &parts);
     let stage = component
         .instantiate("pair", StageOptions::new())
         .expect("instantiates");
@@ -148,11 +156,8 @@ fn one_stage_cannot_be_fused() {
 fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on() {
     // counter -> poison-pill (traps on the record "7"): the trap happens inside the fused
     // chain's resume, so the fused stage faults as one, named, with the guest's message.
-    let parts = vec![
-        ("counter".to_string(), bytes(a::COUNTER)),
-        ("poison".to_string(), bytes(a::POISON_PILL)),
-    ];
-    let component = engine().load_fused("chain", &parts).expect("fuses");
+    let parts = [("counter", a::COUNTER), ("poison", a::POISON_PILL)];
+    let component = fuse("chain", &parts);
     let stage = component
         .instantiate(
             "chain",
@@ -188,13 +193,8 @@ fn a_fault_inside_a_fused_chain_faults_the_fused_stage_and_the_host_carries_on()
 #[test]
 fn inner_stages_keep_p1_at_priming_and_r4_at_close() {
     // P1: an inner stage answering records to priming faults the fused stage, named inside.
-    let parts = vec![
-        ("eager".to_string(), bytes(a::DATA_ON_PRIMING)),
-        ("after".to_string(), bytes(a::PASSTHROUGH)),
-    ];
-    let stage = engine()
-        .load_fused("pair", &parts)
-        .expect("fuses")
+    let parts = [("eager", a::DATA_ON_PRIMING), ("after", a::PASSTHROUGH)];
+    let stage = fuse("pair", &parts)
         .instantiate("pair", StageOptions::new())
         .expect("instantiates");
     let err = stage.prime().expect_err("P1");
@@ -202,13 +202,8 @@ fn inner_stages_keep_p1_at_priming_and_r4_at_close() {
     assert_eq!(err.stage(), "pair/eager");
 
     // R4: an inner stage pulling while closing is refused and named, after its cleanup.
-    let parts = vec![
-        ("greedy".to_string(), bytes(a::PULL_WHILE_CLOSING)),
-        ("after".to_string(), bytes(a::PASSTHROUGH)),
-    ];
-    let stage = engine()
-        .load_fused("pair", &parts)
-        .expect("fuses")
+    let parts = [("greedy", a::PULL_WHILE_CLOSING), ("after", a::PASSTHROUGH)];
+    let stage = fuse("pair", &parts)
         .instantiate("pair", StageOptions::new())
         .expect("instantiates");
     stage.prime().expect("primes");
