@@ -187,16 +187,24 @@ impl Budget {
     /// An epoch tick reached the deadline: trap if the stage's own time is over budget, else
     /// extend the deadline by what remains. The first tick of a call only takes the CPU
     /// baseline; from then on the stage is charged the thread's CPU time, so a stage that is
-    /// merely descheduled on a busy host is not faulted. Time before the first tick (at most
-    /// one tick) is charged in full, and upstream time is never charged.
+    /// merely descheduled on a busy host is not faulted. Time before the first tick is charged
+    /// as wall time, at most one tick of it (the deadline is one tick ahead, so a stage that
+    /// was running the whole time cannot have used more; a longer wait means the thread was
+    /// descheduled), and upstream time is never charged.
     pub(crate) fn on_deadline(&mut self) -> UpdateDeadline {
-        let cpu = cpu_clock();
+        self.on_deadline_at(cpu_clock())
+    }
+
+    /// [`Budget::on_deadline`] with the thread's CPU clock read as `cpu`.
+    fn on_deadline_at(&mut self, cpu: Duration) -> UpdateDeadline {
         let (base_cpu, base_upstream, before_base) =
             *self
                 .cpu_base
                 .get_or_insert((cpu, self.upstream_ticks, self.call_started.elapsed()));
         let upstream_since = Self::upstream_time(self.upstream_ticks.saturating_sub(base_upstream));
-        let own = before_base.saturating_sub(Self::upstream_time(base_upstream))
+        let own = before_base
+            .saturating_sub(Self::upstream_time(base_upstream))
+            .min(EPOCH_TICK)
             + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
         match self.limits.cpu_per_call.checked_sub(own) {
             Some(left) if !left.is_zero() => {
@@ -261,5 +269,66 @@ impl ResourceLimiter for Budget {
 
     fn memories(&self) -> usize {
         self.store_limits.memories()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(cpu_per_call: Duration) -> Budget {
+        let limits = Limits {
+            cpu_per_call,
+            ..Limits::default()
+        };
+        Budget::new(limits, Arc::new(AtomicU64::new(0)), 1)
+    }
+
+    #[test]
+    fn a_call_descheduled_before_its_first_tick_is_not_charged_the_wait() {
+        let mut budget = budget(Duration::from_millis(500));
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .unwrap_or_else(Instant::now);
+        budget.start_call(long_ago);
+        let cpu = Duration::from_secs(10);
+        assert!(matches!(
+            budget.on_deadline_at(cpu),
+            UpdateDeadline::Continue(_)
+        ));
+        // Its own CPU time after the baseline is charged: 600 ms is over the budget.
+        assert!(matches!(
+            budget.on_deadline_at(cpu + Duration::from_millis(600)),
+            UpdateDeadline::Interrupt
+        ));
+    }
+
+    #[test]
+    fn cpu_time_after_the_baseline_is_charged_and_extends_the_deadline_by_what_is_left() {
+        let mut budget = budget(Duration::from_millis(500));
+        budget.start_call(Instant::now());
+        let cpu = Duration::from_secs(10);
+        budget.on_deadline_at(cpu);
+        match budget.on_deadline_at(cpu + Duration::from_millis(400)) {
+            // At most 100 ms (plus the one tick charged before the baseline) remain.
+            UpdateDeadline::Continue(ticks) => {
+                assert!((1..=20).contains(&ticks), "{ticks} ticks left of 100 ms")
+            }
+            _ => panic!("400 ms of 500 is within the budget"),
+        }
+    }
+
+    #[test]
+    fn upstream_time_is_not_charged() {
+        let mut budget = budget(Duration::from_millis(500));
+        budget.start_call(Instant::now());
+        let cpu = Duration::from_secs(10);
+        budget.on_deadline_at(cpu);
+        // 600 ms of CPU on this thread, all of it while the upstream served a pull.
+        budget.upstream_ticks += (600 / EPOCH_TICK.as_millis()) as u64;
+        assert!(matches!(
+            budget.on_deadline_at(cpu + Duration::from_millis(600)),
+            UpdateDeadline::Continue(_)
+        ));
     }
 }
