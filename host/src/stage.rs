@@ -142,6 +142,10 @@ struct Shared {
     /// Set while a swap waits for or holds the lock, so that callers wait for the cut-over
     /// instead of being refused as re-entrant.
     swapping: AtomicBool,
+    /// Set while a call (resume, close) is in progress: a second call is refused (R1).
+    /// Observers (`state`, `recovered_faults`) may hold `inner` for a moment; only this flag,
+    /// never a busy lock, means "already running".
+    in_call: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -484,6 +488,32 @@ impl Live {
     }
 }
 
+/// A call in progress on a stage: its `Inner`, and the R1 flag, cleared when the call ends
+/// (also if the host panics, which poisons the lock instead).
+struct InCall<'a> {
+    inner: MutexGuard<'a, Inner>,
+    in_call: &'a AtomicBool,
+}
+
+impl Drop for InCall<'_> {
+    fn drop(&mut self) {
+        self.in_call.store(false, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for InCall<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for InCall<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
+
 enum Lifecycle {
     Created,
     Suspended,
@@ -532,6 +562,7 @@ impl Stage {
                 counters: Counters::default(),
                 recipe,
                 swapping: AtomicBool::new(false),
+                in_call: AtomicBool::new(false),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
                     live: Some(live),
@@ -551,6 +582,9 @@ impl Stage {
 
     /// Where the stage is in the protocol; [`StageState::Running`] while a call is in progress.
     pub fn state(&self) -> StageState {
+        if self.shared.in_call.load(Ordering::Acquire) {
+            return StageState::Running;
+        }
         match self.shared.inner.try_lock() {
             Ok(inner) => inner.state.public(),
             Err(TryLockError::WouldBlock) => StageState::Running,
@@ -641,24 +675,31 @@ impl Stage {
         inner.close(&self.shared.name, &self.shared.counters)
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+    /// Enters a call: refused with R1 if one is in progress (another thread's, or this
+    /// thread's own through a pull); waits for a swap's cut-over or an observer's glance.
+    fn lock(&self) -> Result<InCall<'_>> {
         // A swap is waiting for the chunk boundary: let it cut over first. (std's mutex is
         // not fair: without this the caller that just released the lock takes it straight
         // back, and a swap could wait for as long as the stream flows.)
         while self.shared.swapping.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
-        match self.shared.inner.try_lock() {
-            Ok(inner) => Ok(inner),
-            // A swap is cutting over: wait for it (microseconds) rather than refuse.
-            Err(TryLockError::WouldBlock) if self.shared.swapping.load(Ordering::Acquire) => {
-                self.shared.inner.lock().map_err(|_| self.poisoned())
-            }
-            Err(TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+        let in_call = &self.shared.in_call;
+        if in_call
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::AlreadyRunning {
                 stage: self.name().to_string(),
-            }),
+            });
+        }
+        match self.shared.inner.lock() {
+            Ok(inner) => Ok(InCall { inner, in_call }),
             // Only a panic inside the host can poison the lock; refuse rather than guess.
-            Err(TryLockError::Poisoned(_)) => Err(self.poisoned()),
+            Err(_) => {
+                in_call.store(false, Ordering::Release);
+                Err(self.poisoned())
+            }
         }
     }
 

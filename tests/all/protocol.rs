@@ -211,6 +211,36 @@ fn r1_a_running_stage_cannot_be_entered_again() {
     s.close().expect("close after the call finished");
 }
 
+/// R1 refuses a second *call*, not a glance: another thread reading the stage's state and
+/// counters as fast as it can (a progress display, `--watch`) never makes a call fail.
+#[test]
+fn r1_observers_never_make_a_call_refused() {
+    let s = counter(u32::MAX);
+    s.prime().expect("prime");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (observed, stop) = (s.clone(), done.clone());
+    let observer = std::thread::spawn(move || {
+        let mut glances = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = observed.state();
+            let _ = observed.stats();
+            let _ = observed.recovered_faults();
+            glances += 1;
+        }
+        glances
+    });
+    let mut records = 0;
+    for _ in 0..20_000 {
+        let chunk = s.resume(1).expect("no call is refused while only observed");
+        records += chunk.map_or(0, |c| c.len());
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let glances = observer.join().expect("observer");
+    assert!(glances > 0, "the observer ran");
+    assert_eq!(records, 20_000);
+    s.close().expect("close");
+}
+
 #[test]
 fn r2_pull_is_answered_by_resuming_upstream() {
     let source = counter(10);
