@@ -230,9 +230,9 @@ fn demo_runs_the_market_pipeline() {
 #[test]
 fn demo_fused_gives_the_same_orders_as_the_isolated_demo() {
     let (ok, isolated, stderr) = sluicegate(&["demo", "--records", "20000", "--json"]);
-    assert!(ok, "{stderr}");
+    assert!(ok, "{stderr}\n{isolated}");
     let (ok, fused, stderr) = sluicegate(&["demo", "--records", "20000", "--json", "--fused"]);
-    assert!(ok, "{stderr}");
+    assert!(ok, "{stderr}\n{fused}");
     let (isolated, fused) = (json(&isolated), json(&fused));
     assert_eq!(fused["sink"]["checksum"], isolated["sink"]["checksum"]);
     assert_eq!(fused["sink"]["records"], isolated["sink"]["records"]);
@@ -439,51 +439,95 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn ctrl_c_stops_a_run_cleanly_with_its_report() {
-    let dir = std::env::temp_dir().join(format!("sluicegate-sigint-{}", std::process::id()));
+/// Starts `sluicegate run --json` on `pipeline` (TOML) in the background and returns once its
+/// run has begun (the control socket appears just before it), with the scratch directory.
+fn start_long_run(name: &str, pipeline: &str) -> (std::process::Child, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluicegate-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let pipeline = dir.join("long.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n",
-            a::COUNTER
-        ),
-    )
-    .expect("pipeline");
+    let file = dir.join("long.toml");
+    std::fs::write(&file, pipeline).expect("pipeline");
     let socket = dir.join("control.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(["run", "--json", "--control"])
         .arg(&socket)
-        .arg(&pipeline)
+        .arg(&file)
         .env("RUST_LOG", "off")
+        .env("SLUICEGATE_CACHE_DIR", CACHE)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // The control socket appears once the Ctrl-C handler is in place, just before the run.
-    for _ in 0..200 {
+    for _ in 0..400 {
         if socket.exists() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
+    (child, dir)
+}
+
+fn signal(child: &std::process::Child, signal: &str) {
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .expect("kill");
-    assert!(sent.success());
+    assert!(sent.success(), "kill {signal}");
+}
+
+/// Interrupts a run started by [`start_long_run`] and returns its JSON report.
+fn interrupt(child: std::process::Child, dir: std::path::PathBuf) -> serde_json::Value {
+    signal(&child, "-INT");
     let out = child.wait_with_output().expect("wait");
+    let _ = std::fs::remove_dir_all(dir);
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
     );
-    let report = json(&String::from_utf8_lossy(&out.stdout));
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn ctrl_c_stops_a_run_cleanly_with_its_report() {
+    let (child, dir) = start_long_run(
+        "sigint",
+        &format!(
+            "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n",
+            a::COUNTER
+        ),
+    );
+    let report = interrupt(child, dir);
     assert_eq!(report["status"], "ok");
     assert_eq!(report["stopped"], true);
     assert_eq!(report["hops"][0]["state"], "closed");
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The CPU budget charges a stage its own CPU time, not the wall time a busy or stalled
+/// machine keeps it waiting: a run stopped (SIGSTOP) for longer than the 500 ms budget per
+/// call, several times, mostly in the middle of some stage's call, carries on unharmed.
+#[test]
+fn a_run_stalled_longer_than_the_cpu_budget_is_not_faulted() {
+    let mut toml = format!(
+        "[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n",
+        a::COUNTER
+    );
+    for i in 0..4 {
+        toml += &format!(
+            "[[stage]]\nname = \"pass{i}\"\ncomponent = {:?}\n",
+            a::PASSTHROUGH
+        );
+    }
+    toml += "[sink]\nkind = \"discard\"\ncredits = 1\n";
+    let (child, dir) = start_long_run("sigstop", &toml);
+    for _ in 0..4 {
+        signal(&child, "-STOP");
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        signal(&child, "-CONT");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let report = interrupt(child, dir);
+    assert_eq!(report["status"], "ok", "{report:#}");
+    assert_eq!(report["stopped"], true);
 }

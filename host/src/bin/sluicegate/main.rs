@@ -283,14 +283,17 @@ fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Resu
     match report.status {
         RunStatus::Ok => Ok(()),
         RunStatus::Failed => {
-            let stage = report
-                .failure
-                .iter()
-                .chain(&report.close_errors)
-                .next()
-                .map(|f| f.stage.clone())
-                .unwrap_or_default();
-            anyhow::bail!("pipeline `{}` failed in stage `{stage}`", report.pipeline)
+            // The report went to stdout (maybe as JSON): stderr names the stage and the cause
+            // again, so a log that keeps only stderr still says what went wrong.
+            match report.failure.iter().chain(&report.close_errors).next() {
+                Some(f) => anyhow::bail!(
+                    "pipeline `{}` failed in stage `{}`: {}",
+                    report.pipeline,
+                    f.stage,
+                    f.message
+                ),
+                None => anyhow::bail!("pipeline `{}` failed", report.pipeline),
+            }
         }
     }
 }
