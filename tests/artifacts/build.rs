@@ -15,7 +15,10 @@ const PYTHON: &[(&str, &str, &str)] =
 const JAVASCRIPT: &[(&str, &str, &str)] = &[("js-decode", "example-stages/js-decode", "stage.js")];
 
 fn main() {
-    let fixtures_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    // Read at run time, not baked in with env!: a build script compiled in another checkout
+    // that shares the target directory must still look at this one.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let fixtures_dir = Path::new(&manifest_dir).join("../fixtures");
     let mut fixtures: Vec<String> = std::fs::read_dir(&fixtures_dir)
         .expect("reading tests/fixtures")
         .filter_map(|entry| entry.ok())
