@@ -197,7 +197,9 @@ fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result
         .fuel(spec.needs_fuel())
         .build()
         .context("starting the engine")?;
-    let pipeline = Pipeline::build(&engine, &spec, path)?;
+    let pipeline = progress::while_loading("loading the stages", || {
+        Pipeline::build(&engine, &spec, path)
+    })?;
     stop_on_ctrl_c(&pipeline);
     let _watcher = if args.watch {
         let base = path.parent().unwrap_or(Path::new("."));
@@ -242,7 +244,9 @@ fn run_demo(options: &RunOptions, engine: sluicegate::EngineBuilder) -> anyhow::
     let mut spec = sluicegate::PipelineSpec::from_toml(DEMO, origin)?;
     spec.name = Some("market".into());
     options.apply(&mut spec);
-    let pipeline = Pipeline::build(&engine, &spec, origin)?;
+    let pipeline = progress::while_loading("loading the stages", || {
+        Pipeline::build(&engine, &spec, origin)
+    })?;
     stop_on_ctrl_c(&pipeline);
     run(pipeline, options, true)
 }
@@ -334,7 +338,9 @@ fn check(args: &CheckArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<
         short_upstream: args.short_upstream,
         deterministic: args.deterministic,
     };
-    let report = check_file(&engine, &args.stage, &options);
+    let report = progress::while_loading("checking the stage", || {
+        check_file(&engine, &args.stage, &options)
+    });
     if args.json {
         println!("{:#}", report.to_json());
     } else {

@@ -1,5 +1,7 @@
-//! Live progress on stderr while a pipeline runs: overall records and rate, then one line per
-//! hop with records in and out and its state. Hidden when stderr is not a terminal.
+//! Live progress on stderr: a spinner while stages load (compiling a large component, e.g. a
+//! Python one, takes seconds the first time), then, while a pipeline runs, overall records and
+//! rate and one line per hop with records in and out and its state. Hidden when stderr is not
+//! a terminal.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,4 +86,35 @@ fn draw(probe: &Probe, credits: u32, stop: &AtomicBool) {
         bar.finish_and_clear();
     }
     let _ = multi.clear();
+}
+
+/// Runs `work` (loading or compiling stages) behind a spinner that says `what` and how long it
+/// has taken, shown only if it lasts over half a second.
+pub fn while_loading<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(format!(
+        "{what} (a stage is compiled on its first load only, then cached)"
+    ));
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (spinner, done) = (spinner.clone(), done.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                if started.elapsed() > Duration::from_millis(500) {
+                    spinner.tick();
+                }
+                std::thread::sleep(REFRESH);
+            }
+        })
+    };
+    let result = work();
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    spinner.finish_and_clear();
+    result
 }
