@@ -26,6 +26,11 @@ impl Input {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    /// Bytes of the chunk, framing included.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// Iterator over the records of an [`Input`].
@@ -77,6 +82,13 @@ impl Batch {
     /// Appends a record: into this chunk while credits remain, else kept for the next resume.
     pub fn push(&mut self, record: &[u8]) {
         if self.records < self.credits {
+            if self.bytes.capacity() == 0 {
+                // Guess the chunk's size from its first record, so that a chunk of many
+                // records is not grown (and copied) a dozen times on its way up.
+                let guess = PREFIX_LEN + record.len();
+                self.bytes
+                    .reserve(guess.saturating_mul(self.remaining().min(64) as usize));
+            }
             let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
             self.bytes.extend_from_slice(&len.to_le_bytes());
             self.bytes.extend_from_slice(&record[..len as usize]);
@@ -104,6 +116,11 @@ impl Batch {
     /// True when no record has been written to this chunk yet.
     pub fn is_empty(&self) -> bool {
         self.records == 0
+    }
+
+    /// Makes room for `bytes` more bytes (a map's input chunk is a good guess at its output).
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
     }
 
     /// Records waiting for a later resume.

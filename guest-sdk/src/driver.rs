@@ -136,6 +136,7 @@ impl<M: Map> Stage for MapDriver<M> {
             if input.is_empty() {
                 break;
             }
+            out.reserve(input.byte_len());
             for record in input.records() {
                 self.0.map(record, out);
             }
