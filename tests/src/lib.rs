@@ -52,6 +52,12 @@ pub fn component(path: &str) -> StageComponent {
 /// while `f` runs, as `(stage, message)` pairs.
 pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, String)>) {
     use tracing_subscriber::layer::SubscriberExt as _;
+    // While exactly one Dispatch exists, tracing-core lets a thread without a subscriber
+    // (another test) cache "never" for a callsite it hits first, and this capture then misses
+    // that callsite's events (tokio-rs/tracing#3611). A second Dispatch, alive for the whole
+    // process, keeps tracing on the path that asks every live subscriber.
+    static KEEP_TWO_DISPATCHES: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    KEEP_TWO_DISPATCHES.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
     let lines = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()));
     let out = tracing::subscriber::with_default(subscriber, f);
