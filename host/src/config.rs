@@ -193,6 +193,8 @@ pub struct LimitsSpec {
     pub max_chunk_bytes: Option<u64>,
     /// Most records asked of the stage in one call (larger grants are clamped).
     pub max_chunk_records: Option<u32>,
+    /// Log lines per second the stage may emit (the rest are counted, not logged).
+    pub log_lines_per_s: Option<u32>,
 }
 
 /// Where records end up.
@@ -272,6 +274,7 @@ impl LimitsSpec {
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
                 .unwrap_or(d.max_chunk_bytes),
             max_chunk_records: self.max_chunk_records,
+            log_lines_per_s: self.log_lines_per_s.unwrap_or(d.log_lines_per_s),
         }
     }
 }
@@ -399,6 +402,7 @@ impl PipelineSpec {
                 ("memory_mib", limits.memory_mib),
                 ("max_chunk_bytes", limits.max_chunk_bytes),
                 ("max_chunk_records", limits.max_chunk_records.map(u64::from)),
+                ("log_lines_per_s", limits.log_lines_per_s.map(u64::from)),
             ] {
                 if value == Some(0) {
                     return Err(fail(format!(

@@ -1,9 +1,15 @@
 //! Where a stage's words go: its `host.log` calls and its stdout/stderr become `tracing`
 //! events carrying the stage's name. Nothing a guest writes reaches the host's own stdout.
+//!
+//! A stage cannot flood the host's log: every line passes its [`LogGate`] (a budget of lines
+//! per second, [`Limits::log_lines_per_s`](crate::Limits::log_lines_per_s)), and messages,
+//! fields and stdout/stderr lines are cut to a bounded size. Lines over the budget are counted
+//! (in [`StageStats::log_lines_suppressed`](crate::StageStats::log_lines_suppressed)) and
+//! announced, never silently lost.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -12,6 +18,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi_io::bytes::Bytes;
 
 use crate::bindings::Level;
+use crate::limits::EPOCH_TICK;
 
 /// Lines of a call's stderr kept to explain a trap.
 const RECENT_LINES: usize = 8;
@@ -20,9 +27,25 @@ const RECENT_LINES: usize = 8;
 /// make the host buffer without bound.
 pub(crate) const MAX_LINE_BYTES: usize = 4096;
 
-/// Emits one `host.log` line as a tracing event.
-pub(crate) fn emit(stage: &str, level: Level, message: &str, fields: &[(String, String)]) {
-    let fields = FieldList(fields);
+/// Most `key=value` fields kept from one `host.log` call.
+pub(crate) const MAX_LOG_FIELDS: usize = 16;
+
+/// Longest field key or value kept; longer ones are cut.
+const MAX_FIELD_BYTES: usize = 256;
+
+/// Emits one `host.log` line as a tracing event, if the stage's log budget allows.
+pub(crate) fn emit(
+    gate: &LogGate,
+    stage: &str,
+    level: Level,
+    message: &str,
+    fields: &[(String, String)],
+) {
+    if !gate.admit() {
+        return;
+    }
+    let message = cut(message, MAX_LINE_BYTES);
+    let fields = FieldList(&fields[..fields.len().min(MAX_LOG_FIELDS)]);
     match level {
         Level::Trace => tracing::trace!(target: "stage", stage, %fields, "{message}"),
         Level::Debug => tracing::debug!(target: "stage", stage, %fields, "{message}"),
@@ -40,9 +63,120 @@ impl std::fmt::Display for FieldList<'_> {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            write!(f, "{k}={v:?}")?;
+            write!(
+                f,
+                "{}={:?}",
+                cut(k, MAX_FIELD_BYTES),
+                cut(v, MAX_FIELD_BYTES)
+            )?;
         }
         Ok(())
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, saying how much was cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+}
+
+/// A stage's log budget: a token bucket of lines per second shared by its `host.log`, stdout
+/// and stderr (and, fused, by every inner stage), refilled from the engine's tick counter (no
+/// clock read), holding at most one second's worth. Lines over budget are counted; the count
+/// is announced with the next line that gets through, or when the instance is dropped.
+pub(crate) struct LogGate {
+    stage: Arc<str>,
+    per_sec: u32,
+    ticks: Arc<AtomicU64>,
+    state: Mutex<GateState>,
+    /// The stage's lifetime count of suppressed lines (shared with its counters).
+    suppressed_total: Arc<AtomicU64>,
+}
+
+struct GateState {
+    /// Lines the stage may still log now, in thousandths of a line.
+    milli_lines: u64,
+    last_tick: u64,
+    /// Lines suppressed since the last one that got through.
+    suppressed: u64,
+}
+
+impl LogGate {
+    pub(crate) fn new(
+        stage: Arc<str>,
+        per_sec: u32,
+        ticks: Arc<AtomicU64>,
+        suppressed_total: Arc<AtomicU64>,
+    ) -> Arc<Self> {
+        let last_tick = ticks.load(Ordering::Relaxed);
+        Arc::new(LogGate {
+            stage,
+            per_sec,
+            ticks,
+            state: Mutex::new(GateState {
+                milli_lines: Self::burst(per_sec),
+                last_tick,
+                suppressed: 0,
+            }),
+            suppressed_total,
+        })
+    }
+
+    fn burst(per_sec: u32) -> u64 {
+        u64::from(per_sec) * 1000
+    }
+
+    /// Takes one line from the budget: `true` if it may be emitted.
+    pub(crate) fn admit(&self) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let now = self.ticks.load(Ordering::Relaxed);
+        if now > state.last_tick {
+            let tick_ms = u64::try_from(EPOCH_TICK.as_millis()).unwrap_or(u64::MAX);
+            let refill = (now - state.last_tick)
+                .saturating_mul(u64::from(self.per_sec))
+                .saturating_mul(tick_ms);
+            state.milli_lines = state
+                .milli_lines
+                .saturating_add(refill)
+                .min(Self::burst(self.per_sec));
+            state.last_tick = now;
+        }
+        if state.milli_lines < 1000 {
+            state.suppressed += 1;
+            self.suppressed_total.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        state.milli_lines -= 1000;
+        let missed = std::mem::take(&mut state.suppressed);
+        drop(state);
+        self.announce(missed);
+        true
+    }
+
+    fn announce(&self, missed: u64) {
+        if missed > 0 {
+            tracing::warn!(
+                target: "stage",
+                stage = %self.stage,
+                "{missed} log line(s) suppressed: over the stage's budget of {} lines/s",
+                self.per_sec
+            );
+        }
+    }
+}
+
+impl Drop for LogGate {
+    fn drop(&mut self) {
+        let missed = self.state.get_mut().map_or(0, |s| s.suppressed);
+        self.announce(missed);
     }
 }
 
@@ -58,16 +192,18 @@ pub(crate) struct LogPipe {
 
 struct PipeState {
     stage: Arc<str>,
+    gate: Arc<LogGate>,
     stream: &'static str,
     partial: Vec<u8>,
     recent: VecDeque<String>,
 }
 
 impl LogPipe {
-    pub(crate) fn new(stage: Arc<str>, stream: &'static str) -> Self {
+    pub(crate) fn new(stage: Arc<str>, stream: &'static str, gate: Arc<LogGate>) -> Self {
         LogPipe {
             inner: Arc::new(Mutex::new(PipeState {
                 stage,
+                gate,
                 stream,
                 partial: Vec::new(),
                 recent: VecDeque::new(),
@@ -125,7 +261,10 @@ impl PipeState {
         if line.trim().is_empty() {
             return;
         }
-        tracing::warn!(target: "stage", stage = %self.stage, stream = self.stream, "{line}");
+        if self.gate.admit() {
+            tracing::warn!(target: "stage", stage = %self.stage, stream = self.stream, "{line}");
+        }
+        // Kept either way: a trap report may quote it.
         if self.recent.len() == RECENT_LINES {
             self.recent.pop_front();
         }
@@ -186,5 +325,35 @@ impl tokio::io::AsyncWrite for LogPipe {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_short_text_and_cuts_long_text_at_a_character_boundary() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(10); // 2 bytes each
+        let cut_text = cut(&long, 5);
+        assert!(cut_text.starts_with("éé…"), "{cut_text}");
+        assert!(cut_text.ends_with("(16 more bytes cut)"), "{cut_text}");
+    }
+
+    #[test]
+    fn a_gate_admits_its_burst_then_counts_what_it_refuses() {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let total = Arc::new(AtomicU64::new(0));
+        let gate = LogGate::new("s".into(), 3, ticks.clone(), total.clone());
+        let admitted = (0..10).filter(|_| gate.admit()).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(total.load(Ordering::Relaxed), 7);
+        // One second of ticks refills the bucket to its burst, not beyond.
+        let per_second = 1000 / EPOCH_TICK.as_millis() as u64;
+        ticks.store(10 * per_second, Ordering::Relaxed);
+        let admitted = (0..10).filter(|_| gate.admit()).count();
+        assert_eq!(admitted, 3);
+        assert_eq!(total.load(Ordering::Relaxed), 14);
     }
 }

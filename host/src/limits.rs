@@ -23,6 +23,9 @@ pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_CHUNK_BYTES: usize = 16 << 20;
 /// Wasm stack of one stage: 512 KiB (wasmtime's default, set explicitly).
 pub const DEFAULT_MAX_WASM_STACK: usize = 512 << 10;
+/// Lines a stage may log per second (`host.log`, stdout and stderr together), with a burst of
+/// one second's worth: 1000.
+pub const DEFAULT_LOG_LINES_PER_S: u32 = 1000;
 /// Largest component file the engine compiles: 64 MiB.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// How long compiling one component may take: 60 s.
@@ -78,6 +81,9 @@ pub struct Limits {
     /// Most records asked of the stage in one call, whatever the caller grants (`None`, the
     /// default: the caller's credits). A larger grant is clamped, not refused.
     pub max_chunk_records: Option<u32>,
+    /// Log lines per second ([`DEFAULT_LOG_LINES_PER_S`]); lines over it are counted and
+    /// announced, not emitted.
+    pub log_lines_per_s: u32,
 }
 
 impl Default for Limits {
@@ -88,6 +94,7 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
             max_chunk_records: None,
+            log_lines_per_s: DEFAULT_LOG_LINES_PER_S,
         }
     }
 }
@@ -168,6 +175,11 @@ impl Budget {
         self.upstream_ticks = 0;
         self.cpu_base = None;
         self.denied = None;
+    }
+
+    /// The engine's tick counter (the log gate's clock).
+    pub(crate) fn tick_counter(&self) -> Arc<AtomicU64> {
+        self.ticks.clone()
     }
 
     /// The engine's tick count now; give it back to [`Budget::charge_upstream`] after a pull.

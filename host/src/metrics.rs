@@ -6,6 +6,7 @@
 //! are bumped with a plain load and store ([`bump`]) rather than a locked read-modify-write:
 //! readers may see a value a moment old, never a torn or lost one.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct StageStats {
     pub resume_max_us: f64,
     /// The largest linear memory any instance of the stage grew to, in bytes.
     pub memory_peak_bytes: u64,
+    /// Log lines the stage wrote over its budget, counted instead of logged.
+    pub log_lines_suppressed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,11 +55,18 @@ pub(crate) struct Counters {
     restarts: AtomicU64,
     swaps: AtomicU64,
     quarantined_records: AtomicU64,
+    /// Shared with the log gate of every instance of the stage.
+    log_lines_suppressed: Arc<AtomicU64>,
     memory_peak_bytes: AtomicU64,
     latency: Histogram,
 }
 
 impl Counters {
+    /// The count of suppressed log lines, for the log gate of a new instance.
+    pub(crate) fn log_lines_suppressed(&self) -> Arc<AtomicU64> {
+        self.log_lines_suppressed.clone()
+    }
+
     pub(crate) fn entered_resume(&self, credits: u32) {
         bump(&self.resumes_entered, 1);
         bump(&self.credits_granted, u64::from(credits));
@@ -107,6 +117,7 @@ impl Counters {
             resume_p99_us: self.latency.quantile_us(0.99),
             resume_max_us: self.latency.quantile_us(1.0),
             memory_peak_bytes: self.memory_peak_bytes.load(Relaxed),
+            log_lines_suppressed: self.log_lines_suppressed.load(Relaxed),
         }
     }
 }

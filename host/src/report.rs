@@ -75,6 +75,8 @@ pub struct HopReport {
     pub restarts: u64,
     /// Records quarantined by restarts.
     pub quarantined_records: u64,
+    /// Log lines over the stage's budget, counted instead of logged.
+    pub log_lines_suppressed: u64,
 }
 
 impl From<HopSnapshot> for HopReport {
@@ -92,6 +94,7 @@ impl From<HopSnapshot> for HopReport {
             resume_p99_us: hop.stats.resume_p99_us,
             restarts: hop.stats.restarts,
             quarantined_records: hop.stats.quarantined_records,
+            log_lines_suppressed: hop.stats.log_lines_suppressed,
         }
     }
 }

@@ -170,6 +170,8 @@ struct Recipe {
     capabilities: Capabilities,
     fuel: Option<u64>,
     keep_inputs: bool,
+    /// The stage's count of suppressed log lines, carried by every instance's log gate.
+    log_lines_suppressed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Recipe {
@@ -193,6 +195,7 @@ impl Recipe {
             ),
             self.capabilities,
             self.engine.instance_counter(),
+            self.log_lines_suppressed.clone(),
         );
         let mut store = Store::new(self.engine.wasmtime(), ctx);
         store.data_mut().set_inner(
@@ -546,6 +549,7 @@ impl Stage {
             }
         };
         let upstream = options.upstream.unwrap_or_else(|| Box::new(NoUpstream));
+        let counters = Counters::default();
         let recipe = Recipe {
             engine: engine.clone(),
             config: options.config,
@@ -554,12 +558,13 @@ impl Stage {
             capabilities: options.capabilities,
             fuel,
             keep_inputs: options.policy.keeps_inputs(),
+            log_lines_suppressed: counters.log_lines_suppressed(),
         };
         let live = recipe.spawn(pre, &name, upstream, false)?;
         Ok(Stage {
             shared: Arc::new(Shared {
                 name,
-                counters: Counters::default(),
+                counters,
                 recipe,
                 swapping: AtomicBool::new(false),
                 in_call: AtomicBool::new(false),

@@ -121,6 +121,19 @@ fn passthrough() {
 }
 
 #[test]
+fn log_flood() {
+    // Logging over budget is not a protocol violation: the host cuts and counts it.
+    let report = run(a::LOG_FLOOD, &[], &[("lines", "2000")]);
+    passes(&report);
+    let k2 = report.rules.iter().find(|r| r.id == "K2").expect("K2 line");
+    assert!(
+        k2.evidence.contains("were suppressed"),
+        "K2 says the stage logged over its budget: {}",
+        k2.evidence
+    );
+}
+
+#[test]
 fn pull_past_end() {
     passes(&run(a::PULL_PAST_END, &[a::COUNTER], &[]));
 }

@@ -318,6 +318,9 @@ fn zero_credits_and_zero_limits_are_refused() {
     let message =
         config_error(&(stage("x", "builtin:decode", "") + "[stage.limits]\ncpu_ms = 0\n"));
     assert!(message.contains("limits.cpu_ms"), "{message}");
+    let message =
+        config_error(&(stage("x", "builtin:decode", "") + "[stage.limits]\nlog_lines_per_s = 0\n"));
+    assert!(message.contains("limits.log_lines_per_s"), "{message}");
 }
 
 #[test]

@@ -360,3 +360,61 @@ fn a_records_per_chunk_cap_clamps_every_grant() {
     assert_eq!(chunk.len(), 8, "the grant of 1000 was clamped to 8");
     assert_eq!(s.stats().credits_granted, 8);
 }
+
+/// A stage cannot flood the host's log: 40 001 lines in one call (`host.log` and stderr, one
+/// of them a 1 MiB message) become at most its budget of lines per second, each cut to a
+/// bounded size; every line over budget is counted in the report and announced, and the
+/// records flow as if nothing happened.
+#[test]
+fn a_stage_flooding_the_log_is_cut_counted_and_announced() {
+    const PER_S: u64 = 100;
+    const WRITTEN: u64 = 2 * 20_000 + 1;
+    let toml = stage(
+        "flood",
+        a::LOG_FLOOD,
+        &format!("limits = {{ log_lines_per_s = {PER_S} }}"),
+    ) + &stage("after", a::PASSTHROUGH, "")
+        + "[sink]\ncredits = 4\n";
+    let started = std::time::Instant::now();
+    let (report, logs) = run(&toml);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert_eq!(report.sink.checksum, numbers_checksum(10));
+
+    let from_flood: Vec<&str> = logs
+        .iter()
+        .filter(|(s, _)| s == "flood")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    let (announcements, emitted): (Vec<&str>, Vec<&str>) = from_flood
+        .iter()
+        .partition(|m| m.contains("log line(s) suppressed"));
+    let suppressed = report.hops[0].log_lines_suppressed;
+    assert_eq!(
+        emitted.len() as u64 + suppressed,
+        WRITTEN,
+        "every line is either logged or counted"
+    );
+    // The bucket holds one second's worth and refills at PER_S lines/s.
+    let allowed = PER_S + (PER_S as f64 * elapsed).ceil() as u64 + 1;
+    assert!(
+        (emitted.len() as u64) <= allowed,
+        "{} lines logged in {elapsed:.2} s, over the budget of {allowed}",
+        emitted.len()
+    );
+    let announced: u64 = announcements
+        .iter()
+        .filter_map(|m| m.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(announced, suppressed, "{announcements:?}");
+    let huge = emitted
+        .iter()
+        .find(|m| m.starts_with("xxxx"))
+        .expect("the first line, the 1 MiB one, is within budget");
+    assert!(huge.len() < 4200, "cut to {} bytes", huge.len());
+    assert!(
+        huge.ends_with("more bytes cut)"),
+        "{}",
+        &huge[huge.len() - 40..]
+    );
+}

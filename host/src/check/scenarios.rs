@@ -499,11 +499,22 @@ impl Subject {
             .iter()
             .map(|s| s.stats().resume_max_us)
             .fold(0.0, f64::max);
+        let suppressed: u64 = instances
+            .iter()
+            .map(|s| s.stats().log_lines_suppressed)
+            .sum();
+        let logging = match suppressed {
+            0 => String::new(),
+            n => format!(
+                "; {n} log line(s) over the budget of {} lines/s were suppressed",
+                limits.log_lines_per_s
+            ),
+        };
         report.pass(
             "K2",
             format!(
                 "peak linear memory {:.1} MiB (limit {:.0} MiB); slowest resume {:.2} ms \
-                 (limit {} ms of CPU per call); {} instance(s)",
+                 (limit {} ms of CPU per call); {} instance(s){logging}",
                 memory as f64 / (1 << 20) as f64,
                 limits.memory_bytes as f64 / (1 << 20) as f64,
                 slowest_us / 1e3,

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
 use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
-use crate::guest_log::{self, LogPipe};
+use crate::guest_log::{self, LogGate, LogPipe};
 use crate::limits::Budget;
 use crate::stage::supervise::Salvage;
 use crate::upstream::Upstream;
@@ -55,6 +55,8 @@ pub(crate) struct StageCtx {
     /// its own `fused-<letter>-host` import.
     inner: Vec<(String, Vec<(String, String)>)>,
     stderr: LogPipe,
+    /// The stage's log budget, shared by `host.log`, stdout and stderr.
+    log: Arc<LogGate>,
     pub(crate) budget: Budget,
     _alive: AliveGuard,
     wasi: WasiCtx,
@@ -78,9 +80,16 @@ impl StageCtx {
         budget: Budget,
         capabilities: Capabilities,
         alive: Arc<std::sync::atomic::AtomicUsize>,
+        log_lines_suppressed: Arc<AtomicU64>,
     ) -> Self {
-        let stdout = LogPipe::new(name.clone(), "stdout");
-        let stderr = LogPipe::new(name.clone(), "stderr");
+        let log = LogGate::new(
+            name.clone(),
+            budget.limits().log_lines_per_s,
+            budget.tick_counter(),
+            log_lines_suppressed,
+        );
+        let stdout = LogPipe::new(name.clone(), "stdout", log.clone());
+        let stderr = LogPipe::new(name.clone(), "stderr", log.clone());
         // Deny by default: no preopens, env, args; stdin closed; no sockets, no name lookup.
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout)
@@ -108,6 +117,7 @@ impl StageCtx {
             config,
             inner: Vec::new(),
             stderr,
+            log,
             budget,
             _alive: AliveGuard::new(alive),
             wasi,
@@ -166,7 +176,7 @@ impl StageCtx {
         fields: &[(String, String)],
     ) {
         let name = self.inner.get(index).map_or(&*self.name, |(name, _)| name);
-        guest_log::emit(name, level, message, fields);
+        guest_log::emit(&self.log, name, level, message, fields);
     }
 
     /// `host.config` of inner stage `index` of a fused chain.
@@ -267,7 +277,7 @@ impl HostImports for StageCtx {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        guest_log::emit(&self.name, level, &message, &fields);
+        guest_log::emit(&self.log, &self.name, level, &message, &fields);
         Ok(())
     }
 
