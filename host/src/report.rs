@@ -214,6 +214,13 @@ impl fmt::Display for RunReport {
                 hop.name, hop.restarts, hop.quarantined_records
             )?;
         }
+        for hop in self.hops.iter().filter(|h| h.log_lines_suppressed > 0) {
+            writeln!(
+                f,
+                "stage `{}`: {} log line(s) suppressed (over its log budget, limits.log_lines_per_s)",
+                hop.name, hop.log_lines_suppressed
+            )?;
+        }
         match &self.failure {
             None if self.close_errors.is_empty() && self.stopped => {
                 writeln!(f, "status: ok (stopped on request before the stream ended)")

@@ -390,6 +390,12 @@ fn a_stage_flooding_the_log_is_cut_counted_and_announced() {
         .iter()
         .partition(|m| m.contains("log line(s) suppressed"));
     let suppressed = report.hops[0].log_lines_suppressed;
+    assert!(
+        report.to_string().contains(&format!(
+            "stage `flood`: {suppressed} log line(s) suppressed"
+        )),
+        "{report}"
+    );
     assert_eq!(
         emitted.len() as u64 + suppressed,
         WRITTEN,
