@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use crate::{Artifact, env, guest_target_dir, workspace_root};
 
 /// Builds the Python stage in `dir` (relative to the workspace root) whose app module is
-/// `module`, with componentize-py, to a component named `name`. `Err` says what is missing
-/// and how to install it.
+/// `module`, with componentize-py, to a component named `name`, for the `stateful-stage`
+/// world (the module exports `Generator` and `State`). `Err` says what is missing and how to
+/// install it.
 pub fn componentize_python(name: &str, dir: &str, module: &str) -> Result<Artifact, String> {
     let tools = tools_dir();
     let tool = tools.join("py/bin/componentize-py");
@@ -25,7 +26,7 @@ pub fn componentize_python(name: &str, dir: &str, module: &str) -> Result<Artifa
                 "-d",
                 "wit",
                 "-w",
-                "stage",
+                "stateful-stage",
                 "componentize",
                 "-p",
                 dir,

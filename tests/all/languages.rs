@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use sluicegate::{CheckOptions, Pipeline, PipelineSpec, RunStatus, check_file};
-use sluicegate_tests::{artifacts as a, engine};
+use sluicegate::{CheckOptions, Pipeline, PipelineSpec, RunReport, RunStatus, check_file};
+use sluicegate_tests::{artifacts as a, capture_logs, component, engine};
 
 const WAT_PASSTHROUGH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -87,7 +87,7 @@ fn market(python_and_js: bool, records: u64) -> String {
     )
 }
 
-fn run_market(python_and_js: bool, records: u64) -> sluicegate::RunReport {
+fn run_market(python_and_js: bool, records: u64) -> RunReport {
     let origin = Path::new("market.toml");
     let spec = PipelineSpec::from_toml(&market(python_and_js, records), origin).expect("spec");
     let report = Pipeline::build(engine(), &spec, origin)
@@ -109,7 +109,7 @@ fn a_rust_python_javascript_pipeline_gives_the_all_rust_checksum() {
     assert_eq!(mixed.sink.checksum, rust.sink.checksum, "{mixed}\n{rust}");
     // The same ticks reached the VWAP stage both ways: the filters kept the same symbols, and
     // the Python filter dropped every garbled line (it has no symbol) before JavaScript saw it.
-    let hop = |r: &sluicegate::RunReport, name: &str| {
+    let hop = |r: &RunReport, name: &str| {
         r.hops
             .iter()
             .find(|h| h.name == name)
@@ -121,4 +121,70 @@ fn a_rust_python_javascript_pipeline_gives_the_all_rust_checksum() {
         hop(&rust, "decode") < Some(records),
         "the Rust decoder dropped garbled lines"
     );
+}
+
+/// The mixed pipeline, run for `before` resumes of 64 credits, then `stage` swapped for a
+/// version built from `next`, then to the end.
+fn run_mixed_with_swap(records: u64, before: usize, stage: &str, next: &str) -> RunReport {
+    let origin = Path::new("market.toml");
+    let spec = PipelineSpec::from_toml(&market(true, records), origin).expect("spec");
+    let mut pipeline = Pipeline::build(engine(), &spec, origin).expect("build");
+    for _ in 0..before {
+        pipeline.resume(64).expect("resume before the swap");
+    }
+    assert!(
+        pipeline.probe().sink().records > 0,
+        "orders flowed before the swap"
+    );
+    pipeline
+        .swapper()
+        .swap(stage, &component(next))
+        .expect("the swap is accepted");
+    let report = pipeline.run();
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    report
+}
+
+/// A Python stage hot-swapped mid-stream for a new version of itself hands over its state
+/// through the `state` export that `sluicegate_records.State` serves: its counts carry on,
+/// each version's cleanup runs once, and the orders are exactly those of an unswapped
+/// all-Rust run.
+#[test]
+fn a_python_stage_hot_swapped_mid_stream_hands_its_state_to_the_next_version() {
+    let records = 20_000;
+    let rust = run_market(false, records);
+    let (swapped, logs) =
+        capture_logs(|| run_mixed_with_swap(records, 40, "filter", a::PY_SYMBOL_FILTER));
+    assert_eq!(swapped.sink.checksum, rust.sink.checksum, "{swapped}");
+    let swap = swapped.swaps.first().expect("the swap is reported");
+    assert!(swap.state_carried, "{swapped}");
+    // The old version closed with its counts so far; the new one, having taken them over,
+    // closed with the counts of the whole stream.
+    let closed: Vec<&str> = logs
+        .iter()
+        .filter(|(s, m)| s == "filter" && m.starts_with("python filter closed"))
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    let filter_out = swapped
+        .hops
+        .iter()
+        .find(|h| h.name == "filter")
+        .map(|h| h.records_out);
+    let kept =
+        |line: &str| -> Option<u64> { line.split("kept ").nth(1)?.split(',').next()?.parse().ok() };
+    assert!(kept(closed[0]) < filter_out, "{closed:?}");
+    assert_eq!(kept(closed[1]), filter_out, "{closed:?}");
+}
+
+/// Rewrite a stage in another language and swap it in live: the JavaScript decoder is
+/// replaced mid-stream by the Rust one, and the orders are exactly those of an all-Rust run.
+#[test]
+fn a_javascript_stage_is_hot_swapped_for_its_rust_rewrite_with_nothing_lost() {
+    let records = 20_000;
+    let rust = run_market(false, records);
+    let swapped = run_mixed_with_swap(records, 40, "decode", a::DECODE);
+    assert_eq!(swapped.sink.records, rust.sink.records, "{swapped}");
+    assert_eq!(swapped.sink.checksum, rust.sink.checksum, "{swapped}");
+    assert_eq!(swapped.swaps.len(), 1);
 }
