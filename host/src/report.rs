@@ -199,6 +199,12 @@ impl fmt::Display for RunReport {
                     .map(|e| format!(", old version's cleanup failed: {e}"))
                     .unwrap_or_default()
             )?;
+            if let Some(lost) = &swap.state_lost {
+                writeln!(
+                    f,
+                    "  state LOST in that swap (the old version broke while handing it over): {lost}"
+                )?;
+            }
         }
         for recovered in &self.recovered {
             writeln!(

@@ -134,6 +134,12 @@ fn log_flood() {
 }
 
 #[test]
+fn trap_in_snapshot() {
+    // The kit does not swap, so a broken snapshot is not seen here (the swap tests cover it).
+    passes(&run(a::TRAP_IN_SNAPSHOT, &[a::COUNTER], &[]));
+}
+
+#[test]
 fn pull_past_end() {
     passes(&run(a::PULL_PAST_END, &[a::COUNTER], &[]));
 }

@@ -318,3 +318,47 @@ fn a_swap_report_names_both_versions() {
     let back = tagger.swap(&v1).expect("swap back");
     assert_eq!(back.old_digest, v2.digest());
 }
+
+/// A version that breaks while handing over its state cannot run on: the swap stands, the new
+/// version takes over from the same upstream (no record is lost or repeated at the boundary),
+/// and the report says the state was lost and why.
+#[test]
+fn a_version_that_traps_in_snapshot_is_replaced_and_the_lost_state_is_reported() {
+    let (_source, stage) = {
+        let source = component(a::COUNTER)
+            .instantiate("counter", StageOptions::new().config("records", "100"))
+            .expect("counter");
+        let map = component(a::TRAP_IN_SNAPSHOT)
+            .instantiate("map", StageOptions::new().upstream(source.clone()))
+            .expect("map");
+        source.prime().expect("prime");
+        map.prime().expect("prime");
+        (source, map)
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let first = stage.resume(10).expect("resume").expect("records");
+    seen.extend(
+        first
+            .records()
+            .map(|r| String::from_utf8_lossy(r).into_owned()),
+    );
+    let report = stage
+        .swap(&component(a::PASSTHROUGH))
+        .expect("the swap stands");
+    assert!(!report.state_carried);
+    let lost = report.state_lost.as_deref().unwrap_or_default();
+    assert!(
+        lost.contains("snapshot is broken in this version"),
+        "the report quotes the old version's last words: {lost:?}"
+    );
+    while let Some(chunk) = stage.resume(10).expect("resume after the swap") {
+        seen.extend(
+            chunk
+                .records()
+                .map(|r| String::from_utf8_lossy(r).into_owned()),
+        );
+    }
+    let expected: Vec<String> = (0..100).map(|n| n.to_string()).collect();
+    assert_eq!(seen, expected);
+    stage.close().expect("close");
+}

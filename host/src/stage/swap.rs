@@ -34,6 +34,10 @@ pub struct SwapReport {
     pub state_bytes: usize,
     /// The old version's cleanup failed (it still ran at most once; the swap stands).
     pub old_cleanup_error: Option<String>,
+    /// The old version broke while handing over its state (a trap in `snapshot`): it cannot
+    /// run on, so the new version took over without that state, which is lost. Never set
+    /// when `state_carried`.
+    pub state_lost: Option<String>,
 }
 
 /// The new version's upstream while it is primed: priming may only pause (`pull(0)`), and
@@ -90,7 +94,7 @@ impl Stage {
                 return Err(refused("the stage has no live instance".into()));
             };
             // State handoff, inside the pause: what the old version holds goes to the new.
-            let (mut state_carried, mut state_bytes) = (false, 0);
+            let (mut state_carried, mut state_bytes, mut state_lost) = (false, 0, None);
             match old.snapshot(name) {
                 Ok(Some(state)) => {
                     state_bytes = state.len();
@@ -109,7 +113,10 @@ impl Stage {
                 Ok(None) => {}
                 // The old version broke while giving up its state; its store is dead, so the
                 // new version takes over fresh.
-                Err(e) => tracing::warn!(stage = &**name, "no state handed over: {e}"),
+                Err(e) => {
+                    tracing::error!(stage = &**name, "state lost in the swap: {e}");
+                    state_lost = Some(e.to_string());
+                }
             }
             let (upstream, upstream_done) = old.store.data_mut().take_upstream();
             fresh.store.data_mut().set_upstream(upstream, upstream_done);
@@ -120,12 +127,13 @@ impl Stage {
                 pause_started.elapsed(),
                 state_carried,
                 state_bytes,
+                state_lost,
                 old_digest,
             );
             Ok((old, cut))
         })();
         self.shared.swapping.store(false, Ordering::Release);
-        let (old, (pause, state_carried, state_bytes, old_digest)) = cut_over?;
+        let (old, (pause, state_carried, state_bytes, state_lost, old_digest)) = cut_over?;
         let at_unix_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -154,6 +162,7 @@ impl Stage {
             state_carried,
             state_bytes,
             old_cleanup_error,
+            state_lost,
         })
     }
 }
