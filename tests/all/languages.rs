@@ -87,6 +87,15 @@ fn market(python_and_js: bool, records: u64) -> String {
     )
 }
 
+/// Records the stage `name` delivered in a run.
+fn records_out(report: &RunReport, name: &str) -> Option<u64> {
+    report
+        .hops
+        .iter()
+        .find(|h| h.name == name)
+        .map(|h| h.records_out)
+}
+
 fn run_market(python_and_js: bool, records: u64) -> RunReport {
     let origin = Path::new("market.toml");
     let spec = PipelineSpec::from_toml(&market(python_and_js, records), origin).expect("spec");
@@ -109,12 +118,7 @@ fn a_rust_python_javascript_pipeline_gives_the_all_rust_checksum() {
     assert_eq!(mixed.sink.checksum, rust.sink.checksum, "{mixed}\n{rust}");
     // The same ticks reached the VWAP stage both ways: the filters kept the same symbols, and
     // the Python filter dropped every garbled line (it has no symbol) before JavaScript saw it.
-    let hop = |r: &RunReport, name: &str| {
-        r.hops
-            .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.records_out)
-    };
+    let hop = records_out;
     assert_eq!(hop(&mixed, "vwap"), hop(&rust, "vwap"));
     assert_eq!(hop(&mixed, "decode"), hop(&mixed, "filter"));
     assert!(
@@ -166,11 +170,7 @@ fn a_python_stage_hot_swapped_mid_stream_hands_its_state_to_the_next_version() {
         .map(|(_, m)| m.as_str())
         .collect();
     assert_eq!(closed.len(), 2, "{closed:?}");
-    let filter_out = swapped
-        .hops
-        .iter()
-        .find(|h| h.name == "filter")
-        .map(|h| h.records_out);
+    let filter_out = records_out(&swapped, "filter");
     let kept =
         |line: &str| -> Option<u64> { line.split("kept ").nth(1)?.split(',').next()?.parse().ok() };
     assert!(kept(closed[0]) < filter_out, "{closed:?}");

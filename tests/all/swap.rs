@@ -8,18 +8,23 @@ use sluicegate::{Error, Pipeline, PipelineSpec, RunStatus, Stage, StageComponent
 use sluicegate_tests::{ANSWER_EMPTY, artifacts as a, capture_logs, component, engine, wat_stage};
 
 fn chain(records: u32, version: &str) -> (Stage, Stage) {
+    chain_named(records, version, "tagger")
+}
+
+/// A counter of `records` feeding the stage `name` built from `path`, both primed.
+fn chain_named(records: u32, path: &str, name: &str) -> (Stage, Stage) {
     let source = component(a::COUNTER)
         .instantiate(
             "counter",
             StageOptions::new().config("records", records.to_string()),
         )
         .expect("counter");
-    let tagger = component(version)
-        .instantiate("tagger", StageOptions::new().upstream(source.clone()))
-        .expect("tagger");
+    let stage = component(path)
+        .instantiate(name, StageOptions::new().upstream(source.clone()))
+        .expect(name);
     source.prime().expect("prime");
-    tagger.prime().expect("prime");
-    (source, tagger)
+    stage.prime().expect("prime");
+    (source, stage)
 }
 
 /// Splits `"17:v2"` into (17, "v2").
@@ -70,17 +75,7 @@ fn swaps_under_flow_lose_nothing_duplicate_nothing_and_switch_at_the_cut_over() 
 
 #[test]
 fn the_old_versions_cleanup_runs_once_per_swap() {
-    let (_source, stage) = {
-        let source = component(a::COUNTER)
-            .instantiate("counter", StageOptions::new())
-            .expect("counter");
-        let map = component(a::PASSTHROUGH)
-            .instantiate("map", StageOptions::new().upstream(source.clone()))
-            .expect("map");
-        source.prime().expect("prime");
-        map.prime().expect("prime");
-        (source, map)
-    };
+    let (_source, stage) = chain_named(10, a::PASSTHROUGH, "map");
     stage.resume(2).expect("resume");
     let (swapped, logs) = capture_logs(|| stage.swap(&component(a::PASSTHROUGH)));
     let report = swapped.expect("swap");
@@ -324,17 +319,7 @@ fn a_swap_report_names_both_versions() {
 /// and the report says the state was lost and why.
 #[test]
 fn a_version_that_traps_in_snapshot_is_replaced_and_the_lost_state_is_reported() {
-    let (_source, stage) = {
-        let source = component(a::COUNTER)
-            .instantiate("counter", StageOptions::new().config("records", "100"))
-            .expect("counter");
-        let map = component(a::TRAP_IN_SNAPSHOT)
-            .instantiate("map", StageOptions::new().upstream(source.clone()))
-            .expect("map");
-        source.prime().expect("prime");
-        map.prime().expect("prime");
-        (source, map)
-    };
+    let (_source, stage) = chain_named(100, a::TRAP_IN_SNAPSHOT, "map");
     let mut seen: Vec<String> = Vec::new();
     let first = stage.resume(10).expect("resume").expect("records");
     seen.extend(
