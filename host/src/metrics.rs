@@ -122,6 +122,144 @@ impl Counters {
     }
 }
 
+/// The counters of every hop of pipeline `pipeline`, and its sink's, in the Prometheus text
+/// exposition format (version 0.0.4): one family per counter, labelled by pipeline and stage.
+pub(crate) fn prometheus(
+    pipeline: &str,
+    hops: &[crate::pipeline::HopSnapshot],
+    sink: &StageStats,
+) -> String {
+    type Field = fn(&crate::pipeline::HopSnapshot) -> f64;
+    let families: [(&str, &str, &str, Field); 13] = [
+        (
+            "records_in_total",
+            "counter",
+            "Records received from upstream.",
+            |h| h.records_in as f64,
+        ),
+        (
+            "records_total",
+            "counter",
+            "Records delivered downstream.",
+            |h| h.stats.records as f64,
+        ),
+        (
+            "chunks_total",
+            "counter",
+            "Chunks delivered downstream.",
+            |h| h.stats.chunks as f64,
+        ),
+        (
+            "bytes_total",
+            "counter",
+            "Bytes delivered downstream, framing included.",
+            |h| h.stats.bytes as f64,
+        ),
+        (
+            "resumes_total",
+            "counter",
+            "Resumes that entered the stage.",
+            |h| h.stats.resumes_entered as f64,
+        ),
+        (
+            "credits_granted_total",
+            "counter",
+            "Credits granted to the stage.",
+            |h| h.stats.credits_granted as f64,
+        ),
+        ("restarts_total", "counter", "Restarts after faults.", |h| {
+            h.stats.restarts as f64
+        }),
+        ("swaps_total", "counter", "Hot swaps.", |h| {
+            h.stats.swaps as f64
+        }),
+        (
+            "quarantined_records_total",
+            "counter",
+            "Records quarantined by restarts.",
+            |h| h.stats.quarantined_records as f64,
+        ),
+        (
+            "log_lines_suppressed_total",
+            "counter",
+            "Log lines over the stage's budget.",
+            |h| h.stats.log_lines_suppressed as f64,
+        ),
+        (
+            "resume_p50_seconds",
+            "gauge",
+            "Median resume time (inclusive of upstream).",
+            |h| h.stats.resume_p50_us / 1e6,
+        ),
+        (
+            "resume_p99_seconds",
+            "gauge",
+            "99th percentile resume time.",
+            |h| h.stats.resume_p99_us / 1e6,
+        ),
+        (
+            "memory_peak_bytes",
+            "gauge",
+            "Largest linear memory of any instance.",
+            |h| h.stats.memory_peak_bytes as f64,
+        ),
+    ];
+    let pipeline = escape_label(pipeline);
+    let mut out = String::new();
+    for (name, kind, help, field) in families {
+        out += &format!("# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} {kind}\n");
+        for hop in hops {
+            out += &format!(
+                "sluicegate_{name}{{pipeline=\"{pipeline}\",stage=\"{}\"}} {}\n",
+                escape_label(&hop.name),
+                field(hop)
+            );
+        }
+    }
+    out += "# HELP sluicegate_stage_state Where each stage is in the protocol (1 for its state).\n\
+            # TYPE sluicegate_stage_state gauge\n";
+    for hop in hops {
+        if let Some(state) = hop.state {
+            let state = format!("{state:?}").to_lowercase();
+            out += &format!(
+                "sluicegate_stage_state{{pipeline=\"{pipeline}\",stage=\"{}\",state=\"{state}\"}} 1\n",
+                escape_label(&hop.name)
+            );
+        }
+    }
+    for (name, help, value) in [
+        (
+            "sink_records_total",
+            "Records that reached the sink.",
+            sink.records,
+        ),
+        (
+            "sink_chunks_total",
+            "Chunks that reached the sink.",
+            sink.chunks,
+        ),
+        (
+            "sink_bytes_total",
+            "Bytes that reached the sink.",
+            sink.bytes,
+        ),
+    ] {
+        out += &format!(
+            "# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} counter\n\
+             sluicegate_{name}{{pipeline=\"{pipeline}\"}} {value}\n"
+        );
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the exposition format requires.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Adds `n` to a counter that only one thread writes at a time (see the module docs).
 fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
@@ -202,5 +340,50 @@ mod tests {
         assert!((50.0..=50.0 * 1.25).contains(&p50), "p50 {p50}");
         assert!((99.0..=99.0 * 1.25).contains(&p99), "p99 {p99}");
         assert_eq!(Histogram::default().quantile_us(0.5), 0.0);
+    }
+
+    #[test]
+    fn prometheus_text_has_one_sample_per_hop_and_escapes_label_values() {
+        let hop = |name: &str, records: u64| crate::pipeline::HopSnapshot {
+            name: name.into(),
+            state: Some(crate::StageState::Suspended),
+            records_in: 7,
+            stats: StageStats {
+                records,
+                ..StageStats::default()
+            },
+        };
+        let sink = StageStats {
+            records: 3,
+            ..StageStats::default()
+        };
+        let page = prometheus("p\"1", &[hop("a", 5), hop("b\\\n", 3)], &sink);
+        assert!(
+            page.contains("# TYPE sluicegate_records_total counter\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("sluicegate_records_total{pipeline=\"p\\\"1\",stage=\"a\"} 5\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("sluicegate_records_total{pipeline=\"p\\\"1\",stage=\"b\\\\\\n\"} 3\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "sluicegate_stage_state{pipeline=\"p\\\"1\",stage=\"a\",state=\"suspended\"} 1\n"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("sluicegate_sink_records_total{pipeline=\"p\\\"1\"} 3\n"),
+            "{page}"
+        );
+        // Every sample line is `name{labels} value`, with a value that parses.
+        for line in page.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
     }
 }

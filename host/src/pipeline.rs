@@ -169,6 +169,7 @@ impl Pipeline {
     /// A handle for reading progress from another thread while the pipeline runs.
     pub fn probe(&self) -> Probe {
         Probe {
+            pipeline: self.name.as_str().into(),
             source: self.source.clone(),
             stages: self.stages.clone(),
             sink: self.sink.counters(),
@@ -394,6 +395,7 @@ fn fuse_stages(
 /// Reads a running pipeline's counters from any thread.
 #[derive(Clone)]
 pub struct Probe {
+    pipeline: Arc<str>,
     source: Option<Arc<Counters>>,
     stages: Vec<Stage>,
     sink: Arc<Counters>,
@@ -439,6 +441,12 @@ impl Probe {
     /// The sink's counters: `records` is what reached it.
     pub fn sink(&self) -> StageStats {
         self.sink.snapshot()
+    }
+
+    /// Every hop's counters in the Prometheus text exposition format (version 0.0.4), for a
+    /// scrape endpoint (`sluicegate run --metrics ADDR`).
+    pub fn prometheus(&self) -> String {
+        crate::metrics::prometheus(&self.pipeline, &self.snapshot(), &self.sink())
     }
 }
 

@@ -442,6 +442,15 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
 /// Starts `sluicegate run --json` on `pipeline` (TOML) in the background and returns once its
 /// run has begun (the control socket appears just before it), with the scratch directory.
 fn start_long_run(name: &str, pipeline: &str) -> (std::process::Child, std::path::PathBuf) {
+    start_long_run_with(name, pipeline, &[])
+}
+
+/// [`start_long_run`] with more command-line arguments.
+fn start_long_run_with(
+    name: &str,
+    pipeline: &str,
+    extra: &[&str],
+) -> (std::process::Child, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("sluicegate-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("long.toml");
@@ -450,6 +459,7 @@ fn start_long_run(name: &str, pipeline: &str) -> (std::process::Child, std::path
     let child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
         .args(["run", "--json", "--control"])
         .arg(&socket)
+        .args(extra)
         .arg(&file)
         .env("RUST_LOG", "off")
         .env("SLUICEGATE_CACHE_DIR", CACHE)
@@ -530,4 +540,83 @@ fn a_run_stalled_longer_than_the_cpu_budget_is_not_faulted() {
     let report = interrupt(child, dir);
     assert_eq!(report["status"], "ok", "{report:#}");
     assert_eq!(report["stopped"], true);
+}
+
+/// One HTTP GET on `addr` (host:port); the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics server");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page.
+fn sample(page: &str, name_and_labels: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+#[test]
+fn run_metrics_serves_every_hop_for_prometheus_while_the_pipeline_runs() {
+    let toml = format!(
+        "name = \"long\"\n[[stage]]\nname = \"counter\"\ncomponent = {:?}\nconfig = {{ records = 1000000000 }}\n\
+         [[stage]]\nname = \"map\"\ncomponent = {:?}\n",
+        a::COUNTER,
+        a::PASSTHROUGH
+    );
+    let (mut child, dir) = start_long_run_with("metrics", &toml, &["--metrics", "127.0.0.1:0"]);
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let addr = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stderr.read_line(&mut line).expect("stderr line") == 0 {
+                panic!("the run ended without printing its metrics address");
+            }
+            if let Some(url) = line.trim().strip_prefix("metrics: http://") {
+                break url.trim_end_matches("/metrics").to_string();
+            }
+        }
+    };
+    let (status, first) = http_get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{first}");
+    let records = |page: &str| {
+        sample(
+            page,
+            "sluicegate_records_total{pipeline=\"long\",stage=\"map\"}",
+        )
+    };
+    let before = records(&first).expect("the map's records");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (_, second) = http_get(&addr, "/metrics");
+    let after = records(&second).expect("the map's records");
+    assert!(
+        after > before,
+        "records flow between scrapes: {before} then {after}"
+    );
+    assert!(
+        second.contains("# TYPE sluicegate_records_total counter"),
+        "{second}"
+    );
+    assert!(
+        sample(
+            &second,
+            "sluicegate_stage_state{pipeline=\"long\",stage=\"counter\",state=\"suspended\"}"
+        )
+        .is_some()
+            || second.contains("stage=\"counter\",state=\"running\""),
+        "{second}"
+    );
+    assert!(sample(&second, "sluicegate_sink_records_total{pipeline=\"long\"}").is_some());
+    let (status, _) = http_get(&addr, "/elsewhere");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let report = interrupt(child, dir);
+    assert_eq!(report["status"], "ok");
 }

@@ -1,6 +1,7 @@
 //! The `sluicegate` command line: `run` a pipeline file, run the built-in `demo`, or `check`
 //! a stage.
 
+mod metrics_server;
 mod progress;
 mod swap_control;
 
@@ -103,6 +104,10 @@ struct RunOptions {
     /// checks the protocol between the stages, only at the ends). Same as `fused = true`.
     #[arg(long)]
     fused: bool,
+    /// Serve every hop's counters for Prometheus at http://ADDR/metrics while the pipeline
+    /// runs (e.g. 127.0.0.1:9464; port 0 picks a free one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 impl RunOptions {
@@ -266,6 +271,10 @@ fn stop_on_ctrl_c(pipeline: &Pipeline) {
 }
 
 fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Result<()> {
+    if let Some(addr) = &options.metrics {
+        let bound = metrics_server::serve(addr, pipeline.probe())?;
+        eprintln!("metrics: http://{bound}/metrics");
+    }
     let report = {
         let _progress = progress::Progress::start(pipeline.probe(), pipeline.credits());
         pipeline.run()
