@@ -304,6 +304,7 @@ fn run_reads_stdin_and_writes_stdout() {
         ),
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .env("SLUICEGATE_CACHE_DIR", CACHE)
         .args(["run", file.to_str().expect("path")])
         .env("RUST_LOG", "off")
         .stdin(std::process::Stdio::piped())
@@ -373,6 +374,7 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
     .expect("pipeline");
     let socket = dir.join("control.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .env("SLUICEGATE_CACHE_DIR", CACHE)
         .args(["run", "--watch", "--control"])
         .arg(&socket)
         .arg(&pipeline)
@@ -400,6 +402,7 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
     let control = socket.clone();
     let client = std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+            .env("SLUICEGATE_CACHE_DIR", CACHE)
             .args(["swap", "--control"])
             .arg(&control)
             .args(["tagger", a::TAG_V1])
