@@ -396,6 +396,36 @@ fn a_truncated_framed_input_file_is_an_error_of_the_source() {
 }
 
 #[test]
+fn an_input_line_longer_than_a_record_may_be_is_an_error_of_the_source() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-longline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut input = b"short\n".to_vec();
+    input.resize(input.len() + (16 << 20) + 1, b'x'); // one byte over, and no newline
+    std::fs::write(dir.join("in.txt"), input).expect("write");
+    let origin = dir.join("p.toml");
+    let toml = format!(
+        "[source]\nkind = \"file\"\npath = \"in.txt\"\n{}[sink]\ncredits = 1\n",
+        stage("map", a::PASSTHROUGH, "")
+    );
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let report = Pipeline::build(engine(), &spec, &origin)
+        .expect("build")
+        .run();
+    let failure = report.failure.as_ref().expect("failure");
+    assert_eq!(
+        (failure.stage.as_str(), failure.kind.as_str()),
+        ("source", "io")
+    );
+    assert!(
+        failure.message.contains("a line longer than"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(report.sink.records, 1, "the line before it was delivered");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_stopped_run_closes_every_stage_and_says_so() {
     let mut p = pipeline(&counter_chain(100_000_000, &["a"], 4)).expect("build");
     let (stopper, probe) = (p.stopper(), p.probe());

@@ -1,7 +1,7 @@
 //! Host-native sources: the synthetic market feed, a file, standard input. Each honours
 //! credits exactly and is counted like a stage.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _};
 use std::sync::Arc;
 
 use market_data::{Feed, FeedConfig};
@@ -15,7 +15,8 @@ use crate::upstream::Upstream;
 /// Name of the host-native source hop in reports and errors.
 pub(crate) const SOURCE: &str = "source";
 
-/// Largest record a file or stdin source accepts (a framed length above it is corruption).
+/// Largest record a file or stdin source accepts (a framed length above it is corruption; a
+/// longer line is refused rather than buffered without bound).
 const MAX_RECORD_BYTES: u32 = 16 << 20;
 
 /// A native source with its counters.
@@ -126,12 +127,17 @@ impl<R: BufRead + Send> ReaderSource<R> {
         self.record.clear();
         match self.format {
             RecordFormat::Lines => {
-                let read = self
-                    .reader
+                // At most one record and its newline: a longer line is refused, not buffered.
+                let read = (&mut self.reader)
+                    .take(u64::from(MAX_RECORD_BYTES) + 1)
                     .read_until(b'\n', &mut self.record)
                     .map_err(|e| io_error(format!("reading input: {e}")))?;
                 if self.record.last() == Some(&b'\n') {
                     self.record.pop();
+                } else if self.record.len() > MAX_RECORD_BYTES as usize {
+                    return Err(io_error(format!(
+                        "a line longer than the {MAX_RECORD_BYTES} bytes a record may have"
+                    )));
                 }
                 Ok(read > 0)
             }
