@@ -3,7 +3,7 @@
 //! `sluicegate swap`, answering one line with the outcome.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -110,6 +110,11 @@ fn writes_content(kind: &notify::EventKind) -> bool {
     )
 }
 
+/// Longest request line read (a stage name and a path).
+const MAX_REQUEST_BYTES: u64 = 64 << 10;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Listens on `socket` for `swap STAGE FILE` lines until the process ends.
 pub fn listen(engine: Engine, swapper: Swapper, socket: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
@@ -127,8 +132,13 @@ pub fn listen(engine: Engine, swapper: Swapper, socket: &Path) -> anyhow::Result
 }
 
 fn handle(engine: &Engine, swapper: &Swapper, connection: &UnixStream) -> String {
+    // One short line, promptly: a client that stalls or floods does not hold up the next.
+    let _ = connection.set_read_timeout(Some(REQUEST_TIMEOUT));
     let mut line = String::new();
-    if BufReader::new(connection).read_line(&mut line).is_err() {
+    if BufReader::new(connection.take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .is_err()
+    {
         return "error: cannot read the request".into();
     }
     // The file is the rest of the line, so paths with spaces work.
