@@ -9,6 +9,7 @@
 
 mod feed;
 mod records;
+mod state;
 mod strategy;
 mod vwap;
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::records::{Symbol, Tick, Vwap};
+use crate::state::{Reader, Writer};
 
 /// Per-symbol rolling windows.
 #[derive(Debug, Clone)]
@@ -55,48 +56,34 @@ impl VwapWindow {
 
     /// Serialises the windows (format version 1), for handing over in a hot swap.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![1u8];
-        out.extend_from_slice(&(self.size as u32).to_le_bytes());
-        out.extend_from_slice(&(self.windows.len() as u32).to_le_bytes());
+        let mut out = Writer::new(1);
+        out.len(self.size).len(self.windows.len());
         for (symbol, window) in &self.windows {
-            out.extend_from_slice(&symbol.0);
-            out.extend_from_slice(&(window.ticks.len() as u32).to_le_bytes());
-            for (price, qty) in &window.ticks {
-                out.extend_from_slice(&price.to_le_bytes());
-                out.extend_from_slice(&qty.to_le_bytes());
+            out.symbol(symbol).len(window.ticks.len());
+            for &(price, qty) in &window.ticks {
+                out.i64(price).u32(qty);
             }
         }
-        out
+        out.finish()
     }
 
     /// Restores windows serialised by [`VwapWindow::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let (head, tail) = rest
-                .split_at_checked(n)
-                .ok_or_else(|| "VWAP state is truncated".to_string())?;
-            rest = tail;
-            Ok(head)
-        };
-        let u32_of = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if take(1)? != [1] {
-            return Err("unknown VWAP state version".into());
-        }
-        let size = u32_of(take(4)?) as usize;
+        let mut state = Reader::new(bytes, "VWAP", 1)?;
+        let size = state.u32()? as usize;
         let mut windows = BTreeMap::new();
-        for _ in 0..u32_of(take(4)?) {
-            let symbol = Symbol(take(8)?.try_into().map_err(|_| "bad symbol")?);
+        for _ in 0..state.u32()? {
+            let symbol = state.symbol()?;
             let mut window = Window::default();
-            for _ in 0..u32_of(take(4)?) {
-                let price = i64::from_le_bytes(take(8)?.try_into().map_err(|_| "bad price")?);
-                let qty = u32_of(take(4)?);
+            for _ in 0..state.u32()? {
+                let (price, qty) = (state.i64()?, state.u32()?);
                 window.ticks.push_back((price, qty));
                 window.notional += i128::from(price) * i128::from(qty);
                 window.volume += u64::from(qty);
             }
             windows.insert(symbol, window);
         }
+        state.finish()?;
         Ok(VwapWindow { size, windows })
     }
 

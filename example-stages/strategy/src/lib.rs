@@ -1,6 +1,6 @@
 //! A strategy: moving-average crossover on VWAP updates, emitting a 32-byte order when a
 //! symbol's fast average (`fast`, default 5) crosses its slow one (`slow`, default 20).
-//! Order size: `qty` (default 100).
+//! Order size: `qty` (default 100). Hot-swappable: its averages go to the next version.
 
 use market_data::{Crossover, Vwap};
 use sluicegate_guest::{Batch, Config, Map};
@@ -24,6 +24,14 @@ impl Map for Strategy {
         if let Some(order) = Vwap::decode(record).and_then(|v| self.crossover.update(&v)) {
             out.push(&order.encode());
         }
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(self.crossover.to_bytes())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.crossover.restore(state)
     }
 }
 

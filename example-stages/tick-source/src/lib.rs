@@ -2,7 +2,8 @@
 //! exactly as many records as it is granted credits, and pulls nothing.
 //!
 //! Config: `seed` (42), `universe` (64: how many symbols trade), `records` (100000),
-//! `max_burst` (64), `garble_every` (0: never).
+//! `max_burst` (64), `garble_every` (0: never). Hot-swappable: the next version continues the
+//! feed where this one stopped.
 
 use market_data::{Feed, FeedConfig};
 use sluicegate_guest::{Batch, Config, Flow, Stage, Upstream};
@@ -36,6 +37,14 @@ impl Stage for TickSource {
             out.push(&self.line);
         }
         Flow::More
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        Some(self.feed.to_bytes())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.feed.restore(state)
     }
 }
 
