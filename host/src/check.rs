@@ -41,6 +41,9 @@ pub struct CheckOptions {
     pub short_upstream: u64,
     /// The stage claims to be deterministic: the same input twice gives the same output (K1).
     pub deterministic: bool,
+    /// The stage claims to be hot-swappable: swapped mid-stream for a fresh instance of itself,
+    /// with its state handed over, it delivers what an unswapped run delivers (H1).
+    pub swappable: bool,
 }
 
 impl Default for CheckOptions {
@@ -53,6 +56,7 @@ impl Default for CheckOptions {
             input: None,
             short_upstream: DEFAULT_SHORT_UPSTREAM,
             deterministic: false,
+            swappable: false,
         }
     }
 }
@@ -99,6 +103,7 @@ pub(crate) const RULES: &[(&str, &str)] = &[
     ("R5", "upstream-end"),
     ("X1", "no-traps"),
     ("K1", "determinism"),
+    ("H1", "hot-swap"),
     ("K2", "resources"),
 ];
 

@@ -35,7 +35,13 @@ fn check_passes_a_good_stage_with_exit_code_zero() {
 
 #[test]
 fn check_json_gives_one_entry_per_rule_and_the_exit_code_follows_it() {
-    let (ok, stdout, _) = sluicegate(&["check", a::PASSTHROUGH, "--json", "--deterministic"]);
+    let (ok, stdout, _) = sluicegate(&[
+        "check",
+        a::PASSTHROUGH,
+        "--json",
+        "--deterministic",
+        "--swap",
+    ]);
     assert!(ok, "{stdout}");
     let report = json(&stdout);
     assert_eq!(report["passed"], true);
@@ -44,7 +50,8 @@ fn check_json_gives_one_entry_per_rule_and_the_exit_code_follows_it() {
     assert_eq!(
         ids,
         [
-            "W1", "P1", "P3", "S1", "R3", "C2", "C1", "E1", "S3", "R4", "R5", "X1", "K1", "K2"
+            "W1", "P1", "P3", "S1", "R3", "C2", "C1", "E1", "S3", "R4", "R5", "X1", "K1", "H1",
+            "K2"
         ]
     );
     assert!(rules.iter().all(|r| r["verdict"] == "pass"), "{stdout}");

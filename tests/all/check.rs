@@ -403,6 +403,14 @@ fn py_symbol_filter() {
     };
     let report = check_file(engine(), Path::new(a::PY_SYMBOL_FILTER), &options);
     passes(&report);
+    // Swapped mid-stream for a fresh instance of itself, through the helper's `State`.
+    let swapped = CheckOptions {
+        swappable: true,
+        ..options
+    };
+    let report = check_file(engine(), Path::new(a::PY_SYMBOL_FILTER), &swapped);
+    passes(&report);
+    assert_eq!(report.rule("H1").map(|r| r.verdict), Some(Verdict::Pass));
     for id in ["E1", "R5", "K1"] {
         let line = report.rule(id).expect("line");
         assert!(
@@ -420,4 +428,92 @@ fn js_decode() {
     passes(&report);
     assert_eq!(report.rule("K1").map(|r| r.verdict), Some(Verdict::Pass));
     assert_eq!(report.rule("R5").map(|r| r.verdict), Some(Verdict::Pass));
+}
+
+fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
+    let options = CheckOptions {
+        upstream: upstream.iter().map(Into::into).collect(),
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        deterministic: true,
+        swappable: true,
+        ..CheckOptions::default()
+    };
+    check_file(engine(), Path::new(path), &options)
+}
+
+#[test]
+fn h1_a_stage_that_hands_over_its_state_gives_the_same_records_when_swapped() {
+    let report = swappable(a::VWAP, &[a::TICK_SOURCE, a::DECODE], &[("window", "32")]);
+    passes(&report);
+    let line = report.rule("H1").expect("H1 line");
+    assert_eq!(line.verdict, Verdict::Pass, "{}", line.evidence);
+    assert!(
+        line.evidence.contains("state handed over"),
+        "{}",
+        line.evidence
+    );
+    assert!(!line.evidence.contains("over 0 time"), "{}", line.evidence);
+}
+
+#[test]
+fn h1_every_rust_example_stage_is_hot_swappable() {
+    let cases: [(&str, &[&str]); 5] = [
+        (a::TICK_SOURCE, &[]),
+        (a::DECODE, &[a::TICK_SOURCE]),
+        (a::SYMBOL_FILTER, &[a::TICK_SOURCE, a::DECODE]),
+        (a::VWAP, &[a::TICK_SOURCE, a::DECODE]),
+        (a::STRATEGY, &[a::TICK_SOURCE, a::DECODE, a::VWAP]),
+    ];
+    for (stage, upstream) in cases {
+        let report = swappable(stage, upstream, &[]);
+        passes(&report);
+        let line = report.rule("H1").expect("H1 line");
+        assert_eq!(line.verdict, Verdict::Pass, "{stage}: {}", line.evidence);
+    }
+}
+
+#[test]
+fn h1_a_source_that_keeps_its_position_to_itself_fails_when_swapped() {
+    // The counter hands nothing over, so every new instance counts from 0 again.
+    let report = swappable(a::COUNTER, &[], &[("records", "1000")]);
+    let (failed, error) = failure(&report);
+    assert_eq!(failed, "H1", "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Nonconforming {
+                check: "H1 hot-swap",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("does not hand its state over"),
+        "{error}"
+    );
+    assert_eq!(
+        run(a::COUNTER, &[], &[("records", "1000")])
+            .rule("H1")
+            .map(|r| r.verdict),
+        Some(Verdict::Skip),
+        "not claimed, not checked"
+    );
+}
+
+#[test]
+fn h1_a_version_that_traps_while_handing_over_fails() {
+    let report = swappable(a::TRAP_IN_SNAPSHOT, &[], &[]);
+    let line = report.rule("H1").expect("H1 line");
+    assert_eq!(line.verdict, Verdict::Fail, "{}", line.evidence);
+    let error = line.error.as_ref().expect("error");
+    assert!(
+        error
+            .to_string()
+            .contains("snapshot is broken in this version"),
+        "{error}"
+    );
 }

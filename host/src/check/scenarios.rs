@@ -21,8 +21,11 @@ use crate::upstream::{IterUpstream, Upstream};
 /// stalled.
 const MAX_IDLE_RESUMES: u32 = 1000;
 
-/// Credits of the pause and upstream-end scenarios.
+/// Credits of the pause, upstream-end and hot-swap scenarios.
 const SMALL_CREDITS: u32 = 7;
+
+/// The hot-swap scenario swaps the stage after every this many chunks.
+const SWAP_EVERY_CHUNKS: u64 = 5;
 
 /// Runs every scenario, filling `report`.
 pub(super) fn run_all(
@@ -47,6 +50,7 @@ pub(super) fn run_all(
     let runs = subject.credit_runs(options, report);
     subject.upstream_end(options, report);
     subject.determinism(options, &runs, report);
+    subject.hot_swap(options, &runs, report);
     subject.closes(report);
     subject.resources(report);
     let calls: u64 = subject
@@ -303,7 +307,7 @@ impl Subject {
             };
             match chain
                 .prime()
-                .and_then(|_| run(&chain.stage, credits, options.max_records))
+                .and_then(|_| run(&chain.stage, credits, options.max_records, &mut |_| Ok(())))
             {
                 Ok(r) => {
                     if r.finished && probed_end.is_none() {
@@ -356,10 +360,14 @@ impl Subject {
             Ok(chain) => chain,
             Err(error) => return report.fail("R5", error),
         };
-        match chain
-            .prime()
-            .and_then(|_| run(&chain.stage, SMALL_CREDITS, options.max_records))
-        {
+        match chain.prime().and_then(|_| {
+            run(
+                &chain.stage,
+                SMALL_CREDITS,
+                options.max_records,
+                &mut |_| Ok(()),
+            )
+        }) {
             Ok(_) if chain.pulls.load(Relaxed) == 0 => {
                 report.skip("R5", "the stage never pulls (a source): nothing to check")
             }
@@ -416,10 +424,14 @@ impl Subject {
             Ok(chain) => chain,
             Err(error) => return report.fail("K1", error),
         };
-        match chain
-            .prime()
-            .and_then(|_| run(&chain.stage, first.credits, options.max_records))
-        {
+        match chain.prime().and_then(|_| {
+            run(
+                &chain.stage,
+                first.credits,
+                options.max_records,
+                &mut |_| Ok(()),
+            )
+        }) {
             Ok(again) if again.hashes == first.hashes => {
                 let shared = runs.iter().map(|r| r.hashes.len()).min().unwrap_or(0);
                 report.pass(
@@ -454,6 +466,123 @@ impl Subject {
         self.finish(&chain, report);
     }
 
+    /// H1: a stage that claims to be hot-swappable is swapped for a fresh instance of itself
+    /// every few chunks of a run. With its state handed over, the run must deliver what an
+    /// unswapped run at the same credits delivers: exactly the same records if it claims to be
+    /// deterministic, else as many records.
+    fn hot_swap(&self, options: &CheckOptions, runs: &[Run], report: &mut CheckReport) {
+        if !options.swappable {
+            return report.skip("H1", "not claimed (pass --swap to check it)");
+        }
+        let credits = SMALL_CREDITS;
+        let reference = match runs.iter().find(|r| r.credits == credits) {
+            Some(run) => Ok(run.clone()),
+            None => self.chain(None).and_then(|chain| {
+                let run = chain
+                    .prime()
+                    .and_then(|_| run(&chain.stage, credits, options.max_records, &mut |_| Ok(())));
+                self.close(&chain).and(run)
+            }),
+        };
+        let reference = match reference {
+            Ok(run) => run,
+            Err(error) => return report.fail("H1", error),
+        };
+        let chain = match self.chain(None) {
+            Ok(chain) => chain,
+            Err(error) => return report.fail("H1", error),
+        };
+        let (mut swaps, mut carried) = (0u64, 0u64);
+        let swapped = chain.prime().and_then(|_| {
+            run(&chain.stage, credits, options.max_records, &mut |chunks| {
+                if chunks % SWAP_EVERY_CHUNKS == 0 {
+                    let swap = chain.stage.swap(&self.stage)?;
+                    swaps += 1;
+                    carried += u64::from(swap.state_carried);
+                    if let Some(lost) = swap.state_lost {
+                        return Err(nonconforming(
+                            chain.stage.name(),
+                            "H1 hot-swap",
+                            format!("it broke while handing over its state: {lost}"),
+                        ));
+                    }
+                }
+                Ok(())
+            })
+        });
+        if swapped.is_ok() && swaps == 0 {
+            self.finish(&chain, report);
+            return report.skip(
+                "H1",
+                format!(
+                    "the run ended before its first swap (after {SWAP_EVERY_CHUNKS} chunks): \
+                     feed it more input to check it"
+                ),
+            );
+        }
+        let outcome = match swapped {
+            Err(error) => Err(error),
+            Ok(run) if options.deterministic && run.hashes != reference.hashes => {
+                let at = first_difference(&reference.hashes, &run.hashes)
+                    .unwrap_or(reference.hashes.len().min(run.hashes.len()));
+                Err(self.swap_mismatch(
+                    &reference,
+                    &run,
+                    swaps,
+                    carried,
+                    format!("differ at record #{at}"),
+                ))
+            }
+            Ok(run) if run.records != reference.records => Err(self.swap_mismatch(
+                &reference,
+                &run,
+                swaps,
+                carried,
+                format!("{} records against {}", run.records, reference.records),
+            )),
+            Ok(run) => Ok(format!(
+                "swapped {swaps} time(s) mid-stream at credits {credits} (state handed over {carried} \
+                 time(s)): the same {} {} as an unswapped run",
+                run.records,
+                if options.deterministic {
+                    "records"
+                } else {
+                    "record count"
+                }
+            )),
+        };
+        match outcome {
+            Ok(evidence) => report.pass("H1", evidence),
+            Err(error) => report.fail("H1", error),
+        }
+        self.finish(&chain, report);
+    }
+
+    fn swap_mismatch(
+        &self,
+        reference: &Run,
+        run: &Run,
+        swaps: u64,
+        carried: u64,
+        how: String,
+    ) -> Error {
+        let hint = if carried < swaps {
+            "; it does not hand its state over (export the `state` interface, world \
+             `stateful-stage`), so each new instance starts afresh"
+        } else {
+            ""
+        };
+        nonconforming(
+            self.stage.name(),
+            "H1 hot-swap",
+            format!(
+                "swapped {swaps} time(s) mid-stream, it delivered other records than an unswapped \
+                 run ({} then {} records; they {how}){hint}",
+                reference.records, run.records
+            ),
+        )
+    }
+
     /// S3, R4: every primed instance that did not fault was closed once, without pulling (a
     /// pull while closing would have failed R4 already).
     fn closes(&self, report: &mut CheckReport) {
@@ -471,13 +600,15 @@ impl Subject {
                 "R4",
                 "no instance was primed and still healthy at its close",
             );
-        } else if primed.iter().all(|s| s.stats().closes_entered == 1) {
+        } else if primed
+            .iter()
+            .all(|s| s.stats().closes_entered == 1 + s.stats().swaps)
+        {
+            // A swap closes the version it replaces: one close per version.
+            let versions: u64 = primed.iter().map(|s| 1 + s.stats().swaps).sum();
             report.pass(
                 "S3",
-                format!(
-                    "close entered exactly once on each of {} primed instance(s)",
-                    primed.len()
-                ),
+                format!("close entered exactly once on each of {versions} primed instance(s)"),
             );
             report.pass(
                 "R4",
@@ -535,8 +666,14 @@ impl Chain {
     }
 }
 
-/// Resumes `stage` with `credits` until it answers `none` or `max_records` were delivered.
-fn run(stage: &Stage, credits: u32, max_records: u64) -> Result<Run> {
+/// Resumes `stage` with `credits` until it answers `none` or `max_records` were delivered,
+/// calling `after_chunk` with the count of chunks so far after each one.
+fn run(
+    stage: &Stage,
+    credits: u32,
+    max_records: u64,
+    after_chunk: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<Run> {
     let mut r = Run {
         credits,
         records: 0,
@@ -566,6 +703,7 @@ fn run(stage: &Stage, credits: u32, max_records: u64) -> Result<Run> {
             hash.add(record);
             hash.value()
         }));
+        after_chunk(r.chunks)?;
     }
     Ok(r)
 }

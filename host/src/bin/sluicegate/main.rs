@@ -149,6 +149,10 @@ struct CheckArgs {
     /// The stage is deterministic: check that the same input twice gives the same output (K1).
     #[arg(long)]
     deterministic: bool,
+    /// The stage is hot-swappable: swap it mid-stream for a fresh instance of itself every few
+    /// chunks and check it delivers what an unswapped run delivers (H1).
+    #[arg(long)]
+    swap: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -346,6 +350,7 @@ fn check(args: &CheckArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<
         input,
         short_upstream: args.short_upstream,
         deterministic: args.deterministic,
+        swappable: args.swap,
     };
     let report = progress::while_loading("checking the stage", || {
         check_file(&engine, &args.stage, &options)
