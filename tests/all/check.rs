@@ -16,16 +16,19 @@ macro_rules! assert_test_exists {
 foreach_fixture!(assert_test_exists);
 foreach_example!(assert_test_exists);
 
-fn run(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    let options = CheckOptions {
+fn options(upstream: &[&str], config: &[(&str, &str)]) -> CheckOptions {
+    CheckOptions {
         upstream: upstream.iter().map(Into::into).collect(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         ..CheckOptions::default()
-    };
-    check_file(engine(), Path::new(path), &options)
+    }
+}
+
+fn run(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
+    check_file(engine(), Path::new(path), &options(upstream, config))
 }
 
 fn passes(report: &CheckReport) {
@@ -432,14 +435,9 @@ fn js_decode() {
 
 fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
     let options = CheckOptions {
-        upstream: upstream.iter().map(Into::into).collect(),
-        config: config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
         deterministic: true,
         swappable: true,
-        ..CheckOptions::default()
+        ..options(upstream, config)
     };
     check_file(engine(), Path::new(path), &options)
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use market_data::Checksum;
-use sluicegate::{Error, Pipeline, PipelineSpec, Rule, RunStatus, StageState};
+use sluicegate::{Error, Pipeline, PipelineSpec, Rule, RunReport, RunStatus, StageState};
 use sluicegate_tests::{artifacts as a, capture_logs, engine, native_market_orders};
 
 const DEMO: &str = include_str!("../../examples/market.toml");
@@ -368,61 +368,50 @@ fn file_sources_read_lines_and_framed_records_and_a_file_sink_writes_them() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn a_truncated_framed_input_file_is_an_error_of_the_source() {
-    let dir = std::env::temp_dir().join(format!("sluicegate-trunc-{}", std::process::id()));
+/// Runs a file source of `contents` (with `source` settings) into a pass-through and returns
+/// the report.
+fn run_file_source(name: &str, contents: &[u8], source: &str) -> RunReport {
+    let dir = std::env::temp_dir().join(format!("sluicegate-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("in.bin"), [9u8, 0, 0, 0, b'x']).expect("write");
+    std::fs::write(dir.join("in"), contents).expect("write");
     let origin = dir.join("p.toml");
     let toml = format!(
-        "[source]\nkind = \"file\"\npath = \"in.bin\"\nformat = \"framed\"\n{}",
+        "[source]\nkind = \"file\"\npath = \"in\"\n{source}\n{}[sink]\ncredits = 1\n",
         stage("map", a::PASSTHROUGH, "")
     );
     let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
     let report = Pipeline::build(engine(), &spec, &origin)
         .expect("build")
         .run();
+    let _ = std::fs::remove_dir_all(dir);
+    report
+}
+
+/// The failure of a run that must fail in the source with an I/O error.
+fn source_failure(report: &RunReport) -> &str {
     let failure = report.failure.as_ref().expect("failure");
     assert_eq!(
         (failure.stage.as_str(), failure.kind.as_str()),
         ("source", "io")
     );
-    assert!(
-        failure.message.contains("inside a 9-byte record"),
-        "{}",
-        failure.message
-    );
-    let _ = std::fs::remove_dir_all(dir);
+    &failure.message
+}
+
+#[test]
+fn a_truncated_framed_input_file_is_an_error_of_the_source() {
+    let report = run_file_source("trunc", &[9u8, 0, 0, 0, b'x'], "format = \"framed\"");
+    let message = source_failure(&report);
+    assert!(message.contains("inside a 9-byte record"), "{message}");
 }
 
 #[test]
 fn an_input_line_longer_than_a_record_may_be_is_an_error_of_the_source() {
-    let dir = std::env::temp_dir().join(format!("sluicegate-longline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
     let mut input = b"short\n".to_vec();
     input.resize(input.len() + (16 << 20) + 1, b'x'); // one byte over, and no newline
-    std::fs::write(dir.join("in.txt"), input).expect("write");
-    let origin = dir.join("p.toml");
-    let toml = format!(
-        "[source]\nkind = \"file\"\npath = \"in.txt\"\n{}[sink]\ncredits = 1\n",
-        stage("map", a::PASSTHROUGH, "")
-    );
-    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
-    let report = Pipeline::build(engine(), &spec, &origin)
-        .expect("build")
-        .run();
-    let failure = report.failure.as_ref().expect("failure");
-    assert_eq!(
-        (failure.stage.as_str(), failure.kind.as_str()),
-        ("source", "io")
-    );
-    assert!(
-        failure.message.contains("a line longer than"),
-        "{}",
-        failure.message
-    );
+    let report = run_file_source("longline", &input, "");
+    let message = source_failure(&report);
+    assert!(message.contains("a line longer than"), "{message}");
     assert_eq!(report.sink.records, 1, "the line before it was delivered");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
