@@ -45,6 +45,9 @@ struct Args {
 
 const CREDITS: [u32; 4] = [1, 16, 256, 4096];
 
+/// Interleaved runs of every market variant; the table shows each one's median.
+const MARKET_ROUNDS: usize = 3;
+
 pub(crate) fn percentile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
@@ -63,32 +66,42 @@ fn main() -> anyhow::Result<()> {
     let python_records = (records / 5).max(20_000);
     let engine = Engine::new()?;
     let stages = MarketStages::load(&engine)?;
-    let mut report = Report::new(records, python_records);
+    let rounds = if args.quick { 1 } else { MARKET_ROUNDS };
+    let mut report = Report::new(records, python_records, rounds);
 
     eprintln!("market pipeline, {records} ticks, credits {CREDITS:?}");
-    let native = market::native(records);
+    // Every figure of the market table is the median of ROUNDS interleaved runs (each round
+    // runs every variant once), so that a noisy neighbour for a moment skews no single figure.
+    let native = market::median((0..rounds).map(|_| market::native(records)).collect());
     ensure!(native.orders > 0, "the strategy placed no order");
     let python_native = market::native(python_records);
     for credits in CREDITS {
-        let threads = market::threads(records, credits, None);
-        let wasm = market::sluicegate(&stages, records, credits, None, None)?;
-        let fused = market::sluicegate_fused(&stages, records, credits, None)?;
-        let python = market::cpython(python_records, credits, false)?;
-        for (name, outcome) in [
+        let (mut threads, mut wasm, mut fused, mut python) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            threads.push(market::threads(records, credits, None));
+            wasm.push(market::sluicegate(&stages, records, credits, None, None)?);
+            fused.push(market::sluicegate_fused(&stages, records, credits, None)?);
+            if let Some(run) = market::cpython(python_records, credits, false)? {
+                python.push(run);
+            }
+        }
+        for (name, runs) in [
             ("threads", &threads),
             ("sluicegate", &wasm),
             ("sluicegate fused", &fused),
         ] {
-            ensure!(
-                (outcome.orders, outcome.checksum) == (native.orders, native.checksum),
-                "{name} at credits {credits}: {} orders, checksum {:016x}; native Rust: {} orders, {:016x}",
-                outcome.orders,
-                outcome.checksum,
-                native.orders,
-                native.checksum
-            );
+            for outcome in runs {
+                ensure!(
+                    (outcome.orders, outcome.checksum) == (native.orders, native.checksum),
+                    "{name} at credits {credits}: {} orders, checksum {:016x}; native Rust: {} orders, {:016x}",
+                    outcome.orders,
+                    outcome.checksum,
+                    native.orders,
+                    native.checksum
+                );
+            }
         }
-        if let Some(python) = &python {
+        for python in &python {
             ensure!(
                 (python.orders, python.checksum) == (python_native.orders, python_native.checksum),
                 "CPython at credits {credits}: checksum {:016x}, native Rust {:016x}",
@@ -96,6 +109,12 @@ fn main() -> anyhow::Result<()> {
                 python_native.checksum
             );
         }
+        let (threads, wasm, fused) = (
+            market::median(threads),
+            market::median(wasm),
+            market::median(fused),
+        );
+        let python = (!python.is_empty()).then(|| market::median(python));
         eprintln!(
             "  credits {credits:>4}: native {:>10.0}/s  threads {:>10.0}/s  sluicegate {:>10.0}/s  fused {:>10.0}/s  cpython {}",
             native.records_per_s(records),

@@ -79,6 +79,13 @@ impl Stamps {
 }
 
 /// (a) Native Rust: one iterator chain, no batching, no copies between stages.
+/// The run of median time among `runs` (at least one).
+pub fn median(mut runs: Vec<Outcome>) -> Outcome {
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let middle = runs.len() / 2;
+    runs.swap_remove(middle)
+}
+
 pub fn native(records: u64) -> Outcome {
     native_stamped(records, None)
 }

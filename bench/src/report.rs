@@ -73,6 +73,8 @@ impl LatencyRow {
 pub struct Report {
     pub records: u64,
     pub python_records: u64,
+    /// Interleaved rounds behind each market figure (their median is shown).
+    pub market_rounds: usize,
     pub checksum: String,
     pub market: Vec<MarketRow>,
     pub latency: Vec<LatencyRow>,
@@ -123,10 +125,11 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 impl Report {
-    pub fn new(records: u64, python_records: u64) -> Self {
+    pub fn new(records: u64, python_records: u64, market_rounds: usize) -> Self {
         Report {
             records,
             python_records,
+            market_rounds,
             checksum: String::new(),
             market: Vec::new(),
             latency: Vec::new(),
@@ -463,8 +466,10 @@ impl Report {
             "A seeded feed of {} ticks (64 symbols) → decode → filter (8 symbols) → VWAP (32) → \
              moving-average crossover → sink, in five designs doing the same work. Every variant's \
              orders checksum equals native Rust's before anything is reported: `{}`. CPython runs \
-             {} ticks (its checksum is checked against native Rust on the same input).\n",
-            self.records, self.checksum, self.python_records
+             {} ticks (its checksum is checked against native Rust on the same input). Each figure \
+             is the median of {} interleaved rounds, each round running every variant once, so a \
+             moment of noise on this shared machine skews no single figure.\n",
+            self.records, self.checksum, self.python_records, self.market_rounds
         );
         let _ = writeln!(
             m,
