@@ -373,7 +373,9 @@ impl Live {
                 limit: Limit::ChunkBytes,
                 call,
                 detail: format!(
-                    "a {}-byte chunk, over the {max_bytes}-byte cap",
+                    "a {}-byte chunk, over the {max_bytes}-byte cap (it was granted {credits} \
+                     credits: a stage downstream that asks for more records than fit in a chunk \
+                     can be clamped with limits.max_chunk_records)",
                     bytes.len()
                 ),
             });
@@ -1007,7 +1009,8 @@ fn fault_of(name: &str, call: Call, error: &wasmtime::Error, store: &Store<Stage
         return exceeded(
             Limit::ChunkBytes,
             format!(
-                "the stage tried to hand over more than {} bytes in one call",
+                "the stage tried to hand over more than {} bytes in one call (if it was only \
+                 answering the credits it was granted, clamp them with limits.max_chunk_records)",
                 limits.hostcall_fuel()
             ),
         );
