@@ -39,8 +39,9 @@ pub fn componentize_python(name: &str, dir: &str, module: &str) -> Result<Artifa
 }
 
 /// Builds the JavaScript stage in `dir` (relative to the workspace root) whose module is
-/// `entry`, with componentize-js, to a component named `name`. WASI HTTP is left out: the
-/// host does not serve it. `Err` says what is missing and how to install it.
+/// `entry`, with componentize-js, to a component named `name`, for the `stateful-stage` world
+/// (the module exports `generator` and `state`). WASI HTTP is left out: the host does not
+/// serve it. `Err` says what is missing and how to install it.
 pub fn componentize_js(name: &str, dir: &str, entry: &str) -> Result<Artifact, String> {
     let tools = tools_dir();
     let tool = tools.join("js/node_modules/.bin/componentize-js");
@@ -51,7 +52,7 @@ pub fn componentize_js(name: &str, dir: &str, entry: &str) -> Result<Artifact, S
         let mut cmd = Command::new(&tool);
         cmd.current_dir(&root)
             .arg(&source)
-            .args(["--wit", "wit", "--world-name", "stage"])
+            .args(["--wit", "wit", "--world-name", "stateful-stage"])
             .args(["--disable", "http", "fetch-event", "-o"])
             .arg(out);
         cmd

@@ -1,7 +1,8 @@
 // A decoder in JavaScript: turns raw text ticks `seq,ts_ns,SYMBOL,price,qty,side` into the
 // 40-byte binary ticks the Rust stages read (example-stages/market-data/src/records.rs),
 // normalising the decimal price to integer 1e-4 units. Malformed lines are dropped and counted.
-// Built with componentize-js (jco) against wit/, world `stage`.
+// Built with componentize-js (jco) against wit/, world `stateful-stage`: on a hot swap its
+// pending records and counts go to the next version, in the envelope the Rust SDK uses.
 
 import { pull } from "sluicegate:stage/upstream@0.1.0";
 import { log } from "sluicegate:stage/host@0.1.0";
@@ -125,9 +126,65 @@ export const generator = {
   },
   close() {
     if (!primed) return;
-    log("info", "js decoder closed", [
+    log("info", `js decoder closed: decoded ${decoded}, dropped ${dropped}`, [
       ["decoded", String(decoded)],
       ["dropped", String(dropped)],
     ]);
+  },
+};
+
+// --- hot swap: the state envelope of docs/hot-swap.md ------------------------------------------
+// [pending count u32][each: length u32, bytes][upstream finished u8][has user state u8][user]
+export const state = {
+  snapshot() {
+    if (!primed) return undefined;
+    const user = new TextEncoder().encode(`${decoded},${dropped}`);
+    let size = 4 + 2 + user.length;
+    for (const r of pending) size += 4 + r.length;
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, pending.length, true);
+    let at = 4;
+    for (const r of pending) {
+      view.setUint32(at, r.length, true);
+      out.set(r, at + 4);
+      at += 4 + r.length;
+    }
+    out[at] = upstreamDone ? 1 : 0;
+    out[at + 1] = 1;
+    out.set(user, at + 2);
+    return out;
+  },
+  restore(bytes) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let at = 0;
+    const need = (n) => {
+      if (bytes.length - at < n) throw "state envelope is truncated";
+    };
+    need(4);
+    const count = view.getUint32(at, true);
+    at += 4;
+    const carried = [];
+    for (let i = 0; i < count; i++) {
+      need(4);
+      const size = view.getUint32(at, true);
+      at += 4;
+      need(size);
+      carried.push(bytes.slice(at, at + size));
+      at += size;
+    }
+    need(2);
+    const done = bytes[at] === 1;
+    const hasUser = bytes[at + 1] === 1;
+    at += 2;
+    if (hasUser) {
+      const counts = new TextDecoder().decode(bytes.subarray(at)).split(",").map(Number);
+      if (counts.length !== 2 || !counts.every(Number.isSafeInteger)) {
+        throw "state is not a js-decode state";
+      }
+      [decoded, dropped] = counts;
+    }
+    pending.splice(0, pending.length, ...carried);
+    upstreamDone = done;
   },
 };

@@ -426,11 +426,19 @@ fn py_symbol_filter() {
 
 #[test]
 fn js_decode() {
-    // The JavaScript stage (componentize-js) conforms, deterministically.
-    let report = deterministic(a::JS_DECODE, &[a::TICK_SOURCE]);
+    // The JavaScript stage (componentize-js) conforms, deterministically, and hands its state
+    // over when swapped mid-stream (its own `state` export).
+    let report = swappable(a::JS_DECODE, &[a::TICK_SOURCE], &[]);
     passes(&report);
     assert_eq!(report.rule("K1").map(|r| r.verdict), Some(Verdict::Pass));
     assert_eq!(report.rule("R5").map(|r| r.verdict), Some(Verdict::Pass));
+    let h1 = report.rule("H1").expect("H1 line");
+    assert_eq!(h1.verdict, Verdict::Pass, "{}", h1.evidence);
+    assert!(
+        !h1.evidence.contains("handed over 0 time"),
+        "{}",
+        h1.evidence
+    );
 }
 
 fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {

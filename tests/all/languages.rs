@@ -149,32 +149,46 @@ fn run_mixed_with_swap(records: u64, before: usize, stage: &str, next: &str) -> 
     report
 }
 
-/// A Python stage hot-swapped mid-stream for a new version of itself hands over its state
-/// through the `state` export that `sluicegate_records.State` serves: its counts carry on,
-/// each version's cleanup runs once, and the orders are exactly those of an unswapped
-/// all-Rust run.
+/// The counts a stage's close log line gives (`... closed: <first> N, ...`) for each version
+/// of stage `stage` that closed, oldest first.
+fn closed_counts(logs: &[(String, String)], stage: &str, first: &str) -> Vec<Option<u64>> {
+    logs.iter()
+        .filter(|(s, m)| s == stage && m.contains(" closed: "))
+        .map(|(_, m)| {
+            m.split(&format!("{first} "))
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A stage in another language hot-swapped mid-stream for a new version of itself hands over
+/// its state through its `state` export (Python: `sluicegate_records.State`; JavaScript: its
+/// own): its counts carry on, each version's cleanup runs once, and the orders are exactly
+/// those of an unswapped all-Rust run.
 #[test]
-fn a_python_stage_hot_swapped_mid_stream_hands_its_state_to_the_next_version() {
+fn python_and_javascript_stages_hot_swapped_mid_stream_hand_their_state_over() {
     let records = 20_000;
     let rust = run_market(false, records);
-    let (swapped, logs) =
-        capture_logs(|| run_mixed_with_swap(records, 40, "filter", a::PY_SYMBOL_FILTER));
-    assert_eq!(swapped.sink.checksum, rust.sink.checksum, "{swapped}");
-    let swap = swapped.swaps.first().expect("the swap is reported");
-    assert!(swap.state_carried, "{swapped}");
-    // The old version closed with its counts so far; the new one, having taken them over,
-    // closed with the counts of the whole stream.
-    let closed: Vec<&str> = logs
-        .iter()
-        .filter(|(s, m)| s == "filter" && m.starts_with("python filter closed"))
-        .map(|(_, m)| m.as_str())
-        .collect();
-    assert_eq!(closed.len(), 2, "{closed:?}");
-    let filter_out = records_out(&swapped, "filter");
-    let kept =
-        |line: &str| -> Option<u64> { line.split("kept ").nth(1)?.split(',').next()?.parse().ok() };
-    assert!(kept(closed[0]) < filter_out, "{closed:?}");
-    assert_eq!(kept(closed[1]), filter_out, "{closed:?}");
+    for (stage, component, counted) in [
+        ("filter", a::PY_SYMBOL_FILTER, "kept"),
+        ("decode", a::JS_DECODE, "decoded"),
+    ] {
+        let (swapped, logs) = capture_logs(|| run_mixed_with_swap(records, 40, stage, component));
+        assert_eq!(swapped.sink.checksum, rust.sink.checksum, "{swapped}");
+        let swap = swapped.swaps.first().expect("the swap is reported");
+        assert!(swap.state_carried, "{stage}: {swapped}");
+        // The old version closed with its counts so far; the new one, having taken them over,
+        // closed with the counts of the whole stream.
+        let closed = closed_counts(&logs, stage, counted);
+        let out = records_out(&swapped, stage);
+        assert_eq!(closed.len(), 2, "{stage}: {closed:?}");
+        assert!(closed[0] < out, "{stage}: {closed:?}");
+        assert_eq!(closed[1], out, "{stage}: {closed:?}");
+    }
 }
 
 /// Rewrite a stage in another language and swap it in live: the JavaScript decoder is
@@ -183,8 +197,13 @@ fn a_python_stage_hot_swapped_mid_stream_hands_its_state_to_the_next_version() {
 fn a_javascript_stage_is_hot_swapped_for_its_rust_rewrite_with_nothing_lost() {
     let records = 20_000;
     let rust = run_market(false, records);
-    let swapped = run_mixed_with_swap(records, 40, "decode", a::DECODE);
+    let (swapped, logs) = capture_logs(|| run_mixed_with_swap(records, 40, "decode", a::DECODE));
     assert_eq!(swapped.sink.records, rust.sink.records, "{swapped}");
     assert_eq!(swapped.sink.checksum, rust.sink.checksum, "{swapped}");
-    assert_eq!(swapped.swaps.len(), 1);
+    // The JavaScript version's counts went to the Rust one, which closed with the whole
+    // stream's: the two speak the same state.
+    assert!(swapped.swaps[0].state_carried, "{swapped}");
+    let closed = closed_counts(&logs, "decode", "decoded");
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert_eq!(closed[1], records_out(&swapped, "decode"), "{closed:?}");
 }
