@@ -404,6 +404,27 @@ fn run_watch_and_control_swap_a_running_stage_with_every_record_once() {
     std::fs::rename(dir.join("tag.wasm.tmp"), dir.join("tag.wasm")).expect("rename");
     seen.extend(io.until(&mut next, "v2"));
 
+    // --control with a broken file: refused at load, before it can reach the stage; the run
+    // keeps v2 (checked by the records that follow).
+    std::fs::write(dir.join("broken.wasm"), b"\0asm garbage").expect("broken file");
+    let refused = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .env("SLUICEGATE_CACHE_DIR", CACHE)
+        .args(["swap", "--control"])
+        .arg(&socket)
+        .arg("tagger")
+        .arg(dir.join("broken.wasm"))
+        .output()
+        .expect("swap client");
+    let answer = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        !refused.status.success() && answer.starts_with("error:") && answer.contains("tagger"),
+        "{answer}"
+    );
+    let after_refusal = io.send(next);
+    next += 1;
+    assert_eq!(after_refusal.1, "v2", "the refused swap changed nothing");
+    seen.push(after_refusal);
+
     // --control: `sluicegate swap` back to v1. It waits for the chunk boundary, which comes
     // with the next line, so it runs beside us.
     let control = socket.clone();

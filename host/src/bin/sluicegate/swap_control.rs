@@ -24,7 +24,12 @@ pub fn swap_in(
     stage: &str,
     file: &Path,
 ) -> Result<String, String> {
-    let component = engine.load_file(file).map_err(|e| e.to_string())?;
+    let component = engine.load_file(file).map_err(|e| {
+        format!(
+            "stage `{stage}` keeps its current version: {} cannot be loaded: {e}",
+            file.display()
+        )
+    })?;
     let report = swapper.swap(stage, &component).map_err(|e| e.to_string())?;
     Ok(format!(
         "swapped stage `{stage}` to {}: pause {} µs, state {}",
