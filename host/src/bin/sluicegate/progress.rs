@@ -3,6 +3,7 @@
 //! rate and one line per hop with records in and out and its state. Hidden when stderr is not
 //! a terminal.
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -24,11 +25,11 @@ impl Progress {
     pub fn start(probe: Probe, credits: u32) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || draw(&probe, credits, &flag));
-        Progress {
-            stop,
-            thread: Some(thread),
-        }
+        // Nobody would see it: no thread, no sampling.
+        let thread = std::io::stderr()
+            .is_terminal()
+            .then(|| std::thread::spawn(move || draw(&probe, credits, &flag)));
+        Progress { stop, thread }
     }
 }
 
