@@ -23,9 +23,18 @@ pub fn serve(addr: &str, probe: Probe) -> anyhow::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("sluicegate-metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &probe) {
-                    tracing::debug!("metrics request: {e}");
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = answer(stream, &probe) {
+                            tracing::debug!("metrics request: {e}");
+                        }
+                    }
+                    // Out of file descriptors, say: wait rather than spin on the error.
+                    Err(e) => {
+                        tracing::warn!("metrics: cannot accept a connection: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         })
