@@ -128,9 +128,18 @@ pub fn listen(engine: Engine, swapper: Swapper, socket: &Path) -> anyhow::Result
     std::thread::Builder::new()
         .name("sluicegate-control".into())
         .spawn(move || {
-            for connection in listener.incoming().map_while(Result::ok) {
-                let answer = handle(&engine, &swapper, &connection);
-                let _ = writeln!(&connection, "{answer}");
+            for connection in listener.incoming() {
+                match connection {
+                    Ok(connection) => {
+                        let answer = handle(&engine, &swapper, &connection);
+                        let _ = writeln!(&connection, "{answer}");
+                    }
+                    // Keep serving: one failed accept must not end swaps for the whole run.
+                    Err(e) => {
+                        tracing::warn!("control socket: cannot accept a connection: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
             }
         })?;
     Ok(())
