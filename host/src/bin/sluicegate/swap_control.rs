@@ -53,10 +53,12 @@ pub fn watch(
     let (events, changes) = mpsc::channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Only new content counts: loading the file ourselves produces open/read events.
-        if let Ok(event) = event
-            && writes_content(&event.kind)
-        {
-            let _ = events.send(event.paths);
+        match event {
+            Ok(event) if writes_content(&event.kind) => {
+                let _ = events.send(event.paths);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("--watch: the file watcher reported an error: {e}"),
         }
     })?;
     let mut by_file: HashMap<PathBuf, String> = HashMap::new();
