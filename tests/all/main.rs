@@ -5,6 +5,7 @@ mod check;
 mod fused;
 mod languages;
 mod loading;
+mod model;
 mod pipeline;
 mod protocol;
 mod sandbox;
