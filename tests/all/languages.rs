@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use sluicegate::{CheckOptions, Pipeline, PipelineSpec, RunReport, RunStatus, check_file};
+use sluicegate::{
+    CheckOptions, Error, Pipeline, PipelineSpec, RunReport, RunStatus, StageOptions, check_file,
+};
 use sluicegate_tests::{artifacts as a, capture_logs, component, engine};
 
 const WAT_PASSTHROUGH: &str = concat!(
@@ -206,4 +208,39 @@ fn a_javascript_stage_is_hot_swapped_for_its_rust_rewrite_with_nothing_lost() {
     let closed = closed_counts(&logs, "decode", "decoded");
     assert_eq!(closed.len(), 2, "{closed:?}");
     assert_eq!(closed[1], records_out(&swapped, "decode"), "{closed:?}");
+}
+
+/// A JavaScript stage refuses a state it does not understand by throwing (componentize-js
+/// turns the thrown string into `err`): the swap is refused with its reason and the running
+/// version carries on.
+#[test]
+fn a_javascript_stage_refuses_a_state_it_does_not_understand_and_nothing_changes() {
+    let source = component(a::TICK_SOURCE)
+        .instantiate("ticks", StageOptions::new().config("records", "100"))
+        .expect("ticks");
+    let decode = component(a::DECODE)
+        .instantiate("decode", StageOptions::new().upstream(source.clone()))
+        .expect("decode");
+    let vwap = component(a::VWAP)
+        .instantiate("vwap", StageOptions::new().upstream(decode.clone()))
+        .expect("vwap");
+    for stage in [&source, &decode, &vwap] {
+        stage.prime().expect("prime");
+    }
+    vwap.resume(5).expect("resume");
+    // VWAP's windows are not a decoder's counts.
+    let err = vwap
+        .swap(&component(a::JS_DECODE))
+        .expect_err("the swap is refused");
+    assert!(
+        matches!(&err, Error::SwapRefused { reason, .. }
+            if reason.contains("refused the state: state is not a js-decode state")),
+        "{err}"
+    );
+    assert_eq!(vwap.stats().swaps, 0);
+    let next = vwap
+        .resume(5)
+        .expect("VWAP keeps running")
+        .expect("records");
+    assert!(!next.is_empty());
 }
