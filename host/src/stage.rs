@@ -273,13 +273,26 @@ struct InnerStage {
 impl InnerStage {
     fn find(store: &mut Store<StageCtx>, instance: &Instance, export: &str) -> Option<Self> {
         let iface = instance.get_export_index(&mut *store, None, export)?;
-        let resume = instance.get_export_index(&mut *store, Some(&iface), "resume")?;
-        let close = instance.get_export_index(&mut *store, Some(&iface), "close")?;
         Some(InnerStage {
-            resume: instance.get_typed_func(&mut *store, resume).ok()?,
-            close: instance.get_typed_func(&mut *store, close).ok()?,
+            resume: typed_export(store, instance, &iface, "resume")?,
+            close: typed_export(store, instance, &iface, "close")?,
         })
     }
+}
+
+/// Function `name` of the exported interface `iface`, if it exists with these types.
+fn typed_export<Params, Results>(
+    store: &mut Store<StageCtx>,
+    instance: &Instance,
+    iface: &wasmtime::component::ComponentExportIndex,
+    name: &str,
+) -> Option<TypedFunc<Params, Results>>
+where
+    Params: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    Results: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    let func = instance.get_export_index(&mut *store, Some(iface), name)?;
+    instance.get_typed_func(&mut *store, func).ok()
 }
 
 /// The inner-stage exports of a fused component, most upstream first: (export, stage name).
@@ -313,11 +326,9 @@ impl StateFuncs {
     /// The component's `state` interface, if it exports one of the right type.
     fn find(store: &mut Store<StageCtx>, instance: &Instance) -> Option<StateFuncs> {
         let iface = instance.get_export_index(&mut *store, None, STATE_INTERFACE)?;
-        let snapshot = instance.get_export_index(&mut *store, Some(&iface), "snapshot")?;
-        let restore = instance.get_export_index(&mut *store, Some(&iface), "restore")?;
         Some(StateFuncs {
-            snapshot: instance.get_typed_func(&mut *store, snapshot).ok()?,
-            restore: instance.get_typed_func(&mut *store, restore).ok()?,
+            snapshot: typed_export(store, instance, &iface, "snapshot")?,
+            restore: typed_export(store, instance, &iface, "restore")?,
         })
     }
 }
