@@ -3,6 +3,7 @@
 
 mod metrics_server;
 mod progress;
+mod serve;
 mod swap_control;
 
 use std::path::{Path, PathBuf};

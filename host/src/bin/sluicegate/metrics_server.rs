@@ -20,25 +20,16 @@ pub fn serve(addr: &str, probe: Probe) -> anyhow::Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("--metrics: cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("sluicegate-metrics".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        if let Err(e) = answer(stream, &probe) {
-                            tracing::debug!("metrics request: {e}");
-                        }
-                    }
-                    // Out of file descriptors, say: wait rather than spin on the error.
-                    Err(e) => {
-                        tracing::warn!("metrics: cannot accept a connection: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
+    crate::serve::spawn(
+        "sluicegate-metrics",
+        move || listener.accept().map(|(stream, _)| stream),
+        move |stream| {
+            if let Err(e) = answer(stream, &probe) {
+                tracing::debug!("metrics request: {e}");
             }
-        })
-        .context("--metrics: cannot start the server thread")?;
+        },
+    )
+    .context("--metrics: cannot start the server thread")?;
     Ok(bound)
 }
 

@@ -127,23 +127,15 @@ pub fn listen(engine: Engine, swapper: Swapper, socket: &Path) -> anyhow::Result
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    std::thread::Builder::new()
-        .name("sluicegate-control".into())
-        .spawn(move || {
-            for connection in listener.incoming() {
-                match connection {
-                    Ok(connection) => {
-                        let answer = handle(&engine, &swapper, &connection);
-                        let _ = writeln!(&connection, "{answer}");
-                    }
-                    // Keep serving: one failed accept must not end swaps for the whole run.
-                    Err(e) => {
-                        tracing::warn!("control socket: cannot accept a connection: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
+    crate::serve::spawn(
+        "sluicegate-control",
+        move || listener.accept().map(|(connection, _)| connection),
+        move |connection| {
+            let answer = handle(&engine, &swapper, &connection);
+            let _ = writeln!(&connection, "{answer}");
+        },
+    )
+    .context("starting the control socket's thread")?;
     Ok(())
 }
 
