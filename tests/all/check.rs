@@ -324,9 +324,8 @@ fn not_sticky() {
 
 fn deterministic(path: &str, upstream: &[&str]) -> CheckReport {
     let options = CheckOptions {
-        upstream: upstream.iter().map(Into::into).collect(),
         deterministic: true,
-        ..CheckOptions::default()
+        ..options(upstream, &[])
     };
     check_file(engine(), Path::new(path), &options)
 }

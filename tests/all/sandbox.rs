@@ -369,11 +369,13 @@ fn a_records_per_chunk_cap_clamps_every_grant() {
 fn a_stage_flooding_the_log_is_cut_counted_and_announced() {
     const PER_S: u64 = 100;
     const WRITTEN: u64 = 2 * 20_000 + 1;
-    let toml = stage(
-        "flood",
-        a::LOG_FLOOD,
-        &format!("limits = {{ log_lines_per_s = {PER_S} }}"),
-    ) + &stage("after", a::PASSTHROUGH, "")
+    let toml = stage("counter", a::COUNTER, "")
+        + &stage(
+            "flood",
+            a::LOG_FLOOD,
+            &format!("limits = {{ log_lines_per_s = {PER_S} }}"),
+        )
+        + &stage("after", a::PASSTHROUGH, "")
         + "[sink]\ncredits = 4\n";
     let started = std::time::Instant::now();
     let (report, logs) = run(&toml);
@@ -389,7 +391,8 @@ fn a_stage_flooding_the_log_is_cut_counted_and_announced() {
     let (announcements, emitted): (Vec<&str>, Vec<&str>) = from_flood
         .iter()
         .partition(|m| m.contains("log line(s) suppressed"));
-    let suppressed = report.hops[0].log_lines_suppressed;
+    let flood = report.hops.iter().find(|h| h.name == "flood").expect("hop");
+    let suppressed = flood.log_lines_suppressed;
     assert!(
         report.to_string().contains(&format!(
             "stage `flood`: {suppressed} log line(s) suppressed"
