@@ -28,7 +28,7 @@ const RECENT_LINES: usize = 8;
 pub(crate) const MAX_LINE_BYTES: usize = 4096;
 
 /// Most `key=value` fields kept from one `host.log` call.
-pub(crate) const MAX_LOG_FIELDS: usize = 16;
+const MAX_LOG_FIELDS: usize = 16;
 
 /// Longest field key or value kept; longer ones are cut.
 const MAX_FIELD_BYTES: usize = 256;
