@@ -11,7 +11,8 @@ pub fn primed_chain(
     bytes: usize,
 ) -> sluicegate::Result<Vec<Stage>> {
     let record = Chunk::from_records([vec![7u8; bytes]]);
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
+    let source = move |demand: sluicegate::Demand| -> sluicegate::Result<Option<Chunk>> {
+        let credits = demand.records;
         Ok(Some(if credits == 0 {
             Chunk::empty()
         } else {

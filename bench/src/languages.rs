@@ -190,7 +190,8 @@ fn instance(
 ) -> anyhow::Result<sluicegate::Stage> {
     let input = input.clone();
     let mut next = 0usize;
-    let upstream = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
+    let upstream = move |demand: sluicegate::Demand| -> sluicegate::Result<Option<Chunk>> {
+        let credits = demand.records;
         if next >= input.len() && credits > 0 {
             return Ok(None);
         }

@@ -256,11 +256,12 @@ impl MarketStages {
 fn feed_source(
     records: u64,
     stamps: Option<&Stamps>,
-) -> impl FnMut(u32) -> sluicegate::Result<Option<Chunk>> + Send + 'static {
+) -> impl FnMut(sluicegate::Demand) -> sluicegate::Result<Option<Chunk>> + Send + 'static {
     let source_stamps = stamps.map(Stamps::share);
     let mut feed = feed(records);
     let mut line = Vec::new();
-    move |credits: u32| {
+    move |demand: sluicegate::Demand| {
+        let credits = demand.records;
         let mut chunk = Chunk::empty();
         while chunk.len() < credits {
             if !feed.next_into(&mut line) {

@@ -118,7 +118,8 @@ fn sluicegate_stream(records: u64) -> anyhow::Result<u64> {
     let engine = Engine::new()?;
     let passthrough = engine.load_bytes("passthrough", stages::PASSTHROUGH)?;
     let mut next = 0u64;
-    let source = move |credits: u32| -> sluicegate::Result<Option<Chunk>> {
+    let source = move |demand: sluicegate::Demand| -> sluicegate::Result<Option<Chunk>> {
+        let credits = demand.records;
         if next >= records && credits > 0 {
             return Ok(None);
         }

@@ -275,6 +275,7 @@ impl LimitsSpec {
                 .unwrap_or(d.max_chunk_bytes),
             max_chunk_records: self.max_chunk_records,
             log_lines_per_s: self.log_lines_per_s.unwrap_or(d.log_lines_per_s),
+            ..d
         }
     }
 }

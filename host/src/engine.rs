@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 
-use crate::bindings::{Level, StageWorld, StageWorldPre};
+use crate::bindings::{types_linker, upstream_linker};
 use crate::error::{Error, Result};
 use crate::limits::{
     DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, EPOCH_TICK,
@@ -24,6 +24,7 @@ pub struct Engine {
     linker: Arc<Linker<StageCtx>>,
     fuel: bool,
     max_component_bytes: usize,
+    max_wasm_stack: usize,
 }
 
 /// Builds an [`Engine`]; every default is safe for untrusted stages.
@@ -119,7 +120,10 @@ impl EngineBuilder {
             .wasm_component_model(true)
             .epoch_interruption(self.epochs)
             .consume_fuel(self.fuel)
-            .max_wasm_stack(self.max_wasm_stack);
+            .max_wasm_stack(self.max_wasm_stack)
+            // wasmtime refuses a wasm stack larger than its async stack (2 MiB by default),
+            // even for synchronous calls; stages never run on an async stack, so keep it above.
+            .async_stack_size(self.max_wasm_stack.saturating_add(1 << 20).max(2 << 20));
         // `SLUICEGATE_PERF_MAP=1` writes /tmp/perf-PID.map, so `perf report` names the stages'
         // wasm functions (docs/authoring.md, "Profiling a stage").
         if std::env::var_os("SLUICEGATE_PERF_MAP").is_some_and(|v| v != "0") {
@@ -145,14 +149,7 @@ impl EngineBuilder {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let inner = wasmtime::Engine::new(&config).map_err(|e| host_error("-", e))?;
-        let mut linker = Linker::new(&inner);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| host_error("-", e))?;
-        StageWorld::add_to_linker::<_, wasmtime::component::HasSelf<StageCtx>>(
-            &mut linker,
-            |ctx| ctx,
-        )
-        .map_err(|e| host_error("-", e))?;
-        add_inner_hosts(&mut linker).map_err(|e| host_error("-", e))?;
+        let linker = stage_linker(&inner).map_err(|e| host_error("-", e))?;
         let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         if self.epochs {
             start_ticker(&inner, EPOCH_TICK, ticks.clone());
@@ -165,31 +162,21 @@ impl EngineBuilder {
             linker: Arc::new(linker),
             fuel: self.fuel,
             max_component_bytes: self.max_component_bytes,
+            max_wasm_stack: self.max_wasm_stack,
         })
     }
 }
 
-/// Fused mode: the host services of each inner stage of a fused chain (`fused-<letter>-host`):
-/// its own configuration and its own name in the log ([`crate::fuse`]).
-fn add_inner_hosts(linker: &mut Linker<StageCtx>) -> wasmtime::Result<()> {
-    for index in 0..crate::fuse::MAX_FUSED {
-        let mut host = linker.instance(&crate::fuse::inner_host_import(index))?;
-        host.func_wrap(
-            "log",
-            move |store: wasmtime::StoreContextMut<'_, StageCtx>,
-                  (level, message, fields): (Level, String, Vec<(String, String)>)| {
-                store.data().inner_log(index, level, &message, &fields);
-                Ok(())
-            },
-        )?;
-        host.func_wrap(
-            "config",
-            move |store: wasmtime::StoreContextMut<'_, StageCtx>, (): ()| {
-                Ok((store.data().inner_config(index),))
-            },
-        )?;
-    }
-    Ok(())
+/// Everything a stage may import: WASI (deny-by-default, its waits bounded), the `upstream`
+/// and `types` interfaces, and the host services (`host`, and each fused inner stage's).
+fn stage_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StageCtx>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    crate::stage::shadow_waits(&mut linker)?;
+    upstream_linker::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |ctx| ctx)?;
+    types_linker::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |ctx| ctx)?;
+    crate::stage::add_host_services(&mut linker)?;
+    Ok(linker)
 }
 
 /// Advances the engine's epoch every `tick` until the engine is dropped, and counts the ticks
@@ -248,6 +235,11 @@ impl Engine {
         self.fuel
     }
 
+    /// The wasm stack each stage may use, in bytes ([`EngineBuilder::max_wasm_stack`]).
+    pub fn max_wasm_stack(&self) -> usize {
+        self.max_wasm_stack
+    }
+
     /// Loads a component from a file. The stage is named after the file stem until it is
     /// given a name at instantiation.
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<StageComponent> {
@@ -268,8 +260,11 @@ impl Engine {
     /// host stops checking inside). Its instances prime and close every inner stage,
     /// upstream-first; errors inside name the stage as `name/inner`.
     pub fn load_fused(&self, name: &str, stages: &[(String, Vec<u8>)]) -> Result<StageComponent> {
-        let bytes = crate::fuse::compose(name, stages)?;
-        self.load_bytes(name, &bytes)
+        let (bytes, inner) = crate::fuse::compose(name, stages)?;
+        let mut component = self.load_bytes(name, &bytes)?;
+        // Only a component composed here is fused: never inferred from export names.
+        component.fused = inner.into();
+        Ok(component)
     }
 
     /// Loads a component from bytes (binary, or WAT text), naming it `name` in errors.
@@ -301,12 +296,12 @@ impl Engine {
                 reason,
             }
         })?;
-        let pre = StageWorldPre::new(pre).map_err(wrong_world)?;
         Ok(StageComponent {
             name: name.into(),
             digest: digest(bytes).into(),
             engine: self.clone(),
             pre,
+            fused: Arc::new([]),
         })
     }
 
@@ -409,7 +404,10 @@ pub struct StageComponent {
     name: Arc<str>,
     digest: Arc<str>,
     engine: Engine,
-    pre: StageWorldPre<StageCtx>,
+    pre: InstancePre<StageCtx>,
+    /// Set by [`Engine::load_fused`] only: the inner stages' generator exports and names,
+    /// most upstream first.
+    fused: Arc<[(String, String)]>,
 }
 
 impl std::fmt::Debug for StageComponent {
@@ -432,13 +430,19 @@ impl StageComponent {
         &self.digest
     }
 
-    pub(crate) fn pre(&self) -> &StageWorldPre<StageCtx> {
+    pub(crate) fn instance_pre(&self) -> &InstancePre<StageCtx> {
         &self.pre
+    }
+
+    /// Fused mode: the inner stages' generator exports and names, most upstream first; empty
+    /// unless the component was built by [`Engine::load_fused`].
+    pub(crate) fn fused_stages(&self) -> &[(String, String)] {
+        &self.fused
     }
 
     /// The names of the interfaces the component imports, in its own order.
     pub(crate) fn imports(&self) -> Vec<String> {
-        let component = self.pre.instance_pre().component();
+        let component = self.pre.component();
         component
             .component_type()
             .imports(self.engine.wasmtime())
@@ -449,6 +453,6 @@ impl StageComponent {
     /// Instantiates a new stage named `name`. The stage starts **Created**: nothing in it
     /// has run except component start functions; call [`Stage::prime`] next.
     pub fn instantiate(&self, name: &str, options: StageOptions) -> Result<Stage> {
-        Stage::instantiate(&self.engine, &self.pre, &self.digest, name, options)
+        Stage::instantiate(&self.engine, self, name, options)
     }
 }

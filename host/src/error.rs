@@ -214,12 +214,24 @@ pub enum Error {
         /// The error that faulted it.
         cause: Box<Error>,
     },
-    /// X4: the stage upstream faulted while serving this stage's `pull`.
+    /// X4: the stage upstream faulted while serving this stage's `pull`. Sticky: every later
+    /// `resume` of this stage is refused with it (its input is gone); `close` still runs.
     #[error("stage `{stage}`: X4 upstream faulted: {cause}")]
     UpstreamFaulted {
         /// The stage whose `pull` failed.
         stage: String,
         /// The upstream's error (it names the upstream stage).
+        cause: Box<Error>,
+    },
+    /// X6: the upstream refused this stage's `pull` for a reason that is not a fault of its
+    /// own (it was already running: a cycle or a second caller; not primed; closed): the
+    /// stage's call was abandoned in the middle (its guest trapped in `pull`) and it is
+    /// faulted, since it may hold input it can no longer account for.
+    #[error("stage `{stage}`: X6 upstream refused a pull: {cause}")]
+    UpstreamRefused {
+        /// The stage whose `pull` was refused.
+        stage: String,
+        /// Why the upstream refused (it names the upstream stage).
         cause: Box<Error>,
     },
     /// A pipeline file is invalid: bad TOML, an unknown key, a missing file, a duplicate name.
@@ -267,6 +279,7 @@ impl Error {
             | Error::Nonconforming { stage, .. }
             | Error::Faulted { stage, .. }
             | Error::UpstreamFaulted { stage, .. }
+            | Error::UpstreamRefused { stage, .. }
             | Error::Io { stage, .. }
             | Error::Host { stage, .. } => stage,
             Error::Config { file, .. } => file,
@@ -277,9 +290,9 @@ impl Error {
     /// actually failed.
     pub fn root_cause(&self) -> &Error {
         match self {
-            Error::UpstreamFaulted { cause, .. } | Error::Faulted { cause, .. } => {
-                cause.root_cause()
-            }
+            Error::UpstreamFaulted { cause, .. }
+            | Error::UpstreamRefused { cause, .. }
+            | Error::Faulted { cause, .. } => cause.root_cause(),
             other => other,
         }
     }
@@ -291,6 +304,24 @@ impl Error {
             Error::Faulted { cause, .. } => cause.rule(),
             _ => None,
         }
+    }
+
+    /// True if the error ended the stage it names (or, for a host-native source or sink, the
+    /// stream): a trap, a violation, a limit, a failed source, or a fault carried from further
+    /// upstream. False for a call refused without anything ending (R1, P2, D1, a refused
+    /// swap, a host error): for a puller, only the first kind is the end of its input (X4).
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::ProtocolViolation { .. }
+                | Error::Trap { .. }
+                | Error::LimitExceeded { .. }
+                | Error::Nonconforming { .. }
+                | Error::Faulted { .. }
+                | Error::UpstreamFaulted { .. }
+                | Error::UpstreamRefused { .. }
+                | Error::Io { .. }
+        )
     }
 
     /// A short machine-readable name of the error's kind, for reports.
@@ -309,6 +340,7 @@ impl Error {
             Error::Nonconforming { .. } => "nonconforming",
             Error::Faulted { .. } => "faulted",
             Error::UpstreamFaulted { .. } => "upstream-faulted",
+            Error::UpstreamRefused { .. } => "upstream-refused",
             Error::Config { .. } => "config",
             Error::Io { .. } => "io",
             Error::Host { .. } => "host",

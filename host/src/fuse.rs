@@ -32,7 +32,7 @@ const HOST: &str = "sluicegate:stage/host@0.1.0";
 pub(crate) const MAX_FUSED: usize = 26;
 
 /// Prefix of the exports through which the host reaches the inner stages.
-pub(crate) const INNER_PREFIX: &str = "fused-";
+const INNER_PREFIX: &str = "fused-";
 
 /// Turns a `generator` instance into an `upstream` instance: `pull` is `resume`.
 const ADAPTER: &str = r#"(component
@@ -46,9 +46,14 @@ const ADAPTER: &str = r#"(component
   (instance $upstream (export "chunk" (type $chunk)) (export "pull" (func $resume)))
   (export "sluicegate:stage/upstream@0.1.0" (instance $upstream)))"#;
 
+/// The inner stages of a fused chain, most upstream first: each one's generator export and its
+/// stage name.
+pub(crate) type InnerStages = Vec<(String, String)>;
+
 /// Composes `stages` (name, component bytes), most upstream first, into one component.
-/// `name` names the fused stage in errors.
-pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+/// `name` names the fused stage in errors. Returns the component and, most upstream first,
+/// each inner stage's generator export and its name in errors.
+pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<(Vec<u8>, InnerStages)> {
     let fail = |reason: String| Error::Load {
         stage: name.to_string(),
         reason: format!("cannot fuse: {reason}"),
@@ -70,6 +75,7 @@ pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8
         .register_package(adapter)
         .map_err(|e| fail(format!("adapter: {e:#}")))?;
     let mut previous: Option<NodeId> = None;
+    let mut inner = Vec::with_capacity(stages.len() - 1);
     for (i, (stage, bytes)) in stages.iter().enumerate() {
         let at = |e: &dyn std::fmt::Display| fail(format!("stage `{stage}`: {e:#}"));
         let package = Package::from_bytes(
@@ -117,14 +123,17 @@ pub(crate) fn compose(name: &str, stages: &[(String, Vec<u8>)]) -> Result<Vec<u8
         let export = if i + 1 == stages.len() {
             GENERATOR.to_string()
         } else {
-            inner_export(i, stage)
+            let export = inner_export(i, stage);
+            inner.push((export.clone(), stage.clone()));
+            export
         };
         graph.export(generator, &export).map_err(|e| at(&e))?;
         previous = Some(generator);
     }
-    graph
+    let bytes = graph
         .encode(EncodeOptions::default())
-        .map_err(|e| fail(format!("{e:#}")))
+        .map_err(|e| fail(format!("{e:#}")))?;
+    Ok((bytes, inner))
 }
 
 /// `fused-<letter>-<name as kebab-case>`: the letter keeps the order, the name the errors.
@@ -158,28 +167,14 @@ fn letter(index: usize) -> char {
     char::from(b'a' + u8::try_from(index % 26).unwrap_or(0))
 }
 
-/// The inner stage's name from its export name, or `None` if it is not one.
-pub(crate) fn inner_name(export: &str) -> Option<(char, &str)> {
-    let rest = export.strip_prefix(INNER_PREFIX)?;
-    let mut chars = rest.chars();
-    let order = chars.next()?;
-    let name = chars.as_str().strip_prefix('-')?;
-    Some((order, name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn inner_exports_are_kebab_case_and_round_trip() {
+    fn inner_exports_are_kebab_case_and_keep_the_order() {
         assert_eq!(inner_export(0, "decode"), "fused-a-decode");
         assert_eq!(inner_export(1, "symbol_filter"), "fused-b-symbol-filter");
         assert_eq!(inner_export(2, "VWAP 32"), "fused-c-vwap-n32");
-        assert_eq!(
-            inner_name("fused-b-symbol-filter"),
-            Some(('b', "symbol-filter"))
-        );
-        assert_eq!(inner_name("sluicegate:stage/generator@0.1.0"), None);
     }
 }

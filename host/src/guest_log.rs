@@ -27,24 +27,17 @@ const RECENT_LINES: usize = 8;
 /// make the host buffer without bound.
 pub(crate) const MAX_LINE_BYTES: usize = 4096;
 
-/// Most `key=value` fields kept from one `host.log` call.
-const MAX_LOG_FIELDS: usize = 16;
+/// Most `key=value` fields kept from one `host.log` call (the others are not even read).
+pub(crate) const MAX_LOG_FIELDS: usize = 16;
 
 /// Longest field key or value kept; longer ones are cut.
 const MAX_FIELD_BYTES: usize = 256;
 
-/// Emits one `host.log` line as a tracing event, if the stage's log budget allows.
-pub(crate) fn emit(
-    gate: &LogGate,
-    stage: &str,
-    level: Level,
-    message: &str,
-    fields: &[(String, String)],
-) {
-    if !gate.admit() {
-        return;
-    }
-    let message = cut(message, MAX_LINE_BYTES);
+/// Emits one `host.log` line, already admitted by the stage's [`LogGate`], as a tracing event:
+/// the message cut to [`MAX_LINE_BYTES`], at most [`MAX_LOG_FIELDS`] fields each cut to
+/// [`MAX_FIELD_BYTES`], control characters escaped so that a guest cannot forge log lines.
+pub(crate) fn emit(stage: &str, level: Level, message: &str, fields: &[(&str, &str)]) {
+    let message = clean(message, MAX_LINE_BYTES);
     let fields = FieldList(&fields[..fields.len().min(MAX_LOG_FIELDS)]);
     match level {
         Level::Trace => tracing::trace!(target: "stage", stage, %fields, "{message}"),
@@ -55,7 +48,7 @@ pub(crate) fn emit(
     }
 }
 
-struct FieldList<'a>(&'a [(String, String)]);
+struct FieldList<'a>(&'a [(&'a str, &'a str)]);
 
 impl std::fmt::Display for FieldList<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,12 +59,30 @@ impl std::fmt::Display for FieldList<'_> {
             write!(
                 f,
                 "{}={:?}",
-                cut(k, MAX_FIELD_BYTES),
+                clean(k, MAX_FIELD_BYTES),
                 cut(v, MAX_FIELD_BYTES)
             )?;
         }
         Ok(())
     }
+}
+
+/// `text` cut to `max` bytes, with every control character (newline, carriage return, escape,
+/// ...) written as a Rust escape (`\n`, `\u{1b}`), so one guest line is one host log line.
+pub(crate) fn clean(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let text = cut(text, max);
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.into()
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, saying how much was cut.
@@ -195,7 +206,8 @@ struct PipeState {
     gate: Arc<LogGate>,
     stream: &'static str,
     partial: Vec<u8>,
-    recent: VecDeque<String>,
+    /// The last lines written, raw: quoted (escaped) only if a trap needs explaining.
+    recent: VecDeque<Vec<u8>>,
 }
 
 impl LogPipe {
@@ -216,10 +228,12 @@ impl LogPipe {
     /// when there is one, else its last line.
     pub(crate) fn last_words(&self) -> Option<String> {
         let state = self.inner.lock().ok()?;
-        let mut lines: Vec<String> = state.recent.iter().cloned().collect();
-        if !state.partial.is_empty() {
-            lines.push(String::from_utf8_lossy(&state.partial).into_owned());
-        }
+        let mut lines: Vec<String> = state
+            .recent
+            .iter()
+            .chain(Some(&state.partial).filter(|p| !p.is_empty()))
+            .map(|line| clean(&String::from_utf8_lossy(line), MAX_LINE_BYTES).into_owned())
+            .collect();
         lines.retain(|l| !l.starts_with("note: run with `RUST_BACKTRACE"));
         match lines.iter().rposition(|l| l.contains("panicked at")) {
             Some(i) => Some(lines[i..].join(" ")),
@@ -244,31 +258,50 @@ impl LogPipe {
         let Ok(mut state) = self.inner.lock() else {
             return;
         };
-        for &byte in bytes {
-            if byte == b'\n' {
-                state.flush_line();
-            } else if state.partial.len() < MAX_LINE_BYTES {
-                state.partial.push(byte);
+        let mut rest = bytes;
+        loop {
+            let (line, more) = match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => (&rest[..end], Some(&rest[end + 1..])),
+                None => (rest, None),
+            };
+            let room = MAX_LINE_BYTES.saturating_sub(state.partial.len());
+            state
+                .partial
+                .extend_from_slice(&line[..line.len().min(room)]);
+            match more {
+                Some(after) => {
+                    state.flush_line();
+                    rest = after;
+                }
+                None => break,
             }
         }
     }
 }
 
 impl PipeState {
+    /// Ends the current line: logs it if the budget allows, and keeps it for a trap report
+    /// either way, reusing the buffers of older lines (nothing is allocated or formatted for a
+    /// line over budget).
     fn flush_line(&mut self) {
-        let line = String::from_utf8_lossy(&self.partial).into_owned();
-        self.partial.clear();
-        if line.trim().is_empty() {
+        if self.partial.trim_ascii().is_empty() {
+            self.partial.clear();
             return;
         }
         if self.gate.admit() {
+            let line = String::from_utf8_lossy(&self.partial);
+            let line = clean(&line, MAX_LINE_BYTES);
             tracing::warn!(target: "stage", stage = %self.stage, stream = self.stream, "{line}");
         }
-        // Kept either way: a trap report may quote it.
-        if self.recent.len() == RECENT_LINES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(line);
+        let mut kept = if self.recent.len() == RECENT_LINES {
+            self.recent.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        kept.clear();
+        kept.extend_from_slice(&self.partial);
+        self.partial.clear();
+        self.recent.push_back(kept);
     }
 }
 

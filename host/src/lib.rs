@@ -60,9 +60,9 @@ pub use crate::config::{
 pub use crate::engine::{Engine, EngineBuilder, StageComponent};
 pub use crate::error::{Call, Error, Result, Rule};
 pub use crate::limits::{
-    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PER_CALL, DEFAULT_MAX_CHUNK_BYTES,
-    DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, EPOCH_TICK, Limit,
-    Limits,
+    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PER_CALL, DEFAULT_CPU_PER_HANDOFF,
+    DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_PULL_RECORDS,
+    DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, DEFAULT_WALL_PER_CALL, EPOCH_TICK, Limit, Limits,
 };
 pub use crate::metrics::StageStats;
 pub use crate::pipeline::{
@@ -71,4 +71,4 @@ pub use crate::pipeline::{
 pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 pub use crate::stage::supervise::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF};
 pub use crate::stage::{Capabilities, FaultPolicy, Stage, StageOptions, StageState, SwapReport};
-pub use crate::upstream::{IterUpstream, NoUpstream, Upstream};
+pub use crate::upstream::{Demand, IterUpstream, NoUpstream, Upstream};

@@ -1,6 +1,8 @@
-//! The sandbox's budgets: per stage, CPU time per call (epoch deadline, optionally fuel),
-//! linear memory, bytes per chunk; per engine, wasm stack and component size. Every limit that
-//! bites faults the stage with [`Error::LimitExceeded`](crate::Error::LimitExceeded) naming it.
+//! The sandbox's budgets: per stage, CPU time per call (epoch deadline, optionally fuel), time
+//! blocked in WASI waits per call, one memory budget across all its linear memories and tables,
+//! bytes per chunk, records per pull; per engine, wasm stack and component size. Every limit
+//! that bites faults the stage with [`Error::LimitExceeded`](crate::Error::LimitExceeded)
+//! naming it.
 //!
 //! CPU time is the stage's own: it is read from the thread's CPU clock, so a stage that is
 //! merely descheduled on a busy host is not charged, and the time its upstream spends
@@ -17,8 +19,20 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline}
 
 /// CPU time one call (priming, resume, close, instantiation) may take: 500 ms.
 pub const DEFAULT_CPU_PER_CALL: Duration = Duration::from_millis(500);
-/// Linear memory a stage may grow to: 64 MiB.
+/// Wall-clock time one call may spend blocked in WASI waits (a sleep, a poll) when the stage has
+/// real clocks: 1 s. With virtual clocks a sleep returns at once and advances the stage's clock.
+pub const DEFAULT_WALL_PER_CALL: Duration = Duration::from_secs(1);
+/// CPU time a stage may take to hand its state over in a hot swap (`state.snapshot` of the old
+/// version, `state.restore` of the new one, each), inside the cut-over: 100 ms.
+pub const DEFAULT_CPU_PER_HANDOFF: Duration = Duration::from_millis(100);
+/// Memory a stage may hold, all its linear memories and tables together: 64 MiB.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// Most records one `pull` asks of the stage upstream, whatever the guest asked for: 65,536.
+/// A larger pull is clamped before the upstream produces anything; the rest is delivered by
+/// later pulls.
+pub const DEFAULT_MAX_PULL_RECORDS: u32 = 1 << 16;
+/// Bytes a table element is charged against the memory budget (a pointer on 64-bit hosts).
+pub(crate) const TABLE_ELEMENT_BYTES: usize = 8;
 /// Largest chunk a stage may answer: 16 MiB.
 pub const DEFAULT_MAX_CHUNK_BYTES: usize = 16 << 20;
 /// Wasm stack of one stage: 512 KiB (wasmtime's default, set explicitly).
@@ -52,6 +66,8 @@ pub enum Limit {
     Stack,
     /// Bytes in one chunk.
     ChunkBytes,
+    /// Wall-clock time blocked in WASI waits per call.
+    Wall,
 }
 
 impl std::fmt::Display for Limit {
@@ -62,6 +78,7 @@ impl std::fmt::Display for Limit {
             Limit::Memory => "memory",
             Limit::Stack => "stack",
             Limit::ChunkBytes => "chunk-bytes",
+            Limit::Wall => "wall",
         })
     }
 }
@@ -71,16 +88,24 @@ impl std::fmt::Display for Limit {
 pub struct Limits {
     /// CPU time per call ([`DEFAULT_CPU_PER_CALL`]).
     pub cpu_per_call: Duration,
+    /// Wall-clock time one call may spend blocked in WASI waits ([`DEFAULT_WALL_PER_CALL`]).
+    pub wall_per_call: Duration,
+    /// CPU time of each half of a hot swap's state handoff ([`DEFAULT_CPU_PER_HANDOFF`]).
+    pub cpu_per_handoff: Duration,
     /// Fuel per call, for deterministic budgets; `None` (the default) uses only the deadline.
     /// Needs an engine built with fuel.
     pub fuel_per_call: Option<u64>,
-    /// Linear memory cap in bytes ([`DEFAULT_MEMORY_BYTES`]).
+    /// Memory cap in bytes, all linear memories and tables of the stage together
+    /// ([`DEFAULT_MEMORY_BYTES`]).
     pub memory_bytes: usize,
     /// Largest chunk in bytes ([`DEFAULT_MAX_CHUNK_BYTES`]).
     pub max_chunk_bytes: usize,
     /// Most records asked of the stage in one call, whatever the caller grants (`None`, the
     /// default: the caller's credits). A larger grant is clamped, not refused.
     pub max_chunk_records: Option<u32>,
+    /// Most records one of the stage's pulls asks of its upstream ([`DEFAULT_MAX_PULL_RECORDS`]);
+    /// a larger pull is clamped, not refused.
+    pub max_pull_records: u32,
     /// Log lines per second ([`DEFAULT_LOG_LINES_PER_S`]); lines over it are counted and
     /// announced, not emitted.
     pub log_lines_per_s: u32,
@@ -90,19 +115,27 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             cpu_per_call: DEFAULT_CPU_PER_CALL,
+            wall_per_call: DEFAULT_WALL_PER_CALL,
+            cpu_per_handoff: DEFAULT_CPU_PER_HANDOFF,
             fuel_per_call: None,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             max_chunk_bytes: DEFAULT_MAX_CHUNK_BYTES,
             max_chunk_records: None,
+            max_pull_records: DEFAULT_MAX_PULL_RECORDS,
             log_lines_per_s: DEFAULT_LOG_LINES_PER_S,
         }
     }
 }
 
 impl Limits {
-    /// What wasmtime may copy out of the guest in one call: a chunk plus room for framing.
+    /// What wasmtime may copy out of the guest in one host call. A copy can never be larger
+    /// than the guest's memory, which the memory budget bounds, so this is a backstop, not the
+    /// chunk cap: an answer over `max_chunk_bytes` is refused by the host's own check (so the
+    /// fault is named `chunk-bytes` from the host's records, never from wasmtime's message).
     pub(crate) fn hostcall_fuel(&self) -> usize {
-        self.max_chunk_bytes.saturating_add(64 << 10)
+        self.memory_bytes
+            .max(self.max_chunk_bytes)
+            .saturating_add(64 << 10)
     }
 }
 
@@ -111,12 +144,21 @@ fn cpu_clock() -> Duration {
     ThreadTime::now().as_duration()
 }
 
-/// The per-store side of the limits: the memory limiter (remembering what it denied, so a
-/// trap that follows can be named), and the CPU clock of the current call.
+/// The per-store side of the limits: the memory limiter (one budget across every linear memory
+/// and table of the stage, remembering what it denied, so a trap that follows can be named),
+/// the CPU clock of the current call, and its time blocked in WASI waits.
 pub(crate) struct Budget {
     limits: Limits,
+    /// Counts of instances, tables and memories per store (not their sizes: see `held`).
     store_limits: StoreLimits,
-    denied: Option<String>,
+    /// Bytes held by every linear memory and table of the store together.
+    held: usize,
+    /// What a limit refused during the current call, for naming the fault that follows.
+    exceeded: Option<(Limit, String)>,
+    /// The CPU budget of the current call (the handoff budget during a swap's handoff).
+    cpu_budget: Duration,
+    /// Wall time the current call has spent blocked in WASI waits.
+    waited: Duration,
     /// When the current call started (the caller's clock read, shared with the metrics).
     call_started: Instant,
     /// The engine's tick counter (one increment per [`EPOCH_TICK`]).
@@ -130,7 +172,8 @@ pub(crate) struct Budget {
     /// the upstream ticks so far, and the call's wall time so far. Reading the CPU clock is a
     /// system call, so healthy calls, which end before a tick, never pay for it.
     cpu_base: Option<(Duration, u64, Duration)>,
-    /// The largest linear memory granted so far, and whether it grew since it was last read.
+    /// The most memory held so far (memories and tables), and whether it grew since it was
+    /// last read.
     memory_peak: usize,
     memory_grew: bool,
 }
@@ -141,8 +184,6 @@ impl Budget {
     pub(crate) fn new(limits: Limits, ticks: Arc<AtomicU64>, components: usize) -> Self {
         let components = components.max(1);
         let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .table_elements(1 << 20)
             .instances(64 * components)
             .tables(16 * components)
             .memories(4 * components)
@@ -150,7 +191,10 @@ impl Budget {
         Budget {
             limits,
             store_limits,
-            denied: None,
+            held: 0,
+            exceeded: None,
+            cpu_budget: limits.cpu_per_call,
+            waited: Duration::ZERO,
             call_started: Instant::now(),
             ticks,
             upstream_ticks: 0,
@@ -160,7 +204,7 @@ impl Budget {
         }
     }
 
-    /// The largest linear memory granted, if it grew since the last call to this.
+    /// The most memory held (memories and tables), if it grew since the last call to this.
     pub(crate) fn take_memory_growth(&mut self) -> Option<usize> {
         std::mem::take(&mut self.memory_grew).then_some(self.memory_peak)
     }
@@ -169,12 +213,35 @@ impl Budget {
         &self.limits
     }
 
-    /// Starts the clock of a call that started at `started`.
-    pub(crate) fn start_call(&mut self, started: Instant) {
+    /// Starts the clock of a call that started at `started`, with `cpu` of CPU budget.
+    pub(crate) fn start_call(&mut self, started: Instant, cpu: Duration) {
         self.call_started = started;
+        self.cpu_budget = cpu;
         self.upstream_ticks = 0;
         self.cpu_base = None;
-        self.denied = None;
+        self.exceeded = None;
+        self.waited = Duration::ZERO;
+    }
+
+    /// How long the current call may still block in a WASI wait.
+    pub(crate) fn wait_left(&self) -> Duration {
+        self.limits.wall_per_call.saturating_sub(self.waited)
+    }
+
+    /// The current call blocked for `waited`; `over` says it was cut off at its wall budget,
+    /// which is recorded so that the trap that follows is named `wall`.
+    pub(crate) fn charge_wait(&mut self, waited: Duration, over: bool) {
+        self.waited += waited;
+        if over {
+            self.exceeded = Some((
+                Limit::Wall,
+                format!(
+                    "the call blocked in WASI waits (a sleep, a poll) for longer than its wall \
+                     budget of {:?}",
+                    self.limits.wall_per_call
+                ),
+            ));
+        }
     }
 
     /// The engine's tick counter (the log gate's clock).
@@ -218,7 +285,7 @@ impl Budget {
             .saturating_sub(Self::upstream_time(base_upstream))
             .min(EPOCH_TICK)
             + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
-        match self.limits.cpu_per_call.checked_sub(own) {
+        match self.cpu_budget.checked_sub(own) {
             Some(left) if !left.is_zero() => {
                 let ticks = left.as_nanos() / EPOCH_TICK.as_nanos().max(1);
                 UpdateDeadline::Continue(u64::try_from(ticks).unwrap_or(u64::MAX).max(1))
@@ -227,48 +294,76 @@ impl Budget {
         }
     }
 
-    /// What the limiter refused during the current call, if anything.
-    pub(crate) fn denied(&self) -> Option<&str> {
-        self.denied.as_deref()
+    /// The limit a host-side check refused during the current call (memory, table, wall), if
+    /// any: the cause of the trap that followed.
+    pub(crate) fn exceeded(&self) -> Option<&(Limit, String)> {
+        self.exceeded.as_ref()
+    }
+
+    /// The CPU budget of the current call.
+    pub(crate) fn cpu_budget(&self) -> Duration {
+        self.cpu_budget
+    }
+
+    /// Charges `bytes` more against the memory budget; `false` (and the refusal recorded) if
+    /// that would pass it.
+    fn charge_memory(&mut self, bytes: usize, what: &str) -> bool {
+        match self.held.checked_add(bytes) {
+            Some(total) if total <= self.limits.memory_bytes => {
+                self.held = total;
+                if total > self.memory_peak {
+                    self.memory_peak = total;
+                    self.memory_grew = true;
+                }
+                true
+            }
+            _ => {
+                self.exceeded = Some((
+                    Limit::Memory,
+                    format!(
+                        "{what} refused: the stage would hold more than its memory budget of {} \
+                         bytes (all its linear memories and tables together; {} held)",
+                        self.limits.memory_bytes, self.held
+                    ),
+                ));
+                false
+            }
+        }
     }
 }
 
 impl ResourceLimiter for Budget {
+    /// Called for every linear memory when it is created (`current` 0) and when it grows: the
+    /// growth is charged against the stage's one memory budget.
     fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self
-            .store_limits
-            .memory_growing(current, desired, maximum)?;
-        if allowed && desired > self.memory_peak {
-            self.memory_peak = desired;
-            self.memory_grew = true;
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false); // past the memory's own declared maximum: wasm semantics, not ours
         }
-        if !allowed {
-            self.denied = Some(format!(
-                "linear memory growth from {current} to {desired} bytes refused (limit {} bytes)",
-                self.limits.memory_bytes
-            ));
-        }
-        Ok(allowed)
+        let what = format!("linear memory growth from {current} to {desired} bytes");
+        Ok(self.charge_memory(desired.saturating_sub(current), &what))
     }
 
+    /// Called for every table when it is created and when it grows: each element is charged
+    /// [`TABLE_ELEMENT_BYTES`] against the same budget as memory.
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.store_limits.table_growing(current, desired, maximum)?;
-        if !allowed {
-            self.denied = Some(format!(
-                "table growth from {current} to {desired} elements refused"
-            ));
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
         }
-        Ok(allowed)
+        let what = format!("table growth from {current} to {desired} elements");
+        let bytes = desired
+            .saturating_sub(current)
+            .saturating_mul(TABLE_ELEMENT_BYTES);
+        Ok(self.charge_memory(bytes, &what))
     }
 
     fn instances(&self) -> usize {
@@ -302,7 +397,7 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_secs(2))
             .unwrap_or_else(Instant::now);
-        budget.start_call(long_ago);
+        budget.start_call(long_ago, Duration::from_millis(500));
         let cpu = Duration::from_secs(10);
         assert!(matches!(
             budget.on_deadline_at(cpu),
@@ -318,7 +413,7 @@ mod tests {
     #[test]
     fn cpu_time_after_the_baseline_is_charged_and_extends_the_deadline_by_what_is_left() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(Instant::now());
+        budget.start_call(Instant::now(), Duration::from_millis(500));
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         match budget.on_deadline_at(cpu + Duration::from_millis(400)) {
@@ -333,7 +428,7 @@ mod tests {
     #[test]
     fn upstream_time_is_not_charged() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(Instant::now());
+        budget.start_call(Instant::now(), Duration::from_millis(500));
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         // 600 ms of CPU on this thread, all of it while the upstream served a pull.

@@ -38,7 +38,8 @@ pub struct StageStats {
     pub resume_p99_us: f64,
     /// The slowest resume, in microseconds (the upper bound of its histogram bucket).
     pub resume_max_us: f64,
-    /// The largest linear memory any instance of the stage grew to, in bytes.
+    /// The most memory any instance of the stage held (all its linear memories and tables), in
+    /// bytes.
     pub memory_peak_bytes: u64,
     /// Log lines the stage wrote over its budget, counted instead of logged.
     pub log_lines_suppressed: u64,
@@ -86,7 +87,7 @@ impl Counters {
         self.latency.record(elapsed);
     }
 
-    /// A linear memory of the stage reached `bytes`.
+    /// An instance of the stage held `bytes` (memories and tables).
     pub(crate) fn memory_reached(&self, bytes: usize) {
         self.memory_peak_bytes
             .fetch_max(u64::try_from(bytes).unwrap_or(u64::MAX), Relaxed);

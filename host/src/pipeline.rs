@@ -18,16 +18,24 @@ use crate::builtin;
 use crate::config::{ComponentRef, PipelineSpec, StageSpec, base_dir, resolve, stage_config};
 use crate::engine::{Engine, StageComponent};
 use crate::error::{Error, Result};
-use crate::limits::DEFAULT_MAX_WASM_STACK;
+use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
 use crate::metrics::{Counters, StageStats};
 use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 use crate::stage::{Capabilities, Stage, StageOptions, StageState, SwapReport};
-use crate::upstream::Upstream;
+use crate::upstream::{Demand, Upstream};
 
 /// Native stack reserved per stage for host frames between nested wasm calls.
 const HOST_FRAMES_PER_STAGE: usize = 256 << 10;
 /// Smallest stack a pipeline thread gets.
 const MIN_RUN_STACK: usize = 4 << 20;
+
+/// The native stack a pipeline thread needs for `stages` nested stages, each allowed
+/// `max_wasm_stack` bytes of wasm stack by its engine (plus room for the host's frames).
+fn run_stack(stages: usize, max_wasm_stack: usize) -> usize {
+    (stages + 2)
+        .saturating_mul(max_wasm_stack.saturating_add(HOST_FRAMES_PER_STAGE))
+        .max(MIN_RUN_STACK)
+}
 
 /// A built pipeline, ready to prime and run.
 pub struct Pipeline {
@@ -42,6 +50,8 @@ pub struct Pipeline {
     stall_timeout: Option<Duration>,
     swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The engine's wasm stack per stage: the pipeline thread's native stack is sized from it.
+    max_wasm_stack: usize,
 }
 
 impl Pipeline {
@@ -135,6 +145,7 @@ impl Pipeline {
             tail,
             sink: Sink::open(&spec.sink, origin)?,
             primed: false,
+            max_wasm_stack: engine.max_wasm_stack(),
             swaps: Arc::default(),
             stop: Arc::default(),
             stall_timeout: (spec.sink.stall_timeout_ms > 0)
@@ -191,7 +202,10 @@ impl Pipeline {
     /// what arrives. Returns the records delivered, or `None` once the stream has ended.
     pub fn resume(&mut self, credits: u32) -> Result<Option<u32>> {
         self.prime()?;
-        match self.tail.pull(credits)? {
+        match self
+            .tail
+            .pull(Demand::records(credits).with_max_bytes(DEFAULT_MAX_CHUNK_BYTES))?
+        {
             Some(chunk) => {
                 self.sink.write(&chunk)?;
                 Ok(Some(chunk.len()))
@@ -206,10 +220,10 @@ impl Pipeline {
     /// since stages nest (a stage's pull runs its upstream on the same stack) and running out
     /// of native stack would abort the process instead of faulting the stage.
     pub fn run(&mut self) -> RunReport {
-        let stack = (self.stages.len() + 2) * (DEFAULT_MAX_WASM_STACK + HOST_FRAMES_PER_STAGE);
+        let stack = run_stack(self.stages.len(), self.max_wasm_stack);
         let builder = std::thread::Builder::new()
             .name(format!("sluicegate-{}", self.name))
-            .stack_size(stack.max(MIN_RUN_STACK));
+            .stack_size(stack);
         // Stage logs go to the caller's subscriber, whichever thread runs the pipeline.
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let outcome = std::thread::scope(|scope| {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use sluicegate::{Call, CheckOptions, CheckReport, Error, Limit, Rule, Verdict, check_file};
-use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture};
+use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture, within};
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -134,6 +134,22 @@ fn log_flood() {
         "K2 says the stage logged over its budget: {}",
         k2.evidence
     );
+}
+
+#[test]
+fn sleeper() {
+    // Sleeping an hour through WASI, in virtual time: the sleep moves the stage's clock and
+    // returns at once, so the kit finishes (it used to wait the hour in host code).
+    let report = within(std::time::Duration::from_secs(120), || {
+        run(a::SLEEPER, &[], &[("records", "3")])
+    });
+    passes(&report);
+}
+
+#[test]
+fn scripted() {
+    // Unscripted, the fuzzer's hostile stage is a well-behaved pass-through.
+    passes(&run(a::SCRIPTED, &[a::COUNTER], &[]));
 }
 
 #[test]

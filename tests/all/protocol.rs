@@ -178,7 +178,8 @@ fn r1_a_running_stage_cannot_be_entered_again() {
     let (inside_tx, inside_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let mut calls = 0;
-    let upstream = move |credits: u32| {
+    let upstream = move |demand: sluicegate::Demand| {
+        let credits = demand.records;
         calls += 1;
         if calls == 1 {
             let _ = inside_tx.send(());
@@ -343,9 +344,9 @@ fn r5_no_pull_reaches_upstream_after_it_answered_none() {
     let pulls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counted = pulls.clone();
     let mut records = IterUpstream::new((0..5).map(|i| i.to_string()));
-    let upstream = move |credits: u32| {
+    let upstream = move |demand: sluicegate::Demand| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        sluicegate::Upstream::pull(&mut records, credits)
+        sluicegate::Upstream::pull(&mut records, demand)
     };
     let s = stage(
         a::PULL_PAST_END,

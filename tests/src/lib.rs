@@ -180,3 +180,25 @@ pub fn wat_stage(memory_pages: u32, start: &str, resume_body: &str) -> String {
 
 /// Answers `some(empty)`: discriminant 1, pointer 0, length 0 at address 32.
 pub const ANSWER_EMPTY: &str = "(i32.store (i32.const 32) (i32.const 1)) (i64.store (i32.const 36) (i64.const 0)) (i32.const 32)";
+
+/// Runs `f` on another thread and returns what it returns, failing the test if it has not
+/// returned after `limit`: for the tests of hangs, so that a regression fails with a message
+/// instead of holding up the suite. `limit` is minutes above what the call needs.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match outcome.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("still running after {limit:?}: the host is hanging")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the call panicked (see above)")
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::engine::{Engine, StageComponent};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::stage::{Stage, StageOptions, StageState};
-use crate::upstream::{IterUpstream, Upstream};
+use crate::upstream::{Demand, IterUpstream, Upstream};
 
 /// Consecutive resumes with credits that may answer no record before the stage is declared
 /// stalled.
@@ -755,14 +755,16 @@ struct Tap {
 }
 
 impl Upstream for Tap {
-    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
         self.pulls.fetch_add(1, Relaxed);
         let credits = match self.left {
-            Some(0) if credits > 0 => return Ok(None),
-            Some(left) => credits.min(u32::try_from(left).unwrap_or(u32::MAX)),
-            None => credits,
+            Some(0) if demand.records > 0 => return Ok(None),
+            Some(left) => demand.records.min(u32::try_from(left).unwrap_or(u32::MAX)),
+            None => demand.records,
         };
-        let answer = self.inner.pull(credits)?;
+        let answer = self
+            .inner
+            .pull(Demand::records(credits).with_max_bytes(demand.bytes))?;
         if let Some(chunk) = &answer {
             let n = u64::from(chunk.len());
             self.records.fetch_add(n, Relaxed);

@@ -1,5 +1,6 @@
-//! Host-native sources: the synthetic market feed, a file, standard input. Each honours
-//! credits exactly and is counted like a stage.
+//! Host-native sources: the synthetic market feed, a file, standard input. Each honours the
+//! demand exactly (records and bytes: a record that does not fit waits for the next pull) and
+//! is counted like a stage.
 
 use std::io::{BufRead, BufReader, Read as _};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use crate::chunk::Chunk;
 use crate::config::{RecordFormat, SourceSpec, base_dir};
 use crate::error::{Error, Result};
 use crate::metrics::Counters;
-use crate::upstream::Upstream;
+use crate::upstream::{Demand, Upstream};
 
 /// Name of the host-native source hop in reports and errors.
 pub(crate) const SOURCE: &str = "source";
@@ -41,6 +42,7 @@ impl CountedSource {
                     ..FeedConfig::default()
                 }),
                 line: Vec::new(),
+                held: false,
             }),
             SourceSpec::File { path, format } => {
                 let path = base_dir(origin).join(path);
@@ -65,14 +67,14 @@ impl CountedSource {
 }
 
 impl Upstream for CountedSource {
-    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
         if self.done {
             return Ok(None);
         }
-        self.counters.entered_resume(credits);
-        let answer = self.inner.pull(credits)?;
+        self.counters.entered_resume(demand.records);
+        let answer = self.inner.pull(demand)?;
         match &answer {
-            Some(chunk) if credits > 0 => {
+            Some(chunk) if demand.records > 0 => {
                 self.counters.delivered(chunk.len(), chunk.as_bytes().len())
             }
             Some(_) => {}
@@ -92,14 +94,20 @@ fn io_error(message: String) -> Error {
 struct FeedSource {
     feed: Feed,
     line: Vec<u8>,
+    /// `line` holds a tick that did not fit the last pull.
+    held: bool,
 }
 
 impl Upstream for FeedSource {
-    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
         let mut chunk = Chunk::empty();
-        while chunk.len() < credits {
-            if !self.feed.next_into(&mut self.line) {
+        while chunk.len() < demand.records {
+            if !std::mem::take(&mut self.held) && !self.feed.next_into(&mut self.line) {
                 return Ok((!chunk.is_empty()).then_some(chunk));
+            }
+            if !demand.admits(&chunk, self.line.len()) {
+                self.held = true;
+                break;
             }
             chunk.push(&self.line);
         }
@@ -111,6 +119,8 @@ struct ReaderSource<R> {
     reader: R,
     format: RecordFormat,
     record: Vec<u8>,
+    /// `record` holds a record that did not fit the last pull.
+    held: bool,
 }
 
 impl<R: BufRead + Send> ReaderSource<R> {
@@ -119,6 +129,7 @@ impl<R: BufRead + Send> ReaderSource<R> {
             reader,
             format,
             record: Vec::new(),
+            held: false,
         }
     }
 
@@ -165,11 +176,15 @@ impl<R: BufRead + Send> ReaderSource<R> {
 }
 
 impl<R: BufRead + Send> Upstream for ReaderSource<R> {
-    fn pull(&mut self, credits: u32) -> Result<Option<Chunk>> {
+    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
         let mut chunk = Chunk::empty();
-        while chunk.len() < credits {
-            if !self.next_record()? {
-                return Ok((!chunk.is_empty() || credits == 0).then_some(chunk));
+        while chunk.len() < demand.records {
+            if !std::mem::take(&mut self.held) && !self.next_record()? {
+                return Ok((!chunk.is_empty() || demand.records == 0).then_some(chunk));
+            }
+            if !demand.admits(&chunk, self.record.len()) {
+                self.held = true;
+                break;
             }
             chunk.push(&self.record);
         }

@@ -1,25 +1,24 @@
-//! What a guest may do while it runs: the store data of one stage instance, and the host
-//! functions it imports (`upstream.pull`, `host.log`, `host.config`, WASI with nothing
-//! granted). Rules R2–R5 and X4–X5 of docs/protocol.md are enforced here; the state machine
-//! in `stage.rs` reads what happened when the call returns.
+//! What a guest may do while it runs: the store data of one stage instance, and the `upstream`
+//! function it imports. Rules R2–R5 and X4–X6 of docs/protocol.md are enforced here, and every
+//! pull is clamped before the upstream produces anything; the state machine in `stage.rs`
+//! reads what happened when the call returns. The `host` interface is served by
+//! `host_services.rs`, WASI by `wasi.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{HostImports, Level, TypesImports, UpstreamImports};
+use super::wasi::{self, Clock, WaitView};
+use crate::bindings::{TypesImports, UpstreamImports};
 use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
-use crate::guest_log::{self, LogGate, LogPipe};
+use crate::guest_log::{LogGate, LogPipe};
 use crate::limits::Budget;
 use crate::stage::supervise::Salvage;
-use crate::upstream::Upstream;
-
-/// WASI resource handles one stage may hold at once.
-const MAX_WASI_HANDLES: usize = 1024;
+use crate::upstream::{Demand, Upstream};
 
 /// What the host is waiting for the guest to finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +38,9 @@ pub(crate) struct CallReport {
     pub(crate) violation: Option<(Rule, String)>,
     /// The upstream's error, if it faulted while serving a pull (X4).
     pub(crate) upstream_fault: Option<Error>,
+    /// The upstream's error, if it refused a pull for a reason that is not its fault (X6):
+    /// the guest was trapped in its pull.
+    pub(crate) upstream_refused: Option<Error>,
 }
 
 /// The data of one stage's store.
@@ -60,6 +62,8 @@ pub(crate) struct StageCtx {
     pub(crate) budget: Budget,
     _alive: AliveGuard,
     wasi: WasiCtx,
+    /// The monotonic clock the stage reads (virtual unless granted real time).
+    clock: Clock,
     table: ResourceTable,
 }
 
@@ -90,23 +94,12 @@ impl StageCtx {
         );
         let stdout = LogPipe::new(name.clone(), "stdout", log.clone());
         let stderr = LogPipe::new(name.clone(), "stderr", log.clone());
-        // Deny by default: no preopens, env, args; stdin closed; no sockets, no name lookup.
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout)
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
-        if !capabilities.real_time_and_random {
-            let clock = Arc::new(AtomicU64::new(0));
-            wasi.wall_clock(VirtualWallClock(clock.clone()))
-                .monotonic_clock(VirtualMonotonicClock(clock))
-                .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&name)))
-                .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&name)))
-                .insecure_random_seed(0x5eed);
-        }
-        let wasi = wasi.build();
+        let (wasi, clock) = wasi::context(
+            &name,
+            stdout,
+            stderr.clone(),
+            capabilities.real_time_and_random,
+        );
         StageCtx {
             name,
             serving: Serving::Nothing,
@@ -121,13 +114,41 @@ impl StageCtx {
             budget,
             _alive: AliveGuard::new(alive),
             wasi,
-            table: {
-                // WASI handles (streams, pollables) a guest can hold at once: a guest cannot
-                // make the host's handle table grow without bound.
-                let mut table = ResourceTable::new();
-                table.set_max_capacity(MAX_WASI_HANDLES);
-                table
-            },
+            clock,
+            table: wasi::handle_table(),
+        }
+    }
+
+    /// What the bounded WASI waits need (`wasi.rs`).
+    pub(crate) fn waits(&mut self) -> WaitView<'_> {
+        WaitView {
+            table: &mut self.table,
+            budget: &mut self.budget,
+            clock: &self.clock,
+        }
+    }
+
+    /// The stage's log budget, checked before a `host.log` call reads anything.
+    pub(crate) fn log_gate(&self) -> &LogGate {
+        &self.log
+    }
+
+    /// The name a log line of inner stage `inner` (or of the stage itself) goes under.
+    pub(crate) fn log_name(&self, inner: Option<usize>) -> &str {
+        inner
+            .and_then(|i| self.inner.get(i))
+            .map_or(&*self.name, |(name, _)| name)
+    }
+
+    /// The configuration of inner stage `inner` of a fused chain, or of the stage itself.
+    pub(crate) fn config_of(&self, inner: Option<usize>) -> Vec<(String, String)> {
+        match inner {
+            None => self.config.clone(),
+            Some(i) => self
+                .inner
+                .get(i)
+                .map(|(_, config)| config.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -167,35 +188,15 @@ impl StageCtx {
         self.inner = inner;
     }
 
-    /// `host.log` of inner stage `index` of a fused chain, under that stage's name.
-    pub(crate) fn inner_log(
-        &self,
-        index: usize,
-        level: Level,
-        message: &str,
-        fields: &[(String, String)],
-    ) {
-        let name = self.inner.get(index).map_or(&*self.name, |(name, _)| name);
-        guest_log::emit(&self.log, name, level, message, fields);
-    }
-
-    /// `host.config` of inner stage `index` of a fused chain.
-    pub(crate) fn inner_config(&self, index: usize) -> Vec<(String, String)> {
-        self.inner
-            .get(index)
-            .map(|(_, config)| config.clone())
-            .unwrap_or_default()
-    }
-
     /// Marks the start of a call into the guest.
-    pub(crate) fn begin(&mut self, serving: Serving, started: Instant) {
+    pub(crate) fn begin(&mut self, serving: Serving, started: Instant, cpu: std::time::Duration) {
         if let Some(inputs) = self.inputs.as_mut() {
             inputs.clear();
         }
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
-        self.budget.start_call(started);
+        self.budget.start_call(started, cpu);
     }
 
     /// Marks the end of a call and hands over what happened at the boundary.
@@ -246,8 +247,13 @@ impl UpstreamImports for StageCtx {
         if self.upstream_done {
             return Ok(None); // R5
         }
+        // Clamped before the upstream produces anything: what the clamp leaves upstream comes
+        // with the next pull.
+        let limits = self.budget.limits();
+        let demand = Demand::records(credits.min(limits.max_pull_records))
+            .with_max_bytes(limits.max_chunk_bytes);
         let ticks = self.budget.ticks();
-        let answer = self.upstream.pull(credits);
+        let answer = self.upstream.pull(demand);
         self.budget.charge_upstream(ticks);
         match answer {
             Ok(Some(chunk)) => {
@@ -260,29 +266,21 @@ impl UpstreamImports for StageCtx {
                 self.upstream_done = true;
                 Ok(None)
             }
-            Err(error) => {
-                // X4: the guest sees the end of its input; the state machine fails the call.
+            // X4: the upstream stage faulted; the guest sees the end of its input and the state
+            // machine fails the call.
+            Err(error) if error.is_fault() => {
                 self.upstream_done = true;
                 self.report.upstream_fault = Some(error);
                 Ok(None)
             }
+            // X6: the upstream refused the pull (re-entered, not primed, closed): the input is
+            // not over, so the guest must not see `none`; its call is abandoned.
+            Err(error) => {
+                let message = format!("its upstream refused a pull: {error}");
+                self.report.upstream_refused = Some(error);
+                wasmtime::bail!(message)
+            }
         }
-    }
-}
-
-impl HostImports for StageCtx {
-    fn log(
-        &mut self,
-        level: Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        guest_log::emit(&self.log, &self.name, level, &message, &fields);
-        Ok(())
-    }
-
-    fn config(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.config.clone())
     }
 }
 
@@ -295,51 +293,6 @@ impl WasiView for StageCtx {
             table: &mut self.table,
         }
     }
-}
-
-/// Nanoseconds a virtual clock advances per reading.
-const VIRTUAL_TICK_NS: u64 = 1_000;
-/// The virtual wall clock starts at 2024-01-01T00:00:00Z.
-const VIRTUAL_EPOCH_S: u64 = 1_704_067_200;
-
-/// A deterministic wall clock: a fixed date plus 1 µs per reading of either clock.
-struct VirtualWallClock(Arc<AtomicU64>);
-
-impl wasmtime_wasi::HostWallClock for VirtualWallClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_nanos(VIRTUAL_TICK_NS)
-    }
-
-    fn now(&self) -> Duration {
-        let ns = self.0.fetch_add(VIRTUAL_TICK_NS, Ordering::Relaxed);
-        Duration::from_secs(VIRTUAL_EPOCH_S) + Duration::from_nanos(ns)
-    }
-}
-
-/// A deterministic monotonic clock sharing the wall clock's counter.
-struct VirtualMonotonicClock(Arc<AtomicU64>);
-
-impl wasmtime_wasi::HostMonotonicClock for VirtualMonotonicClock {
-    fn resolution(&self) -> u64 {
-        VIRTUAL_TICK_NS
-    }
-
-    fn now(&self) -> u64 {
-        self.0.fetch_add(VIRTUAL_TICK_NS, Ordering::Relaxed)
-    }
-}
-
-/// Seeded "randomness" derived from the stage name: reproducible, and different per stage.
-fn seed_bytes(name: &str) -> Vec<u8> {
-    let mut state = 0xcbf2_9ce4_8422_2325u64;
-    (0..64)
-        .map(|i| {
-            for b in name.bytes().chain([i]) {
-                state = (state ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 /// Counts a live store in its engine's instance count for as long as the store exists.

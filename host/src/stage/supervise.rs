@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::chunk::Chunk;
@@ -65,22 +66,49 @@ pub(crate) struct Salvage {
 /// The supervision state of one stage.
 pub(crate) struct Supervisor {
     pub(crate) policy: FaultPolicy,
-    pub(crate) restarts: u32,
+    restarts: u32,
     dead_letter: Option<Box<dyn Write + Send>>,
-    /// Faults recovered from, in order.
-    pub(crate) recovered: Vec<Error>,
+    /// Faults recovered from, in order (shared with the stage's observers). At most
+    /// `max_restarts` restarts plus one bypass, so it stays small.
+    recovered: Arc<Mutex<Vec<Error>>>,
     /// Records waiting to pass through a bypassed stage.
     pub(crate) bypass_queue: VecDeque<Vec<u8>>,
 }
 
 impl Supervisor {
-    pub(crate) fn new(policy: FaultPolicy, dead_letter: Option<Box<dyn Write + Send>>) -> Self {
+    pub(crate) fn new(
+        policy: FaultPolicy,
+        dead_letter: Option<Box<dyn Write + Send>>,
+        recovered: Arc<Mutex<Vec<Error>>>,
+    ) -> Self {
         Supervisor {
             policy,
             restarts: 0,
             dead_letter,
-            recovered: Vec::new(),
+            recovered,
             bypass_queue: VecDeque::new(),
+        }
+    }
+
+    /// Counts a restart after `error`.
+    pub(crate) fn restarted(&mut self, error: Error) {
+        self.restarts += 1;
+        self.remember(error);
+    }
+
+    /// The stage was bypassed after `error`: the input of the failed call passes through.
+    pub(crate) fn bypassed(&mut self, error: Error, inputs: &[Chunk]) {
+        self.bypass_queue.extend(
+            inputs
+                .iter()
+                .flat_map(|chunk| chunk.records().map(<[u8]>::to_vec)),
+        );
+        self.remember(error);
+    }
+
+    fn remember(&mut self, error: Error) {
+        if let Ok(mut recovered) = self.recovered.lock() {
+            recovered.push(error);
         }
     }
 

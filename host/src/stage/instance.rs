@@ -1,0 +1,321 @@
+//! One live instance of a stage: its store and the typed functions the host calls into it, and
+//! the [`Recipe`] that makes a fresh one (at instantiation, after a fault under `restart`, for a
+//! hot swap). Every call goes through [`entry::enter`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use wasmtime::Store;
+use wasmtime::component::{Instance, TypedFunc};
+
+use super::boundary::Serving;
+use super::entry;
+use super::{Capabilities, StageCtx};
+use crate::chunk::Chunk;
+use crate::engine::{Engine, StageComponent};
+use crate::error::{Call, Error, Result, Rule};
+use crate::limits::{Budget, Limits};
+use crate::metrics::Counters;
+use crate::upstream::Upstream;
+
+/// The interface every stage exports.
+const GENERATOR: &str = "sluicegate:stage/generator@0.1.0";
+/// The optional export through which a stage hands its state to its next version.
+const STATE_INTERFACE: &str = "sluicegate:stage/state@0.1.0";
+
+/// Everything needed to make a fresh instance of the stage.
+pub(crate) struct Recipe {
+    pub(crate) engine: Engine,
+    pub(crate) config: Vec<(String, String)>,
+    /// Fused mode: the configuration of each inner stage, most upstream first.
+    pub(crate) inner_configs: Vec<Vec<(String, String)>>,
+    pub(crate) limits: Limits,
+    pub(crate) capabilities: Capabilities,
+    /// Fuel to give each call when the engine meters fuel.
+    pub(crate) fuel: Option<u64>,
+    pub(crate) keep_inputs: bool,
+    /// The stage's count of suppressed log lines, carried by every instance's log gate.
+    pub(crate) log_lines_suppressed: Arc<AtomicU64>,
+}
+
+impl Recipe {
+    /// Instantiates `component` in a fresh store on `upstream` (not primed). Instantiation
+    /// runs start functions, so it is entered like any call, under the same budgets.
+    pub(crate) fn spawn(
+        &self,
+        component: &StageComponent,
+        name: &Arc<str>,
+        upstream: Box<dyn Upstream>,
+        upstream_done: bool,
+    ) -> Result<Live> {
+        let fused = component.fused_stages();
+        let ctx = StageCtx::new(
+            name.clone(),
+            upstream,
+            self.config.clone(),
+            Budget::new(self.limits, self.engine.tick_counter(), 1 + fused.len()),
+            self.capabilities,
+            self.engine.instance_counter(),
+            self.log_lines_suppressed.clone(),
+        );
+        let mut store = Store::new(self.engine.wasmtime(), ctx);
+        store.data_mut().set_inner(
+            fused
+                .iter()
+                .enumerate()
+                .map(|(i, (_, inner))| {
+                    let config = self.inner_configs.get(i).cloned().unwrap_or_default();
+                    (format!("{name}/{inner}"), config)
+                })
+                .collect(),
+        );
+        store.data_mut().set_upstream_done(upstream_done);
+        if self.keep_inputs {
+            store.data_mut().keep_inputs();
+        }
+        store.limiter(|ctx| &mut ctx.budget);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
+        store.set_hostcall_fuel(self.limits.hostcall_fuel());
+        let pre = component.instance_pre();
+        let (instance, _) = entry::enter(
+            &mut store,
+            name,
+            Call::Instantiate,
+            Serving::Nothing,
+            self.fuel,
+            Instant::now(),
+            |store| pre.instantiate(store),
+        )?;
+        let wrong_world = |reason: String| Error::WrongWorld {
+            stage: name.to_string(),
+            reason,
+        };
+        let generator = Generator::find(&mut store, &instance, GENERATOR)
+            .ok_or_else(|| wrong_world(format!("its export `{GENERATOR}` is not a generator")))?;
+        let state = StateFuncs::find(&mut store, &instance);
+        let mut inner = Vec::with_capacity(fused.len());
+        for (export, stage) in fused {
+            let found = Generator::find(&mut store, &instance, export)
+                .ok_or_else(|| wrong_world(format!("its export `{export}` is not a generator")))?;
+            inner.push((format!("{name}/{stage}"), found));
+        }
+        Ok(Live {
+            store,
+            generator,
+            state,
+            inner,
+            fuel: self.fuel,
+        })
+    }
+}
+
+/// A live instance.
+pub(crate) struct Live {
+    pub(crate) store: Store<StageCtx>,
+    generator: Generator,
+    /// The optional `state` interface (hot-swap state handoff), if the component exports it.
+    state: Option<StateFuncs>,
+    /// Fused mode: the stages composed ahead of this one in the same component, most upstream
+    /// first, named `fused/inner` in errors; primed and closed by the host, upstream-first.
+    inner: Vec<(String, Generator)>,
+    /// Fuel to give each call when the engine meters fuel.
+    fuel: Option<u64>,
+}
+
+/// What a resume answered that passed every check, and the upstream's fault if one happened
+/// while it served this stage's pulls (X4).
+pub(crate) type Answer = (Option<Chunk>, Option<Error>);
+
+impl Live {
+    /// Calls `resume(credits)` and checks everything the guest did and answered (C1-C3, P1,
+    /// S1, R3, the limits). An `Err` is a fault: the store must not be entered again.
+    pub(crate) fn resume(
+        &mut self,
+        name: &str,
+        call: Call,
+        credits: u32,
+        counters: &Counters,
+    ) -> Result<Answer> {
+        if call == Call::Prime {
+            self.prime_inner()?;
+        }
+        counters.entered_resume(credits);
+        // One clock read serves the CPU budget and the latency histogram.
+        let started = Instant::now();
+        let resume = self.generator.resume;
+        let outcome = entry::enter(
+            &mut self.store,
+            name,
+            call,
+            Serving::Resume(credits),
+            self.fuel,
+            started,
+            |store| resume.call(store, (credits,)).map(|(answer,)| answer),
+        );
+        counters.resume_took(started.elapsed());
+        if let Some(bytes) = self.store.data_mut().budget.take_memory_growth() {
+            counters.memory_reached(bytes);
+        }
+        let (answer, upstream_fault) = outcome?;
+        let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
+        let chunk = answer
+            .map(|bytes| entry::chunk(name, call, credits, bytes, max_bytes))
+            .transpose()?;
+        Ok((chunk, upstream_fault))
+    }
+
+    /// Fused mode: primes every inner stage, upstream-first, under the same checks as the
+    /// stage itself (its answer is checked by P1 and C1, traps and limits are named after the
+    /// inner stage, `fused/inner`).
+    fn prime_inner(&mut self) -> Result<()> {
+        let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
+        for (name, inner) in &self.inner {
+            let resume = inner.resume;
+            let (answer, upstream_fault) = entry::enter(
+                &mut self.store,
+                name,
+                Call::Prime,
+                Serving::Resume(0),
+                self.fuel,
+                Instant::now(),
+                |store| resume.call(store, (0,)).map(|(answer,)| answer),
+            )?;
+            if let Some(cause) = upstream_fault {
+                return Err(Error::UpstreamFaulted {
+                    stage: name.clone(),
+                    cause: Box::new(cause),
+                });
+            }
+            if let Some(bytes) = answer {
+                entry::chunk(name, Call::Prime, 0, bytes, max_bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `close()` (the stage's cleanup), and first every fused inner stage's,
+    /// upstream-first; an `Err` is a fault (R4, a trap, a limit). A cleanup that pulled (R4)
+    /// does not stop the others, which still run; after a trap the store is dead and nothing
+    /// more can run. The first error is returned.
+    pub(crate) fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
+        let mut first_error = None;
+        let inner: Vec<(String, TypedFunc<(), ()>)> = self
+            .inner
+            .iter()
+            .map(|(inner_name, g)| (inner_name.clone(), g.close))
+            .collect();
+        let outer = (name.to_string(), self.generator.close);
+        for (i, (stage, close)) in inner.into_iter().chain([outer]).enumerate() {
+            if i == self.inner.len() {
+                counters.entered_close();
+            }
+            let closed = entry::enter(
+                &mut self.store,
+                &stage,
+                Call::Close,
+                Serving::Close,
+                self.fuel,
+                Instant::now(),
+                |store| close.call(store, ()),
+            );
+            if let Err(error) = closed {
+                let went_on = error.rule() == Some(Rule::PullWhileClosing);
+                first_error.get_or_insert(error);
+                if !went_on {
+                    break;
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Asks the stage for its state (hot swap), under the handoff budget; `None` if it has no
+    /// `state` interface or nothing to hand over. It may not pull meanwhile (X5).
+    pub(crate) fn snapshot(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(snapshot) = self.state.as_ref().map(|s| s.snapshot) else {
+            return Ok(None);
+        };
+        let (state, _) = entry::enter(
+            &mut self.store,
+            name,
+            Call::Snapshot,
+            Serving::Nothing,
+            self.fuel,
+            Instant::now(),
+            |store| snapshot.call(store, ()).map(|(state,)| state),
+        )?;
+        Ok(state)
+    }
+
+    /// Gives a freshly primed stage its predecessor's state, under the handoff budget;
+    /// `Ok(false)` if it has no `state` interface to take it with.
+    pub(crate) fn restore(&mut self, name: &str, bytes: Vec<u8>) -> Result<bool> {
+        let Some(restore) = self.state.as_ref().map(|s| s.restore) else {
+            return Ok(false);
+        };
+        let (answer, _) = entry::enter(
+            &mut self.store,
+            name,
+            Call::Restore,
+            Serving::Nothing,
+            self.fuel,
+            Instant::now(),
+            |store| restore.call(store, (bytes,)).map(|(answer,)| answer),
+        )?;
+        answer.map(|()| true).map_err(|refusal| Error::Host {
+            stage: name.to_string(),
+            message: format!("the stage refused the state: {refusal}"),
+        })
+    }
+}
+
+/// The `generator` functions of a stage (or of a fused inner stage).
+#[derive(Clone, Copy)]
+struct Generator {
+    resume: TypedFunc<(u32,), (Option<Vec<u8>>,)>,
+    close: TypedFunc<(), ()>,
+}
+
+impl Generator {
+    fn find(store: &mut Store<StageCtx>, instance: &Instance, export: &str) -> Option<Self> {
+        let iface = instance.get_export_index(&mut *store, None, export)?;
+        Some(Generator {
+            resume: typed_export(store, instance, &iface, "resume")?,
+            close: typed_export(store, instance, &iface, "close")?,
+        })
+    }
+}
+
+/// The typed functions of the optional `sluicegate:stage/state@0.1.0` export.
+#[derive(Clone, Copy)]
+struct StateFuncs {
+    snapshot: TypedFunc<(), (Option<Vec<u8>>,)>,
+    restore: TypedFunc<(Vec<u8>,), (std::result::Result<(), String>,)>,
+}
+
+impl StateFuncs {
+    /// The component's `state` interface, if it exports one of the right type.
+    fn find(store: &mut Store<StageCtx>, instance: &Instance) -> Option<StateFuncs> {
+        let iface = instance.get_export_index(&mut *store, None, STATE_INTERFACE)?;
+        Some(StateFuncs {
+            snapshot: typed_export(store, instance, &iface, "snapshot")?,
+            restore: typed_export(store, instance, &iface, "restore")?,
+        })
+    }
+}
+
+/// Function `name` of the exported interface `iface`, if it exists with these types.
+fn typed_export<Params, Results>(
+    store: &mut Store<StageCtx>,
+    instance: &Instance,
+    iface: &wasmtime::component::ComponentExportIndex,
+    name: &str,
+) -> Option<TypedFunc<Params, Results>>
+where
+    Params: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    Results: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    let func = instance.get_export_index(&mut *store, Some(iface), name)?;
+    instance.get_typed_func(&mut *store, func).ok()
+}
