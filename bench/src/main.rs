@@ -222,6 +222,11 @@ fn main() -> anyhow::Result<()> {
     )?;
     report.overshoot_p50_ms = percentile(&mut overshoot, 0.5);
     report.overshoot_max_ms = percentile(&mut overshoot, 1.0);
+    report.log_line_ns = sandbox_cost::log_line_ns(&engine)?;
+    eprintln!(
+        "  host.log: {:.0} ns over budget, {:.0} ns within",
+        report.log_line_ns.0, report.log_line_ns.1
+    );
 
     let lengths: &[u64] = if args.quick {
         &[100_000]

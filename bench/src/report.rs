@@ -84,6 +84,8 @@ pub struct Report {
     pub limits_cost: Vec<(String, f64)>,
     pub overshoot_p50_ms: f64,
     pub overshoot_max_ms: f64,
+    /// Nanoseconds per `host.log` call: over the stage's budget, and within it.
+    pub log_line_ns: (f64, f64),
     pub swap_pauses: Vec<crate::swap_pause::PauseRow>,
     pub languages: Vec<crate::languages::LanguageRow>,
     pub languages_skipped: Vec<String>,
@@ -139,6 +141,7 @@ impl Report {
             limits_cost: Vec::new(),
             overshoot_p50_ms: 0.0,
             overshoot_max_ms: 0.0,
+            log_line_ns: (0.0, 0.0),
             swap_pauses: Vec::new(),
             languages: Vec::new(),
             languages_skipped: Vec::new(),
@@ -610,6 +613,13 @@ impl Report {
             "\nA stage looping in `resume` with a 20 ms budget was stopped {:.1} ms late at the \
              median, {:.1} ms at worst (the epoch ticks every 5 ms).\n",
             self.overshoot_p50_ms, self.overshoot_max_ms
+        );
+        let _ = writeln!(
+            m,
+            "A `host.log` call (64 bytes, two fields) costs {:.0} ns over the stage's log budget \
+             (counted, refused before anything is read from the guest) and {:.0} ns within it \
+             (read, cut, escaped and handed to `tracing`, with no subscriber listening).\n",
+            self.log_line_ns.0, self.log_line_ns.1
         );
 
         let _ = writeln!(m, "{}", self.resources_markdown());

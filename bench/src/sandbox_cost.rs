@@ -37,3 +37,73 @@ pub fn overshoot_ms(engine: &Engine, deadline: Duration, runs: u32) -> anyhow::R
     }
     Ok(overshoots)
 }
+
+/// Nanoseconds per `host.log` call of a 64-byte message with two fields, over the stage's log
+/// budget (refused before anything is read) and within it (read, escaped, handed to
+/// `tracing`, which has no subscriber here): `(over, within)`.
+pub fn log_line_ns(engine: &Engine) -> anyhow::Result<(f64, f64)> {
+    const CALLS: u32 = 200_000;
+    let wat = format!(
+        r#"(component
+  (import "sluicegate:stage/host@0.1.0" (instance $host
+    (type $l (enum "trace" "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $l)))
+    (export "log" (func (param "level" $level) (param "message" string)
+      (param "fields" (list (tuple string string)))))))
+  (core module $mem
+    (memory (export "memory") 1)
+    (data (i32.const 256) "a log line of sixty-four bytes, as a busy stage would write it..")
+    (data (i32.const 512) "key1")
+    (data (i32.const 516) "value one")
+    (data (i32.const 528) "key2")
+    (data (i32.const 532) "value two")
+    ;; the fields list: two (ptr, len, ptr, len) tuples
+    (data (i32.const 600) "\00\02\00\00\04\00\00\00\04\02\00\00\09\00\00\00\10\02\00\00\04\00\00\00\14\02\00\00\09\00\00\00")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096)))
+  (core instance $m (instantiate $mem))
+  (core func $log (canon lower (func $host "log") (memory (core memory $m "memory"))
+    (realloc (core func $m "realloc"))))
+  (core module $main
+    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (import "mem" "memory" (memory 1))
+    (func (export "resume") (param $credits i32) (result i32)
+      (local $n i32)
+      (if (i32.gt_u (local.get $credits) (i32.const 0))
+        (then
+          (loop $l
+            (call $log (i32.const 2) (i32.const 256) (i32.const 64) (i32.const 600) (i32.const 2))
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (br_if $l (i32.lt_u (local.get $n) (i32.const {CALLS}))))))
+      (i32.store (i32.const 32) (i32.const 1))
+      (i64.store (i32.const 36) (i64.const 0))
+      (i32.const 32))
+    (func (export "close")))
+  (core instance $i (instantiate $main
+    (with "host" (instance (export "log" (func $log))))
+    (with "mem" (instance (export "memory" (memory $m "memory"))))))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
+    );
+    let component = engine.load_bytes("logger", wat.as_bytes())?;
+    let mut per_call = Vec::new();
+    for budget in [1, u32::MAX] {
+        let stage = component.instantiate(
+            "logger",
+            StageOptions::new().limits(Limits {
+                log_lines_per_s: budget,
+                cpu_per_call: Duration::from_secs(600),
+                ..Limits::default()
+            }),
+        )?;
+        stage.prime()?;
+        let started = Instant::now();
+        stage.resume(1)?;
+        per_call.push(started.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS));
+        stage.close()?;
+    }
+    Ok((per_call[0], per_call[1]))
+}

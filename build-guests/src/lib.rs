@@ -43,8 +43,10 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
         // Small, quick-to-load components: no debug info in guests.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        // These describe the outer (host) build, not ours.
+        // These describe the outer (host) build, not ours (a fuzz build's instrumentation, for
+        // one, must not reach the guests).
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -183,8 +183,13 @@ impl StageSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
-    /// Wall-clock CPU budget of one call, in milliseconds.
+    /// CPU budget of one call (the thread's CPU time), in milliseconds.
     pub cpu_ms: Option<u64>,
+    /// Wall-clock time one call may spend blocked in WASI waits (a sleep, a poll), in
+    /// milliseconds.
+    pub wall_ms: Option<u64>,
+    /// CPU budget of each half of a hot swap's state handoff, in milliseconds.
+    pub handoff_cpu_ms: Option<u64>,
     /// Deterministic fuel budget of one call.
     pub fuel: Option<u64>,
     /// Linear memory cap, in MiB.
@@ -193,6 +198,8 @@ pub struct LimitsSpec {
     pub max_chunk_bytes: Option<u64>,
     /// Most records asked of the stage in one call (larger grants are clamped).
     pub max_chunk_records: Option<u32>,
+    /// Most records one of the stage's pulls asks of its upstream (larger pulls are clamped).
+    pub max_pull_records: Option<u32>,
     /// Log lines per second the stage may emit (the rest are counted, not logged).
     pub log_lines_per_s: Option<u32>,
 }
@@ -274,8 +281,16 @@ impl LimitsSpec {
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
                 .unwrap_or(d.max_chunk_bytes),
             max_chunk_records: self.max_chunk_records,
+            max_pull_records: self.max_pull_records.unwrap_or(d.max_pull_records),
             log_lines_per_s: self.log_lines_per_s.unwrap_or(d.log_lines_per_s),
-            ..d
+            wall_per_call: self
+                .wall_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(d.wall_per_call),
+            cpu_per_handoff: self
+                .handoff_cpu_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(d.cpu_per_handoff),
         }
     }
 }
@@ -399,6 +414,9 @@ impl PipelineSpec {
             let limits = &stage.limits;
             for (key, value) in [
                 ("cpu_ms", limits.cpu_ms),
+                ("wall_ms", limits.wall_ms),
+                ("handoff_cpu_ms", limits.handoff_cpu_ms),
+                ("max_pull_records", limits.max_pull_records.map(u64::from)),
                 ("fuel", limits.fuel),
                 ("memory_mib", limits.memory_mib),
                 ("max_chunk_bytes", limits.max_chunk_bytes),

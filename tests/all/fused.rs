@@ -211,3 +211,54 @@ fn inner_stages_keep_p1_at_priming_and_r4_at_close() {
     assert_eq!(err.rule(), Some(Rule::PullWhileClosing), "{err}");
     assert_eq!(err.stage(), "pair/greedy");
 }
+
+#[test]
+fn an_inner_cleanup_that_pulls_does_not_stop_the_others() {
+    // pull-while-closing -> passthrough -> passthrough: the first stage's cleanup breaks R4
+    // (its pull reaches the host), and the stages after it are still closed (each logs
+    // `cleanup ran`): every primed stage is closed exactly once, whatever another one did
+    // (docs/protocol.md, "Close order in a chain").
+    let parts = [
+        ("greedy", a::PULL_WHILE_CLOSING),
+        ("middle", a::PASSTHROUGH),
+        ("after", a::PASSTHROUGH),
+    ];
+    let stage = fuse("chain", &parts)
+        .instantiate("chain", StageOptions::new())
+        .expect("instantiates");
+    stage.prime().expect("primes");
+    let (closed, logs) = capture_logs(|| stage.close());
+    let err = closed.expect_err("R4");
+    assert_eq!(err.rule(), Some(Rule::PullWhileClosing), "{err}");
+    assert_eq!(err.stage(), "chain/greedy");
+    let cleanups: Vec<&str> = logs
+        .iter()
+        .filter(|(_, message)| message.contains("cleanup ran"))
+        .map(|(stage, _)| stage.as_str())
+        .collect();
+    assert_eq!(cleanups, ["chain/middle", "chain"], "{logs:?}");
+}
+
+#[test]
+fn an_inner_stage_s_priming_answer_is_held_to_the_chunk_cap() {
+    // The first stage answers 2 MiB to its priming call, just over a cap of 2 MiB - 16 KiB:
+    // the host refuses it by its size before anything else, the same check as any stage's
+    // answer (and not only once it is far over the cap, where wasmtime's copy limit bites).
+    let parts = [("bloated", a::SCRIPTED), ("after", a::PASSTHROUGH)];
+    let stage = fuse("pair", &parts)
+        .instantiate(
+            "pair",
+            StageOptions::new()
+                .inner_config(0, "prime", "huge=2")
+                .limits(sluicegate::Limits {
+                    max_chunk_bytes: (2 << 20) - (16 << 10),
+                    ..sluicegate::Limits::default()
+                }),
+        )
+        .expect("instantiates");
+    let err = stage.prime().expect_err("too big");
+    assert!(
+        matches!(&err, Error::LimitExceeded { stage, limit: sluicegate::Limit::ChunkBytes, call: Call::Prime, .. } if stage == "pair/bloated"),
+        "{err}"
+    );
+}

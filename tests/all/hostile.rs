@@ -116,6 +116,29 @@ fn wall_a_wait_with_real_time_is_cut_off_at_the_wall_budget() {
     }
 }
 
+#[test]
+fn wall_a_pipeline_file_sets_the_wall_budget_and_the_run_names_it() {
+    let toml = stage_toml(
+        "napper",
+        a::SLEEPER,
+        "real_time_and_random = true\nlimits = { wall_ms = 50 }\nconfig = { how = \"poll\" }",
+    ) + &stage_toml("after", a::PASSTHROUGH, "")
+        + "[sink]\ncredits = 1\n";
+    let (report, logs) = within(HANG, move || run(&toml));
+    assert_eq!(report.status, RunStatus::Failed);
+    let failure = report.failure.as_ref().expect("failed");
+    assert_eq!(failure.stage, "napper");
+    assert!(
+        failure.message.contains("limit exceeded: wall"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        logs.iter().any(|(s, m)| s == "after" && m == "cleanup ran"),
+        "the others are closed cleanly"
+    );
+}
+
 // --- 2. Greedy pulls -----------------------------------------------------------------------
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod check;
 mod fused;
+mod fuzz;
 mod hostile;
 mod languages;
 mod loading;

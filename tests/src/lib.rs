@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sluicegate::{Engine, StageComponent};
 
 pub use sluicegate_test_artifacts as artifacts;
+
+pub mod fuzz;
 pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
 
 /// The engine shared by every test in the process. It keeps compiled components on disk
@@ -16,19 +18,23 @@ pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let builder = Engine::builder();
-        // <target>/sluicegate-guests/lang/<stage>.wasm -> <target>
-        let target = std::path::Path::new(artifacts::PY_SYMBOL_FILTER)
-            .ancestors()
-            .nth(3)
-            .map(|target| target.join("sluicegate-compile-cache"));
-        match target {
-            Some(dir) => builder.compile_cache(dir),
-            None => builder,
-        }
-        .build()
-        .expect("engine starts")
+        with_compile_cache(Engine::builder())
+            .build()
+            .expect("engine starts")
     })
+}
+
+/// `builder` with the tests' compile cache, `<target>/sluicegate-compile-cache`.
+pub fn with_compile_cache(builder: sluicegate::EngineBuilder) -> sluicegate::EngineBuilder {
+    // <target>/sluicegate-guests/lang/<stage>.wasm -> <target>
+    let target = std::path::Path::new(artifacts::PY_SYMBOL_FILTER)
+        .ancestors()
+        .nth(3)
+        .map(|target| target.join("sluicegate-compile-cache"));
+    match target {
+        Some(dir) => builder.compile_cache(dir),
+        None => builder,
+    }
 }
 
 /// Loads (and compiles once per process) the component at `path`.

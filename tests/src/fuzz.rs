@@ -1,0 +1,441 @@
+//! The hostile-stage harness shared by the fuzz target (`fuzz/`, libFuzzer) and its
+//! deterministic runner (`tests/all/fuzz.rs`, in CI).
+//!
+//! A case is decoded from arbitrary bytes: a three-stage chain `counter → hostile → after`
+//! where `hostile` is the `scripted` fixture, its behaviour on every call chosen by the bytes
+//! (answer, break framing, loop, sleep, pull any number of records including 0 and
+//! `u32::MAX`, pull while closing, trap, grow memory, flood the log, trap or loop in
+//! `snapshot`, refuse a state...), its limits small, its clocks virtual or real, its fault
+//! policy `fail` or `restart`; then a sequence of host calls (resumes with any credits,
+//! pauses, hot swaps to itself or to a pass-through, a close).
+//!
+//! After every step [`run`] checks: no panic; no step longer than [`STEP_LIMIT`] (minutes
+//! above what the budgets allow: a hang detector, not a speed test); the process's memory
+//! under [`RSS_LIMIT`]; every record delivered exactly once, in order, unless a loss was named
+//! (a restart's quarantine, a swap's `state_lost`); every error naming one of the chain's
+//! stages, and every fault rooted in the hostile stage with its rule, limit or trap; every
+//! stage closed at most once; no instance left alive at the end.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sluicegate::{Capabilities, Engine, Error, FaultPolicy, Limits, StageComponent, StageOptions};
+
+use crate::artifacts as a;
+
+/// Longest a single step may take before the harness calls it a hang.
+pub const STEP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Most resident memory the process may hold during a case.
+pub const RSS_LIMIT: u64 = 4 << 30;
+
+/// One host call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `resume(credits)` on the last stage (0 is a pause).
+    Resume(u32),
+    /// Swap the hostile stage for a fresh instance of itself (same script, from its start).
+    SwapSelf,
+    /// Swap the hostile stage for the well-behaved pass-through.
+    SwapPassthrough,
+    /// Close every stage, upstream first.
+    Close,
+}
+
+/// One case: the chain's input, the hostile stage's script, limits and policy, and the calls.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Records the counter emits.
+    pub records: u32,
+    /// The scripted stage's configuration (`prime`, `resume`, `close`, `snapshot`, `restore`).
+    pub script: Vec<(String, String)>,
+    /// Real clocks for the hostile stage (its waits then block, up to the wall budget).
+    pub real_time: bool,
+    /// `restart` (at most twice, no backoff) instead of `fail`.
+    pub restart: bool,
+    /// The host's calls.
+    pub steps: Vec<Step>,
+}
+
+/// Reads choices out of fuzz bytes; past the end every choice is the first option.
+struct Choices<'a>(&'a [u8]);
+
+impl Choices<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[usize::from(self.byte()) % from.len()]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+const CREDITS: &[u32] = &[1, 0, 3, 7, 64, 256, u32::MAX];
+const PULLS: &[&str] = &["pull=0", "pull=1", "pull=7", "pull=1000", "pull=4294967295"];
+
+/// An op for a resume (or prime) step.
+fn resume_op(c: &mut Choices<'_>) -> String {
+    match c.byte() % 20 {
+        0..=5 => "ok".into(),
+        6 | 7 => c.pick(PULLS).into(),
+        8 => "more".into(),
+        9 => "frame".into(),
+        10 => "data".into(),
+        11 => "none".into(),
+        12 => "loop".into(),
+        13 => c.pick(&["sleep=0", "sleep=1", "sleep=3600"]).into(),
+        14 => "trap".into(),
+        15 => c.pick(&["grow=1", "grow=8", "grow=100"]).into(),
+        16 => c.pick(&["log=10", "log=5000", "forge"]).into(),
+        17 => c.pick(&["spin=1000", "spin=1000000"]).into(),
+        18 => "huge=20".into(),
+        _ => format!("{}+{}", c.pick(PULLS), c.pick(&["ok", "more", "log=3"])),
+    }
+}
+
+/// An op for close, snapshot or restore.
+fn other_op(c: &mut Choices<'_>, kind: &str) -> String {
+    let special = match kind {
+        "close" => "pull",
+        "restore" => "refuse",
+        _ => "ok",
+    };
+    c.pick(&["ok", "ok", "ok", "trap", "loop", "log=2000", special])
+        .into()
+}
+
+impl Case {
+    /// Decodes a case from arbitrary bytes (any bytes make a case).
+    pub fn decode(bytes: &[u8]) -> Case {
+        let mut c = Choices(bytes);
+        let records = u32::from(c.byte()) * 8 + u32::from(c.byte() % 8);
+        let real_time = c.byte() % 4 == 0;
+        let restart = c.byte() % 3 == 0;
+        let prime = if c.byte() % 4 == 0 {
+            resume_op(&mut c)
+        } else {
+            "ok".into()
+        };
+        let resumes: Vec<String> = (0..usize::from(c.byte() % 12))
+            .map(|_| resume_op(&mut c))
+            .collect();
+        let mut script = vec![
+            ("prime".to_string(), prime),
+            ("resume".to_string(), resumes.join(",")),
+        ];
+        for kind in ["close", "snapshot", "restore"] {
+            script.push((kind.to_string(), other_op(&mut c, kind)));
+        }
+        let mut steps = Vec::new();
+        while !c.is_empty() && steps.len() < 64 {
+            steps.push(match c.byte() % 16 {
+                0..=10 => Step::Resume(c.pick(CREDITS)),
+                11 => Step::Resume(0),
+                12 | 13 => Step::SwapSelf,
+                14 => Step::SwapPassthrough,
+                _ => Step::Close,
+            });
+        }
+        // Then drain: the stream is run to its end (or its fault) and closed.
+        steps.extend(std::iter::repeat_n(Step::Resume(64), 64));
+        steps.push(Step::Close);
+        Case {
+            records,
+            script,
+            real_time,
+            restart,
+            steps,
+        }
+    }
+}
+
+/// The harness's engine: its own, so that its live-instance count is the harness's alone
+/// (callers run cases one at a time), with the tests' compile cache.
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        crate::with_compile_cache(Engine::builder())
+            .build()
+            .expect("the harness's engine starts")
+    })
+}
+
+fn load(path: &str) -> StageComponent {
+    engine()
+        .load_file(path)
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+/// Small budgets, so that loops and waits end in milliseconds.
+fn hostile_limits() -> Limits {
+    Limits {
+        cpu_per_call: Duration::from_millis(20),
+        wall_per_call: Duration::from_millis(20),
+        cpu_per_handoff: Duration::from_millis(10),
+        max_chunk_bytes: 4 << 20,
+        log_lines_per_s: 100,
+        ..Limits::default()
+    }
+}
+
+/// What the case did, for the runner's summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    /// Records that reached the end of the chain.
+    pub delivered: u64,
+    /// The stream ended (`none`), rather than faulting or being closed early.
+    pub finished: bool,
+    /// A fault (or refusal) ended the stream, named.
+    pub faulted: bool,
+    /// Swaps that stood.
+    pub swaps: u32,
+}
+
+/// Runs `case`, checking every invariant after every step; panics with the case and the step
+/// when one breaks.
+pub fn run(case: &Case) -> Outcome {
+    // One case at a time: the live-instance count at the end must be this case's alone.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fail = Failure(case);
+    let scripted = load(a::SCRIPTED);
+    let passthrough = load(a::PASSTHROUGH);
+    let counter = load(a::COUNTER)
+        .instantiate(
+            "counter",
+            StageOptions::new().config("records", case.records.to_string()),
+        )
+        .unwrap_or_else(|e| fail.at(0, format!("counter: {e}")));
+    let mut options = StageOptions::new()
+        .upstream(counter.clone())
+        .limits(hostile_limits())
+        .capabilities(Capabilities {
+            real_time_and_random: case.real_time,
+        })
+        .on_fault(if case.restart {
+            FaultPolicy::Restart {
+                max_restarts: 2,
+                backoff: Duration::ZERO,
+            }
+        } else {
+            FaultPolicy::Fail
+        });
+    for (key, value) in &case.script {
+        options = options.config(key, value);
+    }
+    let hostile = match scripted.instantiate("hostile", options) {
+        Ok(stage) => stage,
+        // Instantiation runs no script: it must succeed.
+        Err(e) => fail.at(0, format!("hostile does not instantiate: {e}")),
+    };
+    let after = passthrough
+        .instantiate("after", StageOptions::new().upstream(hostile.clone()))
+        .unwrap_or_else(|e| fail.at(0, format!("after: {e}")));
+    let chain = [counter, hostile.clone(), after.clone()];
+
+    let mut outcome = Outcome::default();
+    let mut next = 0u32; // the next record expected, in order
+    let mut lost = false; // a named loss happened: order still holds, gaps may not
+    let mut ended = false; // the stream ended or failed: later resumes must be refused
+    let mut closed = false;
+    let mut primed = false;
+    for (i, &step) in case.steps.iter().enumerate() {
+        let started = Instant::now();
+        match step {
+            Step::Resume(credits) => {
+                if !primed {
+                    primed = true;
+                    for stage in &chain {
+                        if let Err(e) = stage.prime() {
+                            check_error(&e, i, &fail);
+                            outcome.faulted = true;
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let answer = after.resume(credits);
+                // A restart quarantines the input of the failed call, and the stage's held
+                // records go with its instance: a named loss (`restarts` counts it).
+                lost |= hostile.stats().restarts > 0;
+                match answer {
+                    Ok(Some(chunk)) => {
+                        if closed || (ended && !outcome.finished && credits > 0) {
+                            fail.at(i, "records after the end of the stream".into());
+                        }
+                        if chunk.len() > credits {
+                            fail.at(i, format!("C2: {} records for {credits}", chunk.len()));
+                        }
+                        for record in chunk.records() {
+                            let n: u32 = std::str::from_utf8(record)
+                                .ok()
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or_else(|| {
+                                    fail.at(i, format!("a foreign record {record:?}"))
+                                });
+                            let in_order = if lost { n >= next } else { n == next };
+                            if !in_order {
+                                fail.at(
+                                    i,
+                                    format!("record {n} where {next} was due (lost: {lost})"),
+                                );
+                            }
+                            next = n + 1;
+                            outcome.delivered += 1;
+                        }
+                    }
+                    Ok(None) => {
+                        if !ended {
+                            outcome.finished = true;
+                            ended = true;
+                        }
+                    }
+                    Err(e) => {
+                        check_error(&e, i, &fail);
+                        if !matches!(e, Error::Closed { .. }) {
+                            outcome.faulted = true;
+                        }
+                        ended = true;
+                    }
+                }
+            }
+            Step::SwapSelf | Step::SwapPassthrough => {
+                let target = if step == Step::SwapSelf {
+                    &scripted
+                } else {
+                    &passthrough
+                };
+                match hostile.swap(target) {
+                    Ok(report) => {
+                        outcome.swaps += 1;
+                        if closed {
+                            fail.at(i, "a closed stage was swapped".into());
+                        }
+                        lost |= report.state_lost.is_some();
+                    }
+                    Err(Error::SwapRefused { stage, .. }) if stage == "hostile" => {}
+                    Err(e) => fail.at(i, format!("a swap failed other than by refusal: {e}")),
+                }
+            }
+            Step::Close => {
+                for stage in &chain {
+                    if let Err(e) = stage.close() {
+                        check_error(&e, i, &fail);
+                    }
+                }
+                closed = true;
+                ended = true;
+            }
+        }
+        let took = started.elapsed();
+        if took > STEP_LIMIT {
+            fail.at(i, format!("{step:?} took {took:?}"));
+        }
+        if let Some(rss) = resident_bytes()
+            && rss > RSS_LIMIT
+        {
+            fail.at(i, format!("the process holds {rss} bytes"));
+        }
+        // Each version is closed once: a swap closes the version it replaces.
+        for stage in &chain {
+            let stats = stage.stats();
+            if stats.closes_entered > 1 + stats.swaps {
+                fail.at(
+                    i,
+                    format!(
+                        "`{}` closed {} times over {} swaps",
+                        stage.name(),
+                        stats.closes_entered,
+                        stats.swaps
+                    ),
+                );
+            }
+        }
+    }
+    if outcome.finished && !lost && !script_may_end_early(case) && next != case.records {
+        fail.at(
+            case.steps.len(),
+            format!(
+                "the stream ended after {next} of {} records, nothing named",
+                case.records
+            ),
+        );
+    }
+    drop(chain);
+    drop((hostile, after));
+    if engine().live_instances() != 0 {
+        fail.at(
+            case.steps.len(),
+            format!("{} instances still alive", engine().live_instances()),
+        );
+    }
+    outcome
+}
+
+/// True if the script lets the hostile stage finish before its input does (`none`), or a
+/// swap may have replaced it with a version that restarts its script.
+fn script_may_end_early(case: &Case) -> bool {
+    case.script.iter().any(|(_, ops)| ops.contains("none"))
+}
+
+/// Reports a broken invariant with the case that broke it.
+struct Failure<'a>(&'a Case);
+
+impl Failure<'_> {
+    fn at(&self, step: usize, what: String) -> ! {
+        panic!("step {step}: {what}\ncase: {:#?}", self.0)
+    }
+}
+
+/// Every error names one of the chain's stages; every fault is rooted in the hostile stage and
+/// names its rule, limit or trap.
+fn check_error(error: &Error, step: usize, fail: &Failure<'_>) {
+    if !["counter", "hostile", "after"].contains(&error.stage()) {
+        fail.at(
+            step,
+            format!("an error naming no stage of the chain: {error}"),
+        );
+    }
+    let root = error.root_cause();
+    match root {
+        Error::ProtocolViolation { stage, .. }
+        | Error::Trap { stage, .. }
+        | Error::LimitExceeded { stage, .. } => {
+            if stage != "hostile" {
+                fail.at(
+                    step,
+                    format!("a fault blamed on a well-behaved stage: {error}"),
+                );
+            }
+        }
+        Error::Closed { .. } | Error::NotPrimed { .. } => {}
+        other => fail.at(
+            step,
+            format!("an error of an unexpected kind: {other} (from {error})"),
+        ),
+    }
+}
+
+/// The process's resident memory, from /proc (Linux); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Decodes and runs a case: the fuzz target's body (a case that panics is a finding).
+pub fn run_bytes(bytes: &[u8]) -> Outcome {
+    run(&Case::decode(bytes))
+}
