@@ -207,7 +207,7 @@ pub enum Error {
         reason: String,
     },
     /// X3: a call on a stage that faulted earlier; carries the original cause.
-    #[error("stage `{stage}`: F1 faulted earlier: {cause}")]
+    #[error("stage `{stage}`: X3 faulted earlier: {cause}")]
     Faulted {
         /// The stage.
         stage: String,

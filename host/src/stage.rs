@@ -8,6 +8,7 @@ mod entry;
 mod host_services;
 mod instance;
 mod options;
+mod protocol;
 pub(crate) mod supervise;
 mod swap;
 mod wasi;
@@ -21,6 +22,7 @@ pub(crate) use self::boundary::StageCtx;
 pub(crate) use self::host_services::add_to_linker as add_host_services;
 use self::instance::{Live, Recipe};
 pub use self::options::StageOptions;
+use self::protocol::{Action, Answer, Outcome, Refusal, Request};
 pub use self::supervise::FaultPolicy;
 use self::supervise::{Salvage, Supervisor};
 pub use self::swap::SwapReport;
@@ -105,6 +107,27 @@ enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Where an entered call that passed every check leaves the stage (the protocol table).
+    fn after(outcome: Outcome) -> Lifecycle {
+        match protocol::after(outcome) {
+            protocol::State::Exhausted => Lifecycle::Exhausted,
+            protocol::State::Closed => Lifecycle::Closed,
+            _ => Lifecycle::Suspended,
+        }
+    }
+
+    /// The row of the protocol table this state is.
+    fn row(&self) -> protocol::State {
+        match self {
+            Lifecycle::Created => protocol::State::Created,
+            Lifecycle::Suspended => protocol::State::Suspended,
+            Lifecycle::Exhausted => protocol::State::Exhausted,
+            Lifecycle::Closed => protocol::State::Closed,
+            Lifecycle::Faulted(_) => protocol::State::Faulted,
+            Lifecycle::Bypassed => protocol::State::Bypassed,
+        }
+    }
+
     fn public(&self) -> StageState {
         match self {
             Lifecycle::Created => StageState::Created,
@@ -399,23 +422,13 @@ impl Inner {
         {
             return Err(upstream_faulted(name, cause));
         }
-        let call = match &self.state {
-            Lifecycle::Created if credits > 0 => {
-                return Err(Error::NotPrimed {
-                    stage: name.to_string(),
-                    credits,
-                });
+        let call = match protocol::action(self.state.row(), Request::Resume(credits)).1 {
+            Action::Enter(call) => call,
+            Action::Answer(Answer::PassThrough) => {
+                return self.pass_through(name, counters, credits);
             }
-            Lifecycle::Created => Call::Prime,
-            Lifecycle::Suspended => Call::Resume,
-            Lifecycle::Exhausted => return Ok(None),
-            Lifecycle::Closed => {
-                return Err(Error::Closed {
-                    stage: name.to_string(),
-                });
-            }
-            Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
-            Lifecycle::Bypassed => return self.pass_through(name, counters, credits),
+            Action::Answer(_) => return Ok(None),
+            Action::Refuse(refusal) => return Err(self.refused(name, refusal, credits)),
         };
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
@@ -424,10 +437,10 @@ impl Inner {
             Ok(answer) => answer,
             Err(error) => return Err(self.fault(error)),
         };
-        self.state = match chunk {
-            Some(_) => Lifecycle::Suspended,
-            None => Lifecycle::Exhausted,
-        };
+        self.state = Lifecycle::after(match chunk {
+            Some(_) => Outcome::Chunk,
+            None => Outcome::Finished,
+        });
         match upstream_fault {
             // X4: nothing of this call is delivered; the stage itself stays usable for close,
             // and refuses every later resume (its input is gone).
@@ -448,32 +461,42 @@ impl Inner {
     }
 
     fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
-        match &self.state {
-            Lifecycle::Created => {
-                // P3: never entered, so there is nothing to clean up.
+        match protocol::action(self.state.row(), Request::Close).1 {
+            Action::Enter(_) => {}
+            Action::Answer(Answer::AlreadyClosed) => return Ok(()),
+            Action::Answer(_) => {
+                // P3 (never entered) or B1 (bypassed): nothing to clean up.
                 self.state = Lifecycle::Closed;
                 self.live = None;
-                return Ok(());
-            }
-            Lifecycle::Suspended | Lifecycle::Exhausted => {}
-            Lifecycle::Closed => return Ok(()),
-            Lifecycle::Faulted(cause) => return Err(faulted(name, cause)),
-            Lifecycle::Bypassed => {
-                self.state = Lifecycle::Closed;
                 self.salvage = None;
                 return Ok(());
             }
+            Action::Refuse(refusal) => return Err(self.refused(name, refusal, 0)),
         }
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
         match live.close(name, counters) {
             Ok(()) => {
-                self.state = Lifecycle::Closed;
+                self.state = Lifecycle::after(Outcome::Cleaned);
                 self.live = None;
                 Ok(())
             }
             Err(error) => Err(self.fault(error)),
+        }
+    }
+
+    /// The error of a call the protocol table refuses.
+    fn refused(&self, name: &str, refusal: Refusal, credits: u32) -> Error {
+        match (refusal, &self.state) {
+            (Refusal::NotPrimed, _) => Error::NotPrimed {
+                stage: name.to_string(),
+                credits,
+            },
+            (Refusal::Faulted, Lifecycle::Faulted(cause)) => faulted(name, cause),
+            (Refusal::Closed | Refusal::Faulted, _) => Error::Closed {
+                stage: name.to_string(),
+            },
         }
     }
 
