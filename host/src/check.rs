@@ -3,10 +3,13 @@
 //! priming, a probe after the end, a second run for determinism) and reports one line per rule
 //! of `docs/protocol.md`, with the evidence it saw or the error that broke the rule.
 //!
-//! The scenarios are in [`scenarios`]; this module holds the options, the report and the
-//! attribution of each error to the rule it broke.
+//! The scenarios are in `check/scenarios.rs` (every stage) and `check/claims.rs` (what a stage
+//! claims with a flag), on the subject of `check/subject.rs`; this module holds the options,
+//! the report and the attribution of each error to the rule it broke.
 
+mod claims;
 mod scenarios;
+mod subject;
 
 use std::path::{Path, PathBuf};
 
@@ -22,8 +25,10 @@ pub const DEFAULT_SHORT_UPSTREAM: u64 = 3;
 /// Records fed to a stage checked without `--upstream` or `--input`: `"0"`, `"1"`, ...
 pub const DEFAULT_INPUT_RECORDS: u64 = 1_000;
 
-/// What to check and how.
+/// What to check and how. [`CheckOptions::default`] has every default; the `with_*` methods
+/// change one.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CheckOptions {
     /// Credit sizes to run the stage with ([`DEFAULT_CHECK_CREDITS`]); each gets a fresh
     /// instance and a run to the end or to `max_records`.
@@ -61,6 +66,56 @@ impl Default for CheckOptions {
     }
 }
 
+impl CheckOptions {
+    /// Runs the stage with these credit sizes, each on a fresh instance.
+    pub fn with_credits(mut self, credits: impl Into<Vec<u32>>) -> Self {
+        self.credits = credits.into();
+        self
+    }
+
+    /// Stops each run after this many records.
+    pub fn with_max_records(mut self, records: u64) -> Self {
+        self.max_records = records;
+        self
+    }
+
+    /// Adds one configuration entry for the checked stage.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+
+    /// Chains these stage files upstream of the checked one, most upstream first.
+    pub fn with_upstream(mut self, files: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.upstream = files.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Feeds the stage these records when there is no upstream stage.
+    pub fn with_input(mut self, records: Vec<Vec<u8>>) -> Self {
+        self.input = Some(records);
+        self
+    }
+
+    /// The short upstream of the R5 scenario serves this many records.
+    pub fn with_short_upstream(mut self, records: u64) -> Self {
+        self.short_upstream = records;
+        self
+    }
+
+    /// Checks the stage's claim to be deterministic (K1).
+    pub fn deterministic(mut self, claimed: bool) -> Self {
+        self.deterministic = claimed;
+        self
+    }
+
+    /// Checks the stage's claim to be hot-swappable (H1).
+    pub fn swappable(mut self, claimed: bool) -> Self {
+        self.swappable = claimed;
+        self
+    }
+}
+
 /// A rule's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +130,7 @@ pub enum Verdict {
 
 /// One line of a check: a rule, its verdict, and what showed it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuleCheck {
     /// The rule's identifier in `docs/protocol.md` (`P1`, `C2`, ...).
     pub id: &'static str,
@@ -107,8 +163,10 @@ pub(crate) const RULES: &[(&str, &str)] = &[
     ("K2", "resources"),
 ];
 
-/// The result of [`check_file`].
+/// The result of [`check_file`]. Serialises (serde) as `{ path, passed, rules: [{ id, name,
+/// verdict, evidence, error, error_kind }] }`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// The checked file.
     pub path: PathBuf,
@@ -154,30 +212,6 @@ impl CheckReport {
         self.rules.iter().find(|r| r.id == id)
     }
 
-    /// The report as JSON: `{ path, passed, rules: [{ id, name, verdict, evidence, error,
-    /// error_kind }] }`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let rules: Vec<serde_json::Value> = self
-            .rules
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "id": r.id,
-                    "name": r.name,
-                    "verdict": r.verdict,
-                    "evidence": r.evidence,
-                    "error": r.error.as_ref().map(ToString::to_string),
-                    "error_kind": r.error.as_ref().map(Error::kind),
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "path": self.path.display().to_string(),
-            "passed": self.passed(),
-            "rules": rules,
-        })
-    }
-
     fn line(&mut self, id: &str) -> Option<&mut RuleCheck> {
         self.rules.iter_mut().find(|r| r.id == id)
     }
@@ -211,6 +245,31 @@ impl CheckReport {
     }
 }
 
+impl serde::Serialize for CheckReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut report = serializer.serialize_struct("CheckReport", 3)?;
+        report.serialize_field("path", &self.path.display().to_string())?;
+        report.serialize_field("passed", &self.passed())?;
+        report.serialize_field("rules", &self.rules)?;
+        report.end()
+    }
+}
+
+impl serde::Serialize for RuleCheck {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut line = serializer.serialize_struct("RuleCheck", 6)?;
+        line.serialize_field("id", self.id)?;
+        line.serialize_field("name", self.name)?;
+        line.serialize_field("verdict", &self.verdict)?;
+        line.serialize_field("evidence", &self.evidence)?;
+        line.serialize_field("error", &self.error.as_ref().map(ToString::to_string))?;
+        line.serialize_field("error_kind", &self.error.as_ref().map(Error::kind))?;
+        line.end()
+    }
+}
+
 /// The rule an error breaks, given the scenario it happened in.
 fn attribute<'a>(error: &Error, scenario: &'a str) -> &'a str {
     match error.root_cause() {
@@ -226,7 +285,8 @@ fn attribute<'a>(error: &Error, scenario: &'a str) -> &'a str {
     }
 }
 
-/// Checks the stage component at `path`: every rule in [`RULES`], on fresh instances.
+/// Checks the stage component at `path`: every rule of `docs/protocol.md`'s conformance table,
+/// each scenario on fresh instances.
 pub fn check_file(engine: &Engine, path: &Path, options: &CheckOptions) -> CheckReport {
     let mut report = CheckReport::new(path);
     scenarios::run_all(engine, path, options, &mut report);

@@ -6,8 +6,8 @@
 //! name = "market"
 //!
 //! [source]                      # optional: without it the first stage is the source
-//! kind = "generate"             # generate | file | stdin
-//! records = 100000
+//! kind = "file"                 # file | stdin | a kind the program adds (`generate`)
+//! path = "ticks.txt"
 //!
 //! [[stage]]
 //! name = "decode"
@@ -19,16 +19,21 @@
 //! credits = 256                 # the demand window the sink grants per resume
 //! ```
 
+mod io;
+mod stage;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::builtin;
+pub use self::io::{
+    DEFAULT_CREDITS, DEFAULT_STALL_TIMEOUT_MS, RecordFormat, SinkKind, SinkSpec, SourceSpec,
+};
+pub(crate) use self::io::{FILE, FileSource, STDIN, StdinSource};
+pub use self::stage::{BUILTIN, LimitsSpec, OnFault, StageSpec};
+pub(crate) use self::stage::{ComponentRef, resolve, stage_config};
 use crate::error::{Error, Result};
-
-/// Credits the sink grants per resume unless the file says otherwise.
-pub const DEFAULT_CREDITS: u32 = 256;
 
 /// A pipeline: an optional host-native source, stages in order, a sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -52,247 +57,6 @@ pub struct PipelineSpec {
     /// limits; restart, bypass and dead letters are not available.
     #[serde(default)]
     pub fused: bool,
-}
-
-/// A host-native source.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum SourceSpec {
-    /// The synthetic market feed (raw text ticks), the same as the `tick-source` stage.
-    Generate {
-        /// Ticks to emit (100000).
-        #[serde(default = "default_records")]
-        records: u64,
-        /// Seed (42).
-        #[serde(default = "default_seed")]
-        seed: u64,
-        /// Number of symbols (64).
-        #[serde(default = "default_symbols")]
-        symbols: usize,
-    },
-    /// Records read from a file.
-    File {
-        /// The file, relative to the pipeline file.
-        path: PathBuf,
-        /// How records are delimited.
-        #[serde(default)]
-        format: RecordFormat,
-    },
-    /// Records read from standard input.
-    Stdin {
-        /// How records are delimited.
-        #[serde(default)]
-        format: RecordFormat,
-    },
-}
-
-fn default_records() -> u64 {
-    100_000
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_symbols() -> usize {
-    64
-}
-
-/// How records are laid out in a file or stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecordFormat {
-    /// One record per line (the newline is not part of the record).
-    #[default]
-    Lines,
-    /// Records framed with a little-endian u32 length, as in a chunk.
-    Framed,
-}
-
-/// One stage of the pipeline.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    /// Unique name, used in every log line, error and report about the stage.
-    pub name: String,
-    /// `builtin:NAME` for an embedded example stage, or a `.wasm` path relative to the file.
-    pub component: String,
-    /// Key/value configuration handed to the stage (`host.config`), in file order.
-    #[serde(default)]
-    pub config: toml::Table,
-    /// Resource limits; anything not given takes the safe default.
-    #[serde(default)]
-    pub limits: LimitsSpec,
-    /// Give the stage real clocks and host randomness instead of virtual, seeded ones.
-    #[serde(default)]
-    pub real_time_and_random: bool,
-    /// What to do when the stage faults: `fail` (default), `restart`, or `bypass` (only for
-    /// stages declared `optional`).
-    #[serde(default)]
-    pub on_fault: OnFault,
-    /// Restarts allowed under `on_fault = "restart"` (3).
-    #[serde(default = "default_max_restarts")]
-    pub max_restarts: u32,
-    /// Backoff before the first restart, in milliseconds, doubled each time (10).
-    #[serde(default = "default_restart_backoff_ms")]
-    pub restart_backoff_ms: u64,
-    /// The pipeline is still correct without this stage (a monitor, an enricher): it may
-    /// be bypassed after a fault.
-    #[serde(default)]
-    pub optional: bool,
-    /// File receiving, framed, the input of calls that faulted before a restart (relative
-    /// to the pipeline file). Without it such records are counted and logged only.
-    #[serde(default)]
-    pub dead_letter: Option<PathBuf>,
-}
-
-/// The fault policies a pipeline file can name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnFault {
-    /// Stop the pipeline cleanly, close the other stages, report.
-    #[default]
-    Fail,
-    /// Replace the instance with a fresh one and go on.
-    Restart,
-    /// Take an optional stage out of the chain and go on.
-    Bypass,
-}
-
-fn default_max_restarts() -> u32 {
-    crate::stage::supervise::DEFAULT_MAX_RESTARTS
-}
-
-fn default_restart_backoff_ms() -> u64 {
-    crate::stage::supervise::DEFAULT_RESTART_BACKOFF.as_millis() as u64
-}
-
-impl StageSpec {
-    /// The fault policy these settings describe.
-    pub fn fault_policy(&self) -> crate::stage::FaultPolicy {
-        match self.on_fault {
-            OnFault::Fail => crate::stage::FaultPolicy::Fail,
-            OnFault::Restart => crate::stage::FaultPolicy::Restart {
-                max_restarts: self.max_restarts,
-                backoff: std::time::Duration::from_millis(self.restart_backoff_ms),
-            },
-            OnFault::Bypass => crate::stage::FaultPolicy::Bypass,
-        }
-    }
-}
-
-/// Per-stage resource limits, as written in the file. Every field is optional.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSpec {
-    /// CPU budget of one call (the thread's CPU time), in milliseconds.
-    pub cpu_ms: Option<u64>,
-    /// Wall-clock time one call may spend blocked in WASI waits (a sleep, a poll), in
-    /// milliseconds.
-    pub wall_ms: Option<u64>,
-    /// CPU budget of each half of a hot swap's state handoff, in milliseconds.
-    pub handoff_cpu_ms: Option<u64>,
-    /// Deterministic fuel budget of one call.
-    pub fuel: Option<u64>,
-    /// Linear memory cap, in MiB.
-    pub memory_mib: Option<u64>,
-    /// Largest chunk the stage may answer, in bytes.
-    pub max_chunk_bytes: Option<u64>,
-    /// Most records asked of the stage in one call (larger grants are clamped).
-    pub max_chunk_records: Option<u32>,
-    /// Most records one of the stage's pulls asks of its upstream (larger pulls are clamped).
-    pub max_pull_records: Option<u32>,
-    /// Log lines per second the stage may emit (the rest are counted, not logged).
-    pub log_lines_per_s: Option<u32>,
-}
-
-/// Where records end up.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSpec {
-    /// What to do with records.
-    #[serde(default)]
-    pub kind: SinkKind,
-    /// The output file (for `kind = "file"`), relative to the pipeline file.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// How records are written (for `file` and `stdout`).
-    #[serde(default)]
-    pub format: RecordFormat,
-    /// Credits granted per resume: the most records in flight at once.
-    #[serde(default = "default_credits")]
-    pub credits: u32,
-    /// Fail the run when no record reaches the sink for this long although demand is granted
-    /// (a stage answering empty chunks forever); 0 disables the watchdog.
-    #[serde(default = "default_stall_timeout_ms")]
-    pub stall_timeout_ms: u64,
-}
-
-/// Default of `sink.stall_timeout_ms`: 10 seconds.
-pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 10_000;
-
-fn default_stall_timeout_ms() -> u64 {
-    DEFAULT_STALL_TIMEOUT_MS
-}
-
-fn default_credits() -> u32 {
-    DEFAULT_CREDITS
-}
-
-impl Default for SinkSpec {
-    fn default() -> Self {
-        SinkSpec {
-            kind: SinkKind::default(),
-            path: None,
-            format: RecordFormat::default(),
-            credits: DEFAULT_CREDITS,
-            stall_timeout_ms: DEFAULT_STALL_TIMEOUT_MS,
-        }
-    }
-}
-
-/// The kinds of sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkKind {
-    /// Count and checksum the records, keep nothing.
-    #[default]
-    Discard,
-    /// Write the records to `path`.
-    File,
-    /// Write the records to standard output.
-    Stdout,
-}
-
-impl LimitsSpec {
-    /// The limits these settings describe, defaults filled in.
-    pub fn to_limits(&self) -> crate::limits::Limits {
-        let d = crate::limits::Limits::default();
-        crate::limits::Limits {
-            cpu_per_call: self
-                .cpu_ms
-                .map(std::time::Duration::from_millis)
-                .unwrap_or(d.cpu_per_call),
-            fuel_per_call: self.fuel,
-            memory_bytes: self
-                .memory_mib
-                .map(|mib| usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
-                .unwrap_or(d.memory_bytes),
-            max_chunk_bytes: self
-                .max_chunk_bytes
-                .map(|b| usize::try_from(b).unwrap_or(usize::MAX))
-                .unwrap_or(d.max_chunk_bytes),
-            max_chunk_records: self.max_chunk_records,
-            max_pull_records: self.max_pull_records.unwrap_or(d.max_pull_records),
-            log_lines_per_s: self.log_lines_per_s.unwrap_or(d.log_lines_per_s),
-            wall_per_call: self
-                .wall_ms
-                .map(std::time::Duration::from_millis)
-                .unwrap_or(d.wall_per_call),
-            cpu_per_handoff: self
-                .handoff_cpu_ms
-                .map(std::time::Duration::from_millis)
-                .unwrap_or(d.cpu_per_handoff),
-        }
-    }
 }
 
 impl PipelineSpec {
@@ -325,15 +89,18 @@ impl PipelineSpec {
         Ok(spec)
     }
 
-    /// Sets how many records the source emits: the `generate` source's count, or else the
-    /// first stage's `records` config (the convention of source stages).
+    /// Sets how many records the source emits: the `records` setting of a source of a kind
+    /// other than `file` or `stdin` (the convention of generating sources), or else the first
+    /// stage's `records` config (the convention of source stages).
     pub fn set_records(&mut self, records: u64) {
+        let count = toml::Value::Integer(i64::try_from(records).unwrap_or(i64::MAX));
         match (&mut self.source, self.stages.first_mut()) {
-            (Some(SourceSpec::Generate { records: r, .. }), _) => *r = records,
+            (Some(source), _) if source.kind != FILE && source.kind != STDIN => {
+                source.settings.insert("records".into(), count);
+            }
+            (Some(_), _) => {}
             (None, Some(first)) => {
-                first
-                    .config
-                    .insert("records".into(), toml::Value::Integer(records as i64));
+                first.config.insert("records".into(), count);
             }
             _ => {}
         }
@@ -380,15 +147,10 @@ impl PipelineSpec {
                 )));
             }
             stage_config(stage).map_err(|m| fail(format!("stage `{}`: {m}", stage.name)))?;
+            // A `builtin:` name is checked when the pipeline is built, against the components
+            // the program running it provides.
             match resolve(&stage.component, &base) {
-                ComponentRef::Builtin(name) if builtin::component(name).is_none() => {
-                    let known: Vec<&str> = builtin::names().collect();
-                    return Err(fail(format!(
-                        "stage `{}`: no builtin stage `{name}`; builtins are {}",
-                        stage.name,
-                        known.join(", ")
-                    )));
-                }
+                ComponentRef::Builtin(_) => {}
                 ComponentRef::File(path) if !path.is_file() => {
                     return Err(fail(format!(
                         "stage `{}`: component file {} does not exist",
@@ -431,13 +193,21 @@ impl PipelineSpec {
                 }
             }
         }
-        if let Some(SourceSpec::File { path, .. }) = &self.source
-            && !base.join(path).is_file()
-        {
-            return Err(fail(format!(
-                "source file {} does not exist",
-                base.join(path).display()
-            )));
+        match self.source.as_ref().map(|s| (s, s.kind.as_str())) {
+            Some((source, FILE)) => {
+                let FileSource { path, .. } = source.settings().map_err(&fail)?;
+                if !base.join(&path).is_file() {
+                    return Err(fail(format!(
+                        "source file {} does not exist",
+                        base.join(&path).display()
+                    )));
+                }
+            }
+            Some((source, STDIN)) => {
+                source.settings::<StdinSource>().map_err(&fail)?;
+            }
+            // Another kind is checked when the pipeline is built, by the program that added it.
+            _ => {}
         }
         if self.sink.credits == 0 {
             return Err(fail(
@@ -451,19 +221,6 @@ impl PipelineSpec {
     }
 }
 
-/// Where a stage's component comes from.
-pub(crate) enum ComponentRef<'a> {
-    Builtin(&'a str),
-    File(PathBuf),
-}
-
-pub(crate) fn resolve<'a>(component: &'a str, base: &Path) -> ComponentRef<'a> {
-    match component.strip_prefix(builtin::SCHEME) {
-        Some(name) => ComponentRef::Builtin(name),
-        None => ComponentRef::File(base.join(component)),
-    }
-}
-
 /// The directory relative paths in a pipeline file are anchored to.
 pub(crate) fn base_dir(origin: &Path) -> PathBuf {
     origin
@@ -471,36 +228,4 @@ pub(crate) fn base_dir(origin: &Path) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// The stage's configuration as the key/value strings the guest receives: scalars as text,
-/// arrays as comma-separated text; nested tables are refused.
-pub(crate) fn stage_config(
-    stage: &StageSpec,
-) -> std::result::Result<Vec<(String, String)>, String> {
-    stage
-        .config
-        .iter()
-        .map(|(key, value)| Ok((key.clone(), config_value(key, value)?)))
-        .collect()
-}
-
-fn config_value(key: &str, value: &toml::Value) -> std::result::Result<String, String> {
-    Ok(match value {
-        toml::Value::String(s) => s.clone(),
-        toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => f.to_string(),
-        toml::Value::Boolean(b) => b.to_string(),
-        toml::Value::Datetime(d) => d.to_string(),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|item| config_value(key, item))
-            .collect::<std::result::Result<Vec<_>, _>>()?
-            .join(","),
-        toml::Value::Table(_) => {
-            return Err(format!(
-                "config `{key}` is a table; stage config values must be scalars or arrays"
-            ));
-        }
-    })
 }

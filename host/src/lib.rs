@@ -28,47 +28,52 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! What is where:
+//!
+//! - the crate root: loading components ([`Engine`], [`StageComponent`]), driving one stage
+//!   ([`Stage`], [`StageOptions`], [`Chunk`], [`Upstream`], [`Demand`]), chaining them
+//!   ([`Pipeline`], [`PipelineBuilder`]), and what goes wrong ([`Error`]);
+//! - [`limits`]: the sandbox's budgets and their defaults;
+//! - [`config`]: pipeline files;
+//! - [`report`]: what a run reports;
+//! - [`check`]: the conformance kit behind `sluicegate check`.
+//!
+//! The modules depend on each other one way, as data flows: `config` → `engine` (with the
+//! `sandbox` a stage's store is) → `stage` → `pipeline` → `report` and `metrics`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod bindings;
-mod builtin;
-mod check;
+pub mod check;
+mod checksum;
 mod chunk;
-mod config;
+mod component;
+pub mod config;
+mod counters;
 mod engine;
 mod error;
 mod fuse;
 mod guest_log;
-mod limits;
+pub mod limits;
 mod metrics;
 mod pipeline;
-mod report;
+mod policy;
+pub mod report;
+mod sandbox;
 mod stage;
 mod upstream;
 mod world;
 
-pub use crate::check::{
-    CheckOptions, CheckReport, DEFAULT_CHECK_CREDITS, DEFAULT_CHECK_MAX_RECORDS,
-    DEFAULT_INPUT_RECORDS, DEFAULT_SHORT_UPSTREAM, RuleCheck, Verdict, check_file,
-};
-pub use crate::chunk::{Chunk, FramingError, PREFIX_LEN, Records};
-pub use crate::config::{
-    DEFAULT_CREDITS, LimitsSpec, OnFault, PipelineSpec, RecordFormat, SinkKind, SinkSpec,
-    SourceSpec, StageSpec,
-};
-pub use crate::engine::{Engine, EngineBuilder, StageComponent};
+pub use crate::checksum::Checksum;
+pub use crate::chunk::{Chunk, FramingError, Records};
+pub use crate::component::StageComponent;
+pub use crate::counters::StageStats;
+pub use crate::engine::{Engine, EngineBuilder};
 pub use crate::error::{Call, Error, Result, Rule};
-pub use crate::limits::{
-    DEFAULT_COMPILE_TIMEOUT, DEFAULT_CPU_PER_CALL, DEFAULT_CPU_PER_HANDOFF,
-    DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MAX_PULL_RECORDS,
-    DEFAULT_MAX_WASM_STACK, DEFAULT_MEMORY_BYTES, DEFAULT_WALL_PER_CALL, EPOCH_TICK, Limit, Limits,
-};
-pub use crate::metrics::StageStats;
-pub use crate::pipeline::{
-    HopSnapshot, Pipeline, Probe, Stopper, Swapper, build_from_file, build_from_toml,
-};
-pub use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-pub use crate::stage::supervise::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF};
-pub use crate::stage::{Capabilities, FaultPolicy, Stage, StageOptions, StageState, SwapReport};
+pub use crate::limits::{Limit, Limits};
+pub use crate::pipeline::{Pipeline, PipelineBuilder, Probe, Stopper, Swapper};
+pub use crate::policy::{DEFAULT_MAX_RESTARTS, DEFAULT_RESTART_BACKOFF, FaultPolicy};
+pub use crate::sandbox::Capabilities;
+pub use crate::stage::{Stage, StageOptions, StageState, SwapReport};
 pub use crate::upstream::{Demand, IterUpstream, NoUpstream, Upstream};

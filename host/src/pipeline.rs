@@ -1,27 +1,29 @@
 //! Chaining stages: demand flows from the sink upstream through every stage (`yield from`),
 //! data flows down, and every hop is a [`Stage`] that checks the protocol. The pipeline primes
 //! upstream-first, and closes every primed stage exactly once, upstream-first (PEP 380 order),
-//! whatever failed, reporting every error.
+//! whatever failed, reporting every error. `build.rs` makes one from a pipeline file.
 
+mod build;
+mod control;
+mod probe;
 mod sink;
 mod source;
+mod watchdog;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use market_data::Checksum;
-
+pub use self::build::PipelineBuilder;
+pub use self::control::{Stopper, Swapper};
+pub use self::probe::Probe;
 use self::sink::Sink;
-use self::source::{CountedSource, SOURCE};
-use crate::builtin;
-use crate::config::{ComponentRef, PipelineSpec, StageSpec, base_dir, resolve, stage_config};
-use crate::engine::{Engine, StageComponent};
+use self::watchdog::Watchdog;
+use crate::checksum::Checksum;
+use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
-use crate::metrics::{Counters, StageStats};
 use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
-use crate::stage::{Capabilities, Stage, StageOptions, StageState, SwapReport};
+use crate::stage::{Stage, SwapReport};
 use crate::upstream::{Demand, Upstream};
 
 /// Native stack reserved per stage for host frames between nested wasm calls.
@@ -55,102 +57,33 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads every component of `spec` (type-checked against the world), instantiates the
-    /// stages chained upstream to downstream, and opens the source and sink. `origin` is the
-    /// pipeline file: relative paths are resolved against its directory.
-    pub fn build(engine: &Engine, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
-        spec.validate(origin)?;
-        let base = base_dir(origin);
-        let mut source = match &spec.source {
-            Some(source) => Some(CountedSource::open(source, origin)?),
-            None => None,
-        };
-        let source_counters = source.as_ref().map(CountedSource::counters);
-        let fused = if spec.fused {
-            Some(fuse_stages(engine, spec, origin, &base)?)
-        } else {
-            None
-        };
-        let specs: Vec<&StageSpec> = match &fused {
-            Some((_, spec)) => vec![spec],
-            None => spec.stages.iter().collect(),
-        };
-        let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
-        let config_of = |stage_spec: &StageSpec| {
-            stage_config(stage_spec).map_err(|message| Error::Config {
-                file: origin.display().to_string(),
-                message: format!("stage `{}`: {message}", stage_spec.name),
-            })
-        };
-        for &stage_spec in &specs {
-            // Fused: the last stage's configuration is the fused stage's; each inner stage
-            // gets its own through `inner_config`.
-            let (component, config, inner) = match &fused {
-                Some((component, _)) => {
-                    let inner = spec.stages[..spec.stages.len().saturating_sub(1)]
-                        .iter()
-                        .map(config_of)
-                        .collect::<Result<Vec<_>>>()?;
-                    (component.clone(), config_of(stage_spec)?, inner)
-                }
-                None => {
-                    let component = load(engine, &stage_spec.name, &stage_spec.component, &base)?;
-                    (component, config_of(stage_spec)?, Vec::new())
-                }
-            };
-            let mut options = StageOptions::new()
-                .limits(stage_spec.limits.to_limits())
-                .capabilities(Capabilities {
-                    real_time_and_random: stage_spec.real_time_and_random,
-                })
-                .on_fault(stage_spec.fault_policy());
-            if let Some(path) = &stage_spec.dead_letter {
-                let path = base.join(path);
-                let file = std::fs::File::create(&path).map_err(|e| Error::Io {
-                    stage: stage_spec.name.clone(),
-                    message: format!("cannot create dead-letter file {}: {e}", path.display()),
-                })?;
-                options = options.dead_letter(std::io::BufWriter::new(file));
-            }
-            for (key, value) in config {
-                options = options.config(key, value);
-            }
-            for (index, config) in inner.into_iter().enumerate() {
-                for (key, value) in config {
-                    options = options.inner_config(index, key, value);
-                }
-            }
-            options = match (stages.last(), source.take()) {
-                (Some(previous), _) => options.upstream(previous.clone()),
-                (None, Some(native)) => options.upstream(native),
-                (None, None) => options,
-            };
-            stages.push(component.instantiate(&stage_spec.name, options)?);
-        }
-        let tail: Box<dyn Upstream> = match (stages.last(), source) {
-            (Some(last), _) => Box::new(last.clone()),
-            (None, Some(native)) => Box::new(native),
-            (None, None) => {
-                return Err(Error::Config {
-                    file: origin.display().to_string(),
-                    message: "the pipeline has neither a source nor a stage".into(),
-                });
-            }
-        };
-        Ok(Pipeline {
-            name: spec.name.clone().unwrap_or_else(|| "pipeline".into()),
-            credits: spec.sink.credits,
-            source: source_counters,
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, `build.rs`, names them all"
+    )]
+    fn new(
+        name: String,
+        credits: u32,
+        source: Option<Arc<Counters>>,
+        stages: Vec<Stage>,
+        tail: Box<dyn Upstream>,
+        sink: Sink,
+        stall_timeout: Option<Duration>,
+        max_wasm_stack: usize,
+    ) -> Self {
+        Pipeline {
+            name,
+            credits,
+            source,
             stages,
             tail,
-            sink: Sink::open(&spec.sink, origin)?,
+            sink,
             primed: false,
-            max_wasm_stack: engine.max_wasm_stack(),
+            stall_timeout,
             swaps: Arc::default(),
             stop: Arc::default(),
-            stall_timeout: (spec.sink.stall_timeout_ms > 0)
-                .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
-        })
+            max_wasm_stack,
+        }
     }
 
     /// The stages, upstream first (handles: read their state and counters at any time).
@@ -347,247 +280,5 @@ impl Pipeline {
             swaps: self.swaps.lock().map(|s| s.clone()).unwrap_or_default(),
             stopped: self.stop.load(std::sync::atomic::Ordering::Relaxed),
         }
-    }
-}
-
-/// Loads a stage's component, naming the stage (not the file) in every error.
-fn load(engine: &Engine, stage: &str, component: &str, base: &Path) -> Result<StageComponent> {
-    engine.load_bytes(stage, &component_bytes(stage, component, base)?)
-}
-
-fn component_bytes(stage: &str, component: &str, base: &Path) -> Result<Vec<u8>> {
-    match resolve(component, base) {
-        ComponentRef::Builtin(name) => {
-            builtin::component(name)
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| Error::Load {
-                    stage: stage.to_string(),
-                    reason: format!("no builtin stage `{name}`"),
-                })
-        }
-        ComponentRef::File(path) => std::fs::read(&path).map_err(|e| Error::Load {
-            stage: stage.to_string(),
-            reason: format!("cannot read {}: {e}", path.display()),
-        }),
-    }
-}
-
-/// Fused mode: every stage composed into one component, run as one stage named after the
-/// stages (`decode+filter+vwap`) with the last stage's settings.
-fn fuse_stages(
-    engine: &Engine,
-    spec: &PipelineSpec,
-    origin: &Path,
-    base: &Path,
-) -> Result<(StageComponent, StageSpec)> {
-    let parts = spec
-        .stages
-        .iter()
-        .map(|s| {
-            Ok((
-                s.name.clone(),
-                component_bytes(&s.name, &s.component, base)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let name = spec
-        .stages
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect::<Vec<_>>()
-        .join("+");
-    let component = engine.load_fused(&name, &parts)?;
-    // Validation guarantees at least two stages.
-    let mut fused = spec.stages.last().cloned().ok_or_else(|| Error::Config {
-        file: origin.display().to_string(),
-        message: "`fused = true` needs at least two stages".into(),
-    })?;
-    fused.name = name;
-    Ok((component, fused))
-}
-
-/// Reads a running pipeline's counters from any thread.
-#[derive(Clone)]
-pub struct Probe {
-    pipeline: Arc<str>,
-    source: Option<Arc<Counters>>,
-    stages: Vec<Stage>,
-    sink: Arc<Counters>,
-}
-
-/// One hop's counters at a moment: a native source, a stage, or the sink.
-#[derive(Debug, Clone)]
-pub struct HopSnapshot {
-    /// The hop's name (`source`, a stage's name, or `sink`).
-    pub name: String,
-    /// Where the hop is in the protocol (`None` for the native source and the sink).
-    pub state: Option<StageState>,
-    /// Records it received from upstream.
-    pub records_in: u64,
-    /// The host's counters for it (`records` is what it delivered downstream).
-    pub stats: StageStats,
-}
-
-impl Probe {
-    /// Every hop from source to sink, with records in and out.
-    pub fn snapshot(&self) -> Vec<HopSnapshot> {
-        let mut hops = Vec::with_capacity(self.stages.len() + 2);
-        if let Some(source) = &self.source {
-            hops.push((SOURCE.to_string(), None, source.snapshot()));
-        }
-        for stage in &self.stages {
-            hops.push((stage.name().to_string(), Some(stage.state()), stage.stats()));
-        }
-        let mut upstream_out = 0;
-        let mut out = Vec::with_capacity(hops.len() + 1);
-        for (name, state, stats) in hops {
-            out.push(HopSnapshot {
-                name,
-                state,
-                records_in: upstream_out,
-                stats,
-            });
-            upstream_out = stats.records;
-        }
-        out
-    }
-
-    /// The sink's counters: `records` is what reached it.
-    pub fn sink(&self) -> StageStats {
-        self.sink.snapshot()
-    }
-
-    /// Every hop's counters in the Prometheus text exposition format (version 0.0.4), for a
-    /// scrape endpoint (`sluicegate run --metrics ADDR`).
-    pub fn prometheus(&self) -> String {
-        crate::metrics::prometheus(&self.pipeline, &self.snapshot(), &self.sink())
-    }
-}
-
-/// Reads a pipeline file, applies overrides, and builds the pipeline.
-pub fn build_from_file(
-    engine: &Engine,
-    path: &Path,
-    records: Option<u64>,
-    credits: Option<u32>,
-) -> Result<Pipeline> {
-    let mut spec = PipelineSpec::from_file(path)?;
-    apply_overrides(&mut spec, records, credits);
-    Pipeline::build(engine, &spec, path)
-}
-
-/// Builds the pipeline of TOML text (the embedded demo), anchored at `origin`.
-pub fn build_from_toml(
-    engine: &Engine,
-    text: &str,
-    origin: &Path,
-    records: Option<u64>,
-    credits: Option<u32>,
-) -> Result<Pipeline> {
-    let mut spec = PipelineSpec::from_toml(text, origin)?;
-    if spec.name.is_none() {
-        spec.name = origin.file_stem().map(|s| s.to_string_lossy().into_owned());
-    }
-    apply_overrides(&mut spec, records, credits);
-    Pipeline::build(engine, &spec, origin)
-}
-
-fn apply_overrides(spec: &mut PipelineSpec, records: Option<u64>, credits: Option<u32>) {
-    if let Some(records) = records {
-        spec.set_records(records);
-    }
-    if let Some(credits) = credits {
-        spec.sink.credits = credits;
-    }
-}
-
-/// Declares the pipeline stalled when demand keeps being granted but no record reaches the
-/// sink for a while (a stage answering empty chunks forever), and names the stage: the most
-/// upstream one that was resumed with credits in that time and delivered nothing.
-struct Watchdog {
-    timeout: Option<Duration>,
-    probe: Probe,
-    last_progress: Instant,
-    at_progress: Vec<HopSnapshot>,
-}
-
-impl Watchdog {
-    fn new(timeout: Option<Duration>, probe: Probe) -> Self {
-        let at_progress = probe.snapshot();
-        Watchdog {
-            timeout,
-            probe,
-            last_progress: Instant::now(),
-            at_progress,
-        }
-    }
-
-    fn observe(&mut self, records: u32) -> Result<()> {
-        let Some(timeout) = self.timeout else {
-            return Ok(());
-        };
-        if records > 0 {
-            self.last_progress = Instant::now();
-            self.at_progress.clear();
-            return Ok(());
-        }
-        if self.at_progress.is_empty() {
-            self.at_progress = self.probe.snapshot();
-        }
-        if self.last_progress.elapsed() < timeout {
-            return Ok(());
-        }
-        let now = self.probe.snapshot();
-        let culprit = now
-            .iter()
-            .zip(&self.at_progress)
-            .find(|(n, then)| {
-                n.stats.credits_granted > then.stats.credits_granted
-                    && n.stats.records == then.stats.records
-            })
-            .map(|(n, _)| n.name.clone())
-            .unwrap_or_else(|| "sink".into());
-        Err(Error::Stalled {
-            stage: culprit,
-            after: timeout,
-        })
-    }
-}
-
-/// Hot-swaps the stages of a pipeline, from any thread (see [`Stage::swap`]). Swaps are
-/// serialised per stage and recorded in the run's report.
-#[derive(Clone)]
-pub struct Swapper {
-    stages: Vec<Stage>,
-    swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
-}
-
-impl Swapper {
-    /// Replaces the component of the stage named `stage` at its next chunk boundary.
-    pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
-        let target = self
-            .stages
-            .iter()
-            .find(|s| s.name() == stage)
-            .ok_or_else(|| Error::SwapRefused {
-                stage: stage.to_string(),
-                reason: "the pipeline has no stage of that name".into(),
-            })?;
-        let report = target.swap(component)?;
-        if let Ok(mut swaps) = self.swaps.lock() {
-            swaps.push(report.clone());
-        }
-        Ok(report)
-    }
-}
-
-/// Stops a running pipeline at its next chunk boundary; see [`Pipeline::stopper`].
-#[derive(Clone)]
-pub struct Stopper(Arc<std::sync::atomic::AtomicBool>);
-
-impl Stopper {
-    /// Asks the pipeline to stop; returns `true` if it had already been asked.
-    pub fn stop(&self) -> bool {
-        self.0.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -5,9 +5,22 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::SinkKind;
+use crate::counters::StageStats;
 use crate::error::{Error, Rule};
-use crate::pipeline::HopSnapshot;
 use crate::stage::StageState;
+
+/// One hop's counters at a moment: a native source, a stage, or the sink.
+#[derive(Debug, Clone)]
+pub struct HopSnapshot {
+    /// The hop's name (`source`, a stage's name, or `sink`).
+    pub name: String,
+    /// Where the hop is in the protocol (`None` for the native source and the sink).
+    pub state: Option<StageState>,
+    /// Records it received from upstream.
+    pub records_in: u64,
+    /// The host's counters for it (`records` is what it delivered downstream).
+    pub stats: StageStats,
+}
 
 /// Whether the run succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

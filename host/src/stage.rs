@@ -3,34 +3,28 @@
 //! and checks what the guest answered (rules C1–C3, P1–P3, S1–S3, E1–E2, D1–D2, F1–F2,
 //! X1–X6) before anything is delivered.
 
-mod boundary;
 mod entry;
-mod host_services;
 mod instance;
+mod lifecycle;
 mod options;
 mod protocol;
 pub(crate) mod supervise;
 mod swap;
-mod wasi;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-pub use self::boundary::Capabilities;
-pub(crate) use self::boundary::StageCtx;
-pub(crate) use self::host_services::add_to_linker as add_host_services;
-use self::instance::{Live, Recipe};
+use self::instance::Recipe;
+use self::lifecycle::{Inner, Lifecycle, missing_store};
 pub use self::options::StageOptions;
-use self::protocol::{Action, Answer, Outcome, Refusal, Request};
-pub use self::supervise::FaultPolicy;
-use self::supervise::{Salvage, Supervisor};
+use self::supervise::Supervisor;
 pub use self::swap::SwapReport;
-pub(crate) use self::wasi::shadow_waits;
 use crate::chunk::Chunk;
-use crate::engine::{Engine, StageComponent};
+use crate::component::StageComponent;
+use crate::counters::{Counters, StageStats};
+use crate::engine::Engine;
 use crate::error::{Call, Error, Result};
-use crate::metrics::{Counters, StageStats};
 use crate::upstream::{Demand, NoUpstream, Upstream};
 
 /// Where a stage is in the protocol (docs/protocol.md, "States").
@@ -81,63 +75,6 @@ struct Shared {
     /// inside a call).
     recovered: Arc<Mutex<Vec<Error>>>,
     inner: Mutex<Inner>,
-}
-
-struct Inner {
-    state: Lifecycle,
-    /// The store and typed functions; `None` once Closed or Faulted, so its memory is freed.
-    live: Option<Live>,
-    /// The compiled component the stage runs now (a swap replaces it).
-    component: StageComponent,
-    /// X4 happened: the upstream faulted and this stage's input is gone for good, so every
-    /// later resume is refused with it; `close` still runs.
-    upstream_lost: Option<Box<Error>>,
-    /// What survived the last fault (its upstream, the input of the failed call).
-    salvage: Option<Salvage>,
-    supervisor: Supervisor,
-}
-
-enum Lifecycle {
-    Created,
-    Suspended,
-    Exhausted,
-    Closed,
-    Faulted(Box<Error>),
-    Bypassed,
-}
-
-impl Lifecycle {
-    /// Where an entered call that passed every check leaves the stage (the protocol table).
-    fn after(outcome: Outcome) -> Lifecycle {
-        match protocol::after(outcome) {
-            protocol::State::Exhausted => Lifecycle::Exhausted,
-            protocol::State::Closed => Lifecycle::Closed,
-            _ => Lifecycle::Suspended,
-        }
-    }
-
-    /// The row of the protocol table this state is.
-    fn row(&self) -> protocol::State {
-        match self {
-            Lifecycle::Created => protocol::State::Created,
-            Lifecycle::Suspended => protocol::State::Suspended,
-            Lifecycle::Exhausted => protocol::State::Exhausted,
-            Lifecycle::Closed => protocol::State::Closed,
-            Lifecycle::Faulted(_) => protocol::State::Faulted,
-            Lifecycle::Bypassed => protocol::State::Bypassed,
-        }
-    }
-
-    fn public(&self) -> StageState {
-        match self {
-            Lifecycle::Created => StageState::Created,
-            Lifecycle::Suspended => StageState::Suspended,
-            Lifecycle::Exhausted => StageState::Exhausted,
-            Lifecycle::Closed => StageState::Closed,
-            Lifecycle::Faulted(_) => StageState::Faulted,
-            Lifecycle::Bypassed => StageState::Bypassed,
-        }
-    }
 }
 
 thread_local! {
@@ -363,6 +300,14 @@ impl Stage {
     }
 }
 
+impl StageComponent {
+    /// Instantiates a new stage named `name`. The stage starts **Created**: nothing in it
+    /// has run except component start functions; call [`Stage::prime`] next.
+    pub fn instantiate(&self, name: &str, options: StageOptions) -> Result<Stage> {
+        Stage::instantiate(&self.engine, self, name, options)
+    }
+}
+
 impl Upstream for Stage {
     /// Resumes the stage with the demand's records. The byte bound cannot be passed to a guest:
     /// a wasm stage's answer is bounded by its own `max_chunk_bytes` instead.
@@ -410,247 +355,5 @@ impl std::ops::Deref for InCall<'_> {
 impl std::ops::DerefMut for InCall<'_> {
     fn deref_mut(&mut self) -> &mut Inner {
         &mut self.inner
-    }
-}
-
-impl Inner {
-    fn resume(&mut self, name: &str, counters: &Counters, credits: u32) -> Result<Option<Chunk>> {
-        // X4 is sticky, also once the stage answered `none` to the call that lost its input:
-        // a later resume must not look like the end of a whole stream.
-        if let Some(cause) = &self.upstream_lost
-            && matches!(self.state, Lifecycle::Suspended | Lifecycle::Exhausted)
-        {
-            return Err(upstream_faulted(name, cause));
-        }
-        let call = match protocol::action(self.state.row(), Request::Resume(credits)).1 {
-            Action::Enter(call) => call,
-            Action::Answer(Answer::PassThrough) => {
-                return self.pass_through(name, counters, credits);
-            }
-            Action::Answer(_) => return Ok(None),
-            Action::Refuse(refusal) => return Err(self.refused(name, refusal, credits)),
-        };
-        let Some(live) = self.live.as_mut() else {
-            return Err(self.fault(missing_store(name)));
-        };
-        let (chunk, upstream_fault) = match live.resume(name, call, credits, counters) {
-            Ok(answer) => answer,
-            Err(error) => return Err(self.fault(error)),
-        };
-        self.state = Lifecycle::after(match chunk {
-            Some(_) => Outcome::Chunk,
-            None => Outcome::Finished,
-        });
-        match upstream_fault {
-            // X4: nothing of this call is delivered; the stage itself stays usable for close,
-            // and refuses every later resume (its input is gone).
-            Some(cause) => {
-                let cause = Box::new(cause);
-                let error = upstream_faulted(name, &cause);
-                self.upstream_lost = Some(cause);
-                Err(error)
-            }
-            None => {
-                // Answers to priming and pauses are not deliveries.
-                if let Some(chunk) = chunk.as_ref().filter(|_| credits > 0) {
-                    counters.delivered(chunk.len(), chunk.as_bytes().len());
-                }
-                Ok(chunk)
-            }
-        }
-    }
-
-    fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
-        match protocol::action(self.state.row(), Request::Close).1 {
-            Action::Enter(_) => {}
-            Action::Answer(Answer::AlreadyClosed) => return Ok(()),
-            Action::Answer(_) => {
-                // P3 (never entered) or B1 (bypassed): nothing to clean up.
-                self.state = Lifecycle::Closed;
-                self.live = None;
-                self.salvage = None;
-                return Ok(());
-            }
-            Action::Refuse(refusal) => return Err(self.refused(name, refusal, 0)),
-        }
-        let Some(live) = self.live.as_mut() else {
-            return Err(self.fault(missing_store(name)));
-        };
-        match live.close(name, counters) {
-            Ok(()) => {
-                self.state = Lifecycle::after(Outcome::Cleaned);
-                self.live = None;
-                Ok(())
-            }
-            Err(error) => Err(self.fault(error)),
-        }
-    }
-
-    /// The error of a call the protocol table refuses.
-    fn refused(&self, name: &str, refusal: Refusal, credits: u32) -> Error {
-        match (refusal, &self.state) {
-            (Refusal::NotPrimed, _) => Error::NotPrimed {
-                stage: name.to_string(),
-                credits,
-            },
-            (Refusal::Faulted, Lifecycle::Faulted(cause)) => faulted(name, cause),
-            (Refusal::Closed | Refusal::Faulted, _) => Error::Closed {
-                stage: name.to_string(),
-            },
-        }
-    }
-
-    /// Faults the stage: keeps the cause for later calls (X3) and drops the store (X1),
-    /// salvaging its upstream and the input of the failed call for supervision.
-    fn fault(&mut self, error: Error) -> Error {
-        self.state = Lifecycle::Faulted(Box::new(error.clone()));
-        if let Some(live) = self.live.take() {
-            self.salvage = Some(live.store.into_data().into_salvage());
-        }
-        error
-    }
-
-    /// True if the stage just faulted through a fault of its own (not an upstream's refusal)
-    /// and its policy has a recovery left: one more restart, or the one bypass.
-    fn may_recover(&self) -> bool {
-        let own = match &self.state {
-            Lifecycle::Faulted(cause) => !matches!(**cause, Error::UpstreamRefused { .. }),
-            _ => false,
-        };
-        own && self.salvage.is_some()
-            && match self.supervisor.policy {
-                FaultPolicy::Restart { .. } => self.supervisor.may_restart(),
-                FaultPolicy::Bypass => true,
-                FaultPolicy::Fail => false,
-            }
-    }
-
-    /// Applies the fault policy after a fault in `resume` (only called when
-    /// [`Inner::may_recover`]). `Ok` means "retry the call"; `Err` is the fault, final unless
-    /// `may_recover` still says otherwise.
-    fn recover(
-        &mut self,
-        recipe: &Recipe,
-        name: &Arc<str>,
-        counters: &Counters,
-        error: Error,
-    ) -> Result<()> {
-        let Some(salvage) = self.salvage.take() else {
-            return Err(error);
-        };
-        match self.supervisor.policy {
-            FaultPolicy::Restart { .. } => {
-                let quarantined = self.supervisor.quarantine(name, &salvage.inputs);
-                counters.restarted(quarantined);
-                std::thread::sleep(self.supervisor.backoff());
-                self.supervisor.restarted(error);
-                let live = match recipe.spawn(
-                    &self.component,
-                    name,
-                    salvage.upstream,
-                    salvage.upstream_done,
-                ) {
-                    Ok(live) => live,
-                    // Instantiation itself failed: nothing to salvage, the fault is final.
-                    Err(e) => return Err(self.fault(e)),
-                };
-                self.live = Some(live);
-                self.state = Lifecycle::Created;
-                // Prime the new instance; a fault here comes back round to `recover`.
-                self.resume(name, counters, 0).map(|_| ())
-            }
-            FaultPolicy::Bypass => {
-                tracing::warn!(
-                    stage = &**name,
-                    "bypassing the stage after a fault: {error}"
-                );
-                self.supervisor.bypassed(error, &salvage.inputs);
-                self.salvage = Some(Salvage {
-                    inputs: Vec::new(),
-                    ..salvage
-                });
-                self.state = Lifecycle::Bypassed;
-                Ok(())
-            }
-            FaultPolicy::Fail => {
-                self.salvage = Some(salvage);
-                Err(error)
-            }
-        }
-    }
-
-    /// A bypassed stage: its input passes through, at most `credits` records per call. An
-    /// upstream error is returned as it is for any stage (X4 if it is a fault, sticky), never
-    /// retried.
-    fn pass_through(
-        &mut self,
-        name: &str,
-        counters: &Counters,
-        credits: u32,
-    ) -> Result<Option<Chunk>> {
-        if let Some(cause) = &self.upstream_lost {
-            return Err(upstream_faulted(name, cause));
-        }
-        let mut chunk = Chunk::empty();
-        while chunk.len() < credits {
-            let Some(record) = self.supervisor.bypass_queue.pop_front() else {
-                break;
-            };
-            chunk.push(&record);
-        }
-        if chunk.len() < credits
-            && let Some(salvage) = self.salvage.as_mut()
-            && !salvage.upstream_done
-        {
-            match salvage
-                .upstream
-                .pull(Demand::records(credits - chunk.len()))
-            {
-                Ok(Some(more)) => more.records().for_each(|r| chunk.push(r)),
-                Ok(None) => salvage.upstream_done = true,
-                Err(cause) if cause.is_fault() => {
-                    salvage.upstream_done = true;
-                    let cause = Box::new(cause);
-                    let error = upstream_faulted(name, &cause);
-                    self.upstream_lost = Some(cause);
-                    return Err(error);
-                }
-                Err(cause) => {
-                    return Err(Error::UpstreamRefused {
-                        stage: name.to_string(),
-                        cause: Box::new(cause),
-                    });
-                }
-            }
-        }
-        let done = self.salvage.as_ref().is_none_or(|s| s.upstream_done);
-        if chunk.is_empty() && done && credits > 0 {
-            return Ok(None);
-        }
-        if credits > 0 {
-            counters.delivered(chunk.len(), chunk.as_bytes().len());
-        }
-        Ok(Some(chunk))
-    }
-}
-
-fn faulted(name: &str, cause: &Error) -> Error {
-    Error::Faulted {
-        stage: name.to_string(),
-        cause: Box::new(cause.clone()),
-    }
-}
-
-fn upstream_faulted(name: &str, cause: &Error) -> Error {
-    Error::UpstreamFaulted {
-        stage: name.to_string(),
-        cause: Box::new(cause.clone()),
-    }
-}
-
-fn missing_store(name: &str) -> Error {
-    Error::Host {
-        stage: name.to_string(),
-        message: "the stage's store is gone although its state says it is live".into(),
     }
 }

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use sluicegate::{Call, CheckOptions, CheckReport, Error, Limit, Rule, Verdict, check_file};
+use sluicegate::check::{CheckOptions, CheckReport, Verdict, check_file};
+use sluicegate::{Call, Error, Limit, Rule};
 use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture, within};
 
 macro_rules! assert_test_exists {
@@ -17,14 +18,10 @@ foreach_fixture!(assert_test_exists);
 foreach_example!(assert_test_exists);
 
 fn options(upstream: &[&str], config: &[(&str, &str)]) -> CheckOptions {
-    CheckOptions {
-        upstream: upstream.iter().map(Into::into).collect(),
-        config: config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..CheckOptions::default()
-    }
+    config.iter().fold(
+        CheckOptions::default().with_upstream(upstream.iter().copied()),
+        |options, (k, v)| options.with_config(*k, *v),
+    )
 }
 
 fn run(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
@@ -339,10 +336,7 @@ fn not_sticky() {
 }
 
 fn deterministic(path: &str, upstream: &[&str]) -> CheckReport {
-    let options = CheckOptions {
-        deterministic: true,
-        ..options(upstream, &[])
-    };
+    let options = options(upstream, &[]).deterministic(true);
     check_file(engine(), Path::new(path), &options)
 }
 
@@ -413,19 +407,11 @@ fn k2_reports_memory_and_the_slowest_resume() {
 #[test]
 fn py_symbol_filter() {
     // The Python stage (componentize-py) conforms, deterministically, fed raw text ticks.
-    let options = CheckOptions {
-        upstream: vec![a::TICK_SOURCE.into()],
-        config: vec![("symbols".into(), "AAPL,MSFT,NVDA".into())],
-        deterministic: true,
-        ..CheckOptions::default()
-    };
+    let options = options(&[a::TICK_SOURCE], &[("symbols", "AAPL,MSFT,NVDA")]).deterministic(true);
     let report = check_file(engine(), Path::new(a::PY_SYMBOL_FILTER), &options);
     passes(&report);
     // Swapped mid-stream for a fresh instance of itself, through the helper's `State`.
-    let swapped = CheckOptions {
-        swappable: true,
-        ..options
-    };
+    let swapped = options.swappable(true);
     let report = check_file(engine(), Path::new(a::PY_SYMBOL_FILTER), &swapped);
     passes(&report);
     assert_eq!(report.rule("H1").map(|r| r.verdict), Some(Verdict::Pass));
@@ -457,11 +443,9 @@ fn js_decode() {
 }
 
 fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    let options = CheckOptions {
-        deterministic: true,
-        swappable: true,
-        ..options(upstream, config)
-    };
+    let options = options(upstream, config)
+        .deterministic(true)
+        .swappable(true);
     check_file(engine(), Path::new(path), &options)
 }
 

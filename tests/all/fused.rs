@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use sluicegate::{
-    Call, Error, Pipeline, PipelineSpec, Rule, RunStatus, StageComponent, StageOptions,
-};
-use sluicegate_tests::{artifacts as a, capture_logs, drain, engine};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::RunStatus;
+use sluicegate::{Call, Error, Rule, StageComponent, StageOptions};
+use sluicegate_tests::{artifacts as a, capture_logs, drain, engine, pipelines};
 
 fn bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
@@ -41,10 +41,10 @@ fn market(fused: bool, records: u64) -> String {
     )
 }
 
-fn run(toml: &str) -> Result<sluicegate::RunReport, Error> {
+fn run(toml: &str) -> Result<sluicegate::report::RunReport, Error> {
     let origin = Path::new("fused.toml");
     let spec = PipelineSpec::from_toml(toml, origin)?;
-    Ok(Pipeline::build(engine(), &spec, origin)?.run())
+    Ok(pipelines().build(&spec, origin)?.run())
 }
 
 #[test]

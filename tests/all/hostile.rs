@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use market_data::Checksum;
+use sluicegate::config::PipelineSpec;
+use sluicegate::limits::DEFAULT_MAX_PULL_RECORDS;
+use sluicegate::report::{RunReport, RunStatus};
 use sluicegate::{
-    Call, Capabilities, Chunk, DEFAULT_MAX_PULL_RECORDS, Demand, Engine, Error, FaultPolicy,
-    IterUpstream, Limit, Limits, Pipeline, PipelineSpec, RunReport, RunStatus, Stage, StageOptions,
-    StageState,
+    Call, Capabilities, Chunk, Demand, Engine, Error, FaultPolicy, IterUpstream, Limit, Limits,
+    Pipeline, Stage, StageOptions, StageState,
 };
-use sluicegate_tests::{artifacts as a, capture_logs, component, drain, engine, within};
+use sluicegate_tests::{artifacts as a, capture_logs, component, drain, engine, pipelines, within};
 
 /// Generous: what these calls need is milliseconds; what they guard against is an hour.
 const HANG: Duration = Duration::from_secs(120);
@@ -22,7 +24,7 @@ const HANG: Duration = Duration::from_secs(120);
 fn run(toml: &str) -> (RunReport, Vec<(String, String)>) {
     let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile.toml");
     let spec = PipelineSpec::from_toml(toml, &origin).expect("valid spec");
-    let mut pipeline = Pipeline::build(engine(), &spec, &origin).expect("build");
+    let mut pipeline = pipelines().build(&spec, &origin).expect("build");
     capture_logs(move || pipeline.run())
 }
 
@@ -96,9 +98,7 @@ fn wall_a_wait_with_real_time_is_cut_off_at_the_wall_budget() {
                 "sleeper",
                 StageOptions::new()
                     .config("how", how)
-                    .capabilities(Capabilities {
-                        real_time_and_random: true,
-                    })
+                    .capabilities(Capabilities::none().with_real_time_and_random(true))
                     .limits(wall_limits(Duration::from_millis(100))),
             )
             .expect("instantiate");

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
-use sluicegate::{
-    CheckOptions, Error, Pipeline, PipelineSpec, RunReport, RunStatus, StageOptions, check_file,
-};
-use sluicegate_tests::{artifacts as a, capture_logs, component, engine};
+use sluicegate::check::{CheckOptions, check_file};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Error, StageOptions};
+use sluicegate_tests::{artifacts as a, capture_logs, component, engine, pipelines};
 
 const WAT_PASSTHROUGH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -16,10 +17,7 @@ const WAT_PASSTHROUGH: &str = concat!(
 
 #[test]
 fn the_wat_stage_passes_check() {
-    let options = CheckOptions {
-        upstream: vec![a::COUNTER.into()],
-        ..CheckOptions::default()
-    };
+    let options = CheckOptions::default().with_upstream([a::COUNTER]);
     let report = check_file(engine(), Path::new(WAT_PASSTHROUGH), &options);
     assert!(report.passed(), "{:?}", report.first_error());
 }
@@ -35,7 +33,7 @@ fn the_wat_stage_forwards_every_record_and_propagates_pauses() {
     );
     let origin = Path::new("languages.toml");
     let spec = PipelineSpec::from_toml(&toml, origin).expect("spec");
-    let mut p = Pipeline::build(engine(), &spec, origin).expect("build");
+    let mut p = pipelines().build(&spec, origin).expect("build");
     p.resume(7).expect("resume");
     let before = p.probe().snapshot();
     assert_eq!(p.resume(0).expect("pause"), Some(0));
@@ -101,9 +99,7 @@ fn records_out(report: &RunReport, name: &str) -> Option<u64> {
 fn run_market(python_and_js: bool, records: u64) -> RunReport {
     let origin = Path::new("market.toml");
     let spec = PipelineSpec::from_toml(&market(python_and_js, records), origin).expect("spec");
-    let report = Pipeline::build(engine(), &spec, origin)
-        .expect("build")
-        .run();
+    let report = pipelines().build(&spec, origin).expect("build").run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");
     report
 }
@@ -134,7 +130,7 @@ fn a_rust_python_javascript_pipeline_gives_the_all_rust_checksum() {
 fn run_mixed_with_swap(records: u64, before: usize, stage: &str, next: &str) -> RunReport {
     let origin = Path::new("market.toml");
     let spec = PipelineSpec::from_toml(&market(true, records), origin).expect("spec");
-    let mut pipeline = Pipeline::build(engine(), &spec, origin).expect("build");
+    let mut pipeline = pipelines().build(&spec, origin).expect("build");
     for _ in 0..before {
         pipeline.resume(64).expect("resume before the swap");
     }

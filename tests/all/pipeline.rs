@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use market_data::Checksum;
-use sluicegate::{Error, Pipeline, PipelineSpec, Rule, RunReport, RunStatus, StageState};
-use sluicegate_tests::{artifacts as a, capture_logs, engine, native_market_orders};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Error, Pipeline, Rule, StageState};
+use sluicegate_tests::{artifacts as a, capture_logs, native_market_orders, pipelines};
 
 const DEMO: &str = include_str!("../../examples/market.toml");
 
@@ -13,7 +15,7 @@ const DEMO: &str = include_str!("../../examples/market.toml");
 fn pipeline(toml: &str) -> Result<Pipeline, Error> {
     let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml");
     let spec = PipelineSpec::from_toml(toml, &origin)?;
-    Pipeline::build(engine(), &spec, &origin)
+    pipelines().build(&spec, &origin)
 }
 
 fn stage(name: &str, path: &str, config: &str) -> String {
@@ -58,7 +60,9 @@ fn records_are_conserved_through_one_to_one_stages() {
 fn the_market_pipeline_matches_the_same_logic_run_natively() {
     let mut spec = PipelineSpec::from_toml(DEMO, Path::new("market.toml")).expect("demo spec");
     spec.set_records(20_000);
-    let mut p = Pipeline::build(engine(), &spec, Path::new("market.toml")).expect("build");
+    let mut p = pipelines()
+        .build(&spec, Path::new("market.toml"))
+        .expect("build");
     let report = p.run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");
     let (orders, checksum) = native_market_orders(20_000);
@@ -109,7 +113,8 @@ fn credits_are_never_exceeded_on_any_hop() {
     let mut spec = PipelineSpec::from_toml(DEMO, Path::new("market.toml")).expect("demo spec");
     spec.set_records(3000);
     spec.sink.credits = 7;
-    let report = Pipeline::build(engine(), &spec, Path::new("market.toml"))
+    let report = pipelines()
+        .build(&spec, Path::new("market.toml"))
         .expect("build")
         .run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");
@@ -297,10 +302,13 @@ fn a_missing_component_file_is_named() {
 
 #[test]
 fn an_unknown_builtin_is_named_with_the_choices() {
-    let message = config_error(&stage("s", "builtin:nope", ""));
+    // The program running the pipeline says which `builtin:` components it has, so the name is
+    // checked when the pipeline is built, before anything runs.
+    let err = pipeline(&stage("s", "builtin:nope", "")).err();
     assert!(
-        message.contains("no builtin stage `nope`") && message.contains("vwap"),
-        "{message}"
+        matches!(&err, Some(Error::Load { stage, reason }) if stage == "s"
+            && reason.contains("no component `builtin:nope`") && reason.contains("vwap")),
+        "{err:?}"
     );
 }
 
@@ -353,9 +361,7 @@ fn file_sources_read_lines_and_framed_records_and_a_file_sink_writes_them() {
             stage("map", a::PASSTHROUGH, "")
         );
         let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
-        let report = Pipeline::build(engine(), &spec, &origin)
-            .expect("build")
-            .run();
+        let report = pipelines().build(&spec, &origin).expect("build").run();
         assert_eq!(report.status, RunStatus::Ok, "{report}");
         std::fs::read(dir.join("out")).expect("sink output")
     };
@@ -380,9 +386,7 @@ fn run_file_source(name: &str, contents: &[u8], source: &str) -> RunReport {
         stage("map", a::PASSTHROUGH, "")
     );
     let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
-    let report = Pipeline::build(engine(), &spec, &origin)
-        .expect("build")
-        .run();
+    let report = pipelines().build(&spec, &origin).expect("build").run();
     let _ = std::fs::remove_dir_all(dir);
     report
 }

@@ -6,16 +6,15 @@
 use std::path::Path;
 
 use market_data::Checksum;
-use sluicegate::{
-    Call, Engine, Error, Limit, Limits, Pipeline, PipelineSpec, RunReport, RunStatus, StageOptions,
-    StageState,
-};
-use sluicegate_tests::{artifacts as a, capture_logs, component, drain, engine};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Call, Engine, Error, Limit, Limits, StageOptions, StageState};
+use sluicegate_tests::{artifacts as a, capture_logs, component, drain, pipelines};
 
 fn run(toml: &str) -> (RunReport, Vec<(String, String)>) {
     let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox.toml");
     let spec = PipelineSpec::from_toml(toml, &origin).expect("valid spec");
-    let mut pipeline = Pipeline::build(engine(), &spec, &origin).expect("build");
+    let mut pipeline = pipelines().build(&spec, &origin).expect("build");
     capture_logs(move || pipeline.run())
 }
 

@@ -4,13 +4,15 @@
 use std::path::Path;
 
 use market_data::Checksum;
-use sluicegate::{Pipeline, PipelineSpec, RunReport, RunStatus, StageState};
-use sluicegate_tests::{artifacts as a, engine};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Pipeline, StageState};
+use sluicegate_tests::{artifacts as a, pipelines};
 
 fn build(toml: &str) -> Pipeline {
     let origin = std::env::temp_dir().join("sluicegate-supervision.toml");
     let spec = PipelineSpec::from_toml(toml, &origin).expect("valid spec");
-    Pipeline::build(engine(), &spec, &origin).expect("build")
+    pipelines().build(&spec, &origin).expect("build")
 }
 
 fn stage(name: &str, path: &str, extra: &str) -> String {

@@ -4,8 +4,12 @@
 
 use std::path::Path;
 
-use sluicegate::{Error, Pipeline, PipelineSpec, RunStatus, Stage, StageComponent, StageOptions};
-use sluicegate_tests::{ANSWER_EMPTY, artifacts as a, capture_logs, component, engine, wat_stage};
+use sluicegate::config::PipelineSpec;
+use sluicegate::report::RunStatus;
+use sluicegate::{Error, Stage, StageComponent, StageOptions};
+use sluicegate_tests::{
+    ANSWER_EMPTY, artifacts as a, capture_logs, component, engine, pipelines, wat_stage,
+};
 
 fn chain(records: u32, version: &str) -> (Stage, Stage) {
     chain_named(records, version, "tagger")
@@ -184,7 +188,7 @@ fn swaps_from_another_thread_while_the_pipeline_runs() {
         a::TAG_V1
     );
     let spec = PipelineSpec::from_toml(&toml, Path::new(&origin)).expect("spec");
-    let mut pipeline = Pipeline::build(engine(), &spec, &origin).expect("build");
+    let mut pipeline = pipelines().build(&spec, &origin).expect("build");
     let (swapper, stopper, probe) = (pipeline.swapper(), pipeline.stopper(), pipeline.probe());
     let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
     let report = std::thread::scope(|s| {

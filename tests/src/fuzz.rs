@@ -221,9 +221,7 @@ pub fn run(case: &Case) -> Outcome {
     let mut options = StageOptions::new()
         .upstream(counter.clone())
         .limits(hostile_limits())
-        .capabilities(Capabilities {
-            real_time_and_random: case.real_time,
-        })
+        .capabilities(Capabilities::none().with_real_time_and_random(case.real_time))
         .on_fault(if case.restart {
             FaultPolicy::Restart {
                 max_restarts: 2,

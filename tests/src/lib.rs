@@ -37,6 +37,12 @@ pub fn with_compile_cache(builder: sluicegate::EngineBuilder) -> sluicegate::Eng
     }
 }
 
+/// A pipeline builder with what the `sluicegate` command adds to the library: the example
+/// stages as `builtin:NAME` and the `generate` source.
+pub fn pipelines() -> sluicegate::PipelineBuilder<'static> {
+    sluicegate_cli::pipelines(engine())
+}
+
 /// Loads (and compiles once per process) the component at `path`.
 pub fn component(path: &str) -> StageComponent {
     static CACHE: OnceLock<Mutex<HashMap<String, StageComponent>>> = OnceLock::new();

@@ -4,12 +4,11 @@
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
-use market_data::Checksum;
-
+use crate::checksum::Checksum;
 use crate::chunk::Chunk;
 use crate::config::{RecordFormat, SinkKind, SinkSpec, base_dir};
+use crate::counters::Counters;
 use crate::error::{Error, Result};
-use crate::metrics::Counters;
 
 /// Name of the sink hop in reports and errors.
 pub(crate) const SINK: &str = "sink";
@@ -62,9 +61,7 @@ impl Sink {
     pub(crate) fn write(&mut self, chunk: &Chunk) -> Result<()> {
         self.counters.delivered(chunk.len(), chunk.as_bytes().len());
         if let Ok(mut checksum) = self.checksum.lock() {
-            for record in chunk.records() {
-                checksum.add(record);
-            }
+            checksum.add_framed(chunk.as_bytes());
         }
         let Some(out) = self.output.as_mut() else {
             return Ok(());

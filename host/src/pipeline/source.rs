@@ -1,16 +1,15 @@
-//! Host-native sources: the synthetic market feed, a file, standard input. Each honours the
-//! demand exactly (records and bytes: a record that does not fit waits for the next pull) and
-//! is counted like a stage.
+//! Host-native sources: a file and standard input (the library's), or a kind the program
+//! running the pipeline adds. Each honours the demand exactly (records and bytes: a record
+//! that does not fit waits for the next pull) and is counted like a stage.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::sync::Arc;
 
-use market_data::{Feed, FeedConfig};
-
 use crate::chunk::Chunk;
-use crate::config::{RecordFormat, SourceSpec, base_dir};
+use crate::config::{FILE, FileSource, RecordFormat, STDIN, SourceSpec, StdinSource, base_dir};
+use crate::counters::Counters;
 use crate::error::{Error, Result};
-use crate::metrics::Counters;
 use crate::upstream::{Demand, Upstream};
 
 /// Name of the host-native source hop in reports and errors.
@@ -27,32 +26,45 @@ pub(crate) struct CountedSource {
     done: bool,
 }
 
+/// Opens a source of a kind a program added, from its spec.
+pub(crate) type OpenSource = dyn Fn(&SourceSpec) -> Result<Box<dyn Upstream>> + Send + Sync;
+
 impl CountedSource {
-    pub(crate) fn open(spec: &SourceSpec, origin: &std::path::Path) -> Result<Self> {
-        let inner: Box<dyn Upstream> = match spec {
-            SourceSpec::Generate {
-                records,
-                seed,
-                symbols,
-            } => Box::new(FeedSource {
-                feed: Feed::new(FeedConfig {
-                    seed: *seed,
-                    symbols: *symbols,
-                    records: *records,
-                    ..FeedConfig::default()
-                }),
-                line: Vec::new(),
-                held: false,
-            }),
-            SourceSpec::File { path, format } => {
+    /// Opens the source `spec` describes: `file` and `stdin` here, any other kind with the
+    /// opener the program added for it in `kinds`.
+    pub(crate) fn open(
+        spec: &SourceSpec,
+        origin: &std::path::Path,
+        kinds: &HashMap<String, Arc<OpenSource>>,
+    ) -> Result<Self> {
+        let settings_error = |message: String| Error::Config {
+            file: origin.display().to_string(),
+            message,
+        };
+        let inner: Box<dyn Upstream> = match spec.kind.as_str() {
+            FILE => {
+                let FileSource { path, format } = spec.settings().map_err(settings_error)?;
                 let path = base_dir(origin).join(path);
                 let file = std::fs::File::open(&path)
                     .map_err(|e| io_error(format!("cannot open {}: {e}", path.display())))?;
-                Box::new(ReaderSource::new(BufReader::new(file), *format))
+                Box::new(ReaderSource::new(BufReader::new(file), format))
             }
-            SourceSpec::Stdin { format } => {
-                Box::new(ReaderSource::new(BufReader::new(std::io::stdin()), *format))
+            STDIN => {
+                let StdinSource { format } = spec.settings().map_err(settings_error)?;
+                Box::new(ReaderSource::new(BufReader::new(std::io::stdin()), format))
             }
+            kind => match kinds.get(kind) {
+                Some(open) => open(spec)?,
+                None => {
+                    let mut known: Vec<&str> = kinds.keys().map(String::as_str).collect();
+                    known.extend([FILE, STDIN]);
+                    known.sort_unstable();
+                    return Err(settings_error(format!(
+                        "[source] kind `{kind}` is unknown here; the kinds are {}",
+                        known.join(", ")
+                    )));
+                }
+            },
         };
         Ok(CountedSource {
             inner,
@@ -88,30 +100,6 @@ fn io_error(message: String) -> Error {
     Error::Io {
         stage: SOURCE.into(),
         message,
-    }
-}
-
-struct FeedSource {
-    feed: Feed,
-    line: Vec<u8>,
-    /// `line` holds a tick that did not fit the last pull.
-    held: bool,
-}
-
-impl Upstream for FeedSource {
-    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
-        let mut chunk = Chunk::empty();
-        while chunk.len() < demand.records {
-            if !std::mem::take(&mut self.held) && !self.feed.next_into(&mut self.line) {
-                return Ok((!chunk.is_empty()).then_some(chunk));
-            }
-            if !demand.admits(&chunk, self.line.len()) {
-                self.held = true;
-                break;
-            }
-            chunk.push(&self.line);
-        }
-        Ok(Some(chunk))
     }
 }
 

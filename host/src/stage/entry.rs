@@ -9,11 +9,10 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use super::StageCtx;
-use super::boundary::{CallReport, Serving};
 use crate::chunk::{Chunk, CountError, count_records};
 use crate::error::{Call, Error, Result, Rule};
 use crate::limits::{FIRST_CHECK_TICKS, Limit};
+use crate::sandbox::{CallReport, Serving, StageCtx};
 
 /// Enters the guest of `store` as `name` for `call`, serving `serving`: arms the epoch deadline
 /// (the CPU budget of the call: the handoff budget for a snapshot or restore), the fuel if the

@@ -9,14 +9,14 @@ use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::{Instance, TypedFunc};
 
-use super::boundary::Serving;
 use super::entry;
-use super::{Capabilities, StageCtx};
 use crate::chunk::Chunk;
-use crate::engine::{Engine, StageComponent};
+use crate::component::StageComponent;
+use crate::counters::Counters;
+use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
 use crate::limits::{Budget, Limits};
-use crate::metrics::Counters;
+use crate::sandbox::{Capabilities, Serving, StageCtx};
 use crate::upstream::Upstream;
 
 /// The interface every stage exports.

@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
-use super::{Capabilities, FaultPolicy};
 use crate::limits::Limits;
+use crate::policy::FaultPolicy;
+use crate::sandbox::Capabilities;
 use crate::upstream::Upstream;
 
 /// How to instantiate a stage: its upstream, configuration, limits and capabilities.

@@ -1,4 +1,5 @@
-//! What happens when a stage faults: `Fail` (the default: the fault is final), `Restart` (drop
+//! Supervision: applies a stage's [`FaultPolicy`] (`crate::policy`) when it faults: `Fail` (the
+//! default: the fault is final), `Restart` (drop
 //! the store, instantiate and prime a fresh instance on the same upstream, and retry the call;
 //! bounded, with exponential backoff), or `Bypass` (an optional stage is taken out of the
 //! chain and its input passes through unchanged).
@@ -14,54 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::chunk::Chunk;
-use crate::error::Error;
-use crate::upstream::Upstream;
+use crate::counters::Counters;
+use crate::error::{Error, Result};
+pub(crate) use crate::policy::FaultPolicy;
+pub(crate) use crate::sandbox::Salvage;
+use crate::upstream::Demand;
 
-/// Restarts allowed by default before a fault becomes final.
-pub const DEFAULT_MAX_RESTARTS: u32 = 3;
-/// First backoff before a restart; doubled on each further restart, capped at one second.
-pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(10);
+use super::instance::Recipe;
+use super::lifecycle::{Inner, Lifecycle, upstream_faulted};
+
 /// Longest backoff before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// What to do when a stage faults (trap, violation or limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FaultPolicy {
-    /// The fault is final: later calls are refused with the cause (rule F1).
-    #[default]
-    Fail,
-    /// Replace the instance with a fresh, primed one and retry the call.
-    Restart {
-        /// Restarts allowed over the stage's life.
-        max_restarts: u32,
-        /// Backoff before the first restart; doubled each time.
-        backoff: Duration,
-    },
-    /// Take the stage out of the chain: its input passes through unchanged from then on.
-    Bypass,
-}
-
-impl FaultPolicy {
-    /// `Restart` with [`DEFAULT_MAX_RESTARTS`] and [`DEFAULT_RESTART_BACKOFF`].
-    pub fn restart() -> Self {
-        FaultPolicy::Restart {
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            backoff: DEFAULT_RESTART_BACKOFF,
-        }
-    }
-
-    /// True if the input of each call must be kept, to quarantine or forward after a fault.
-    pub(crate) fn keeps_inputs(self) -> bool {
-        self != FaultPolicy::Fail
-    }
-}
-
-/// What survives a faulted store: its upstream, and the input of the call that faulted.
-pub(crate) struct Salvage {
-    pub(crate) upstream: Box<dyn Upstream>,
-    pub(crate) upstream_done: bool,
-    pub(crate) inputs: Vec<Chunk>,
-}
 
 /// The supervision state of one stage.
 pub(crate) struct Supervisor {
@@ -151,5 +115,130 @@ impl Supervisor {
             );
         }
         records
+    }
+}
+
+impl Inner {
+    /// True if the stage just faulted through a fault of its own (not an upstream's refusal)
+    /// and its policy has a recovery left: one more restart, or the one bypass.
+    pub(super) fn may_recover(&self) -> bool {
+        let own = match &self.state {
+            Lifecycle::Faulted(cause) => !matches!(**cause, Error::UpstreamRefused { .. }),
+            _ => false,
+        };
+        own && self.salvage.is_some()
+            && match self.supervisor.policy {
+                FaultPolicy::Restart { .. } => self.supervisor.may_restart(),
+                FaultPolicy::Bypass => true,
+                FaultPolicy::Fail => false,
+            }
+    }
+
+    /// Applies the fault policy after a fault in `resume` (only called when
+    /// [`Inner::may_recover`]). `Ok` means "retry the call"; `Err` is the fault, final unless
+    /// `may_recover` still says otherwise.
+    pub(super) fn recover(
+        &mut self,
+        recipe: &Recipe,
+        name: &Arc<str>,
+        counters: &Counters,
+        error: Error,
+    ) -> Result<()> {
+        let Some(salvage) = self.salvage.take() else {
+            return Err(error);
+        };
+        match self.supervisor.policy {
+            FaultPolicy::Restart { .. } => {
+                let quarantined = self.supervisor.quarantine(name, &salvage.inputs);
+                counters.restarted(quarantined);
+                std::thread::sleep(self.supervisor.backoff());
+                self.supervisor.restarted(error);
+                let live = match recipe.spawn(
+                    &self.component,
+                    name,
+                    salvage.upstream,
+                    salvage.upstream_done,
+                ) {
+                    Ok(live) => live,
+                    // Instantiation itself failed: nothing to salvage, the fault is final.
+                    Err(e) => return Err(self.fault(e)),
+                };
+                self.live = Some(live);
+                self.state = Lifecycle::Created;
+                // Prime the new instance; a fault here comes back round to `recover`.
+                self.resume(name, counters, 0).map(|_| ())
+            }
+            FaultPolicy::Bypass => {
+                tracing::warn!(
+                    stage = &**name,
+                    "bypassing the stage after a fault: {error}"
+                );
+                self.supervisor.bypassed(error, &salvage.inputs);
+                self.salvage = Some(Salvage {
+                    inputs: Vec::new(),
+                    ..salvage
+                });
+                self.state = Lifecycle::Bypassed;
+                Ok(())
+            }
+            FaultPolicy::Fail => {
+                self.salvage = Some(salvage);
+                Err(error)
+            }
+        }
+    }
+
+    /// A bypassed stage: its input passes through, at most `credits` records per call. An
+    /// upstream error is returned as it is for any stage (X4 if it is a fault, sticky), never
+    /// retried.
+    pub(super) fn pass_through(
+        &mut self,
+        name: &str,
+        counters: &Counters,
+        credits: u32,
+    ) -> Result<Option<Chunk>> {
+        if let Some(cause) = &self.upstream_lost {
+            return Err(upstream_faulted(name, cause));
+        }
+        let mut chunk = Chunk::empty();
+        while chunk.len() < credits {
+            let Some(record) = self.supervisor.bypass_queue.pop_front() else {
+                break;
+            };
+            chunk.push(&record);
+        }
+        if chunk.len() < credits
+            && let Some(salvage) = self.salvage.as_mut()
+            && !salvage.upstream_done
+        {
+            match salvage
+                .upstream
+                .pull(Demand::records(credits - chunk.len()))
+            {
+                Ok(Some(more)) => more.records().for_each(|r| chunk.push(r)),
+                Ok(None) => salvage.upstream_done = true,
+                Err(cause) if cause.is_fault() => {
+                    salvage.upstream_done = true;
+                    let cause = Box::new(cause);
+                    let error = upstream_faulted(name, &cause);
+                    self.upstream_lost = Some(cause);
+                    return Err(error);
+                }
+                Err(cause) => {
+                    return Err(Error::UpstreamRefused {
+                        stage: name.to_string(),
+                        cause: Box::new(cause),
+                    });
+                }
+            }
+        }
+        let done = self.salvage.as_ref().is_none_or(|s| s.upstream_done);
+        if chunk.is_empty() && done && credits > 0 {
+            return Ok(None);
+        }
+        if credits > 0 {
+            counters.delivered(chunk.len(), chunk.as_bytes().len());
+        }
+        Ok(Some(chunk))
     }
 }

@@ -8,9 +8,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::Stage;
 use super::instance::Live;
-use super::{Lifecycle, Stage};
-use crate::engine::StageComponent;
+use super::lifecycle::Lifecycle;
+use crate::component::StageComponent;
 use crate::error::{Call, Error, Result};
 use crate::upstream::{Demand, Upstream};
 

@@ -1,6 +1,7 @@
 //! The `sluicegate` command line: `run` a pipeline file, run the built-in `demo`, or `check`
 //! a stage.
 
+mod check;
 mod metrics_server;
 mod progress;
 mod serve;
@@ -11,10 +12,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluicegate::{CheckOptions, Engine, Pipeline, RunReport, RunStatus, Verdict, check_file};
+use sluicegate::config::{BUILTIN, PipelineSpec, SinkKind};
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Engine, Pipeline};
 
 /// The demo pipeline, embedded so `sluicegate demo` needs nothing else.
-const DEMO: &str = include_str!("../../../../examples/market.toml");
+const DEMO: &str = include_str!("../../../examples/market.toml");
 
 #[derive(Parser)]
 #[command(
@@ -62,7 +65,7 @@ enum Command {
     /// The conformance kit: run a stage through the protocol's scenarios on fresh instances
     /// and print one line per rule of docs/protocol.md (pass, FAIL or skip, with evidence).
     /// Exits non-zero if any rule fails.
-    Check(CheckArgs),
+    Check(check::CheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,7 +116,7 @@ struct RunOptions {
 
 impl RunOptions {
     /// Applies the command-line overrides to a pipeline file's spec.
-    fn apply(&self, spec: &mut sluicegate::PipelineSpec) {
+    fn apply(&self, spec: &mut PipelineSpec) {
         if let Some(records) = self.records {
             spec.set_records(records);
         }
@@ -124,47 +127,6 @@ impl RunOptions {
     }
 }
 
-#[derive(clap::Args)]
-struct CheckArgs {
-    /// The stage component (.wasm) to check.
-    stage: PathBuf,
-    /// Stages to chain upstream of it, most upstream first (each is primed and closed too).
-    #[arg(long = "upstream", value_name = "STAGE.wasm")]
-    upstream: Vec<PathBuf>,
-    /// Configuration for the checked stage, as KEY=VALUE (repeatable).
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    config: Vec<(String, String)>,
-    /// Feed the stage these records, one per line, when there is no --upstream (default:
-    /// the records "0", "1", ... "999").
-    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
-    input: Option<PathBuf>,
-    /// Credit sizes to run the stage with, each on a fresh instance.
-    #[arg(long, value_delimiter = ',', default_values_t = sluicegate::DEFAULT_CHECK_CREDITS)]
-    credits: Vec<u32>,
-    /// Stop each run after this many records (the stage is then closed mid-stream).
-    #[arg(long, default_value_t = sluicegate::DEFAULT_CHECK_MAX_RECORDS)]
-    max_records: u64,
-    /// Records the short upstream serves before it ends (rule R5).
-    #[arg(long, default_value_t = sluicegate::DEFAULT_SHORT_UPSTREAM)]
-    short_upstream: u64,
-    /// The stage is deterministic: check that the same input twice gives the same output (K1).
-    #[arg(long)]
-    deterministic: bool,
-    /// The stage is hot-swappable: swap it mid-stream for a fresh instance of itself every few
-    /// chunks and check it delivers what an unswapped run delivers (H1).
-    #[arg(long)]
-    swap: bool,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
-}
-
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -173,7 +135,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_file(&args, engine),
         Command::Swap(args) => swap(&args),
         Command::Demo(options) => run_demo(&options, engine),
-        Command::Check(args) => check(&args, engine),
+        Command::Check(args) => check::run_check(&args, engine),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -190,12 +152,22 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
+}
+
+/// Colour in the log only on a terminal, and never when `NO_COLOR` is set to anything but
+/// the empty string (https://no-color.org).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
     let path = &args.pipeline;
-    let mut spec = sluicegate::PipelineSpec::from_file(path)?;
+    let mut spec = PipelineSpec::from_file(path)?;
     args.options.apply(&mut spec);
     anyhow::ensure!(
         !(spec.fused && (args.watch || args.control.is_some())),
@@ -208,7 +180,7 @@ fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result
         .build()
         .context("starting the engine")?;
     let pipeline = progress::while_loading("loading the stages", || {
-        Pipeline::build(&engine, &spec, path)
+        sluicegate_cli::pipelines(&engine).build(&spec, path)
     })?;
     stop_on_ctrl_c(&pipeline);
     let _watcher = if args.watch {
@@ -216,7 +188,7 @@ fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result
         let files: Vec<(String, PathBuf)> = spec
             .stages
             .iter()
-            .filter(|s| !s.component.starts_with("builtin:"))
+            .filter(|s| !s.component.starts_with(BUILTIN))
             .map(|s| (s.name.clone(), base.join(&s.component)))
             .collect();
         anyhow::ensure!(
@@ -251,11 +223,11 @@ fn swap(args: &SwapArgs) -> anyhow::Result<()> {
 fn run_demo(options: &RunOptions, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
     let engine = engine.build().context("starting the engine")?;
     let origin = Path::new("examples/market.toml");
-    let mut spec = sluicegate::PipelineSpec::from_toml(DEMO, origin)?;
+    let mut spec = PipelineSpec::from_toml(DEMO, origin)?;
     spec.name = Some("market".into());
     options.apply(&mut spec);
     let pipeline = progress::while_loading("loading the stages", || {
-        Pipeline::build(&engine, &spec, origin)
+        sluicegate_cli::pipelines(&engine).build(&spec, origin)
     })?;
     stop_on_ctrl_c(&pipeline);
     run(pipeline, options, true)
@@ -293,7 +265,7 @@ fn run(mut pipeline: Pipeline, options: &RunOptions, demo: bool) -> anyhow::Resu
     } else {
         report.to_string()
     };
-    if report.sink.kind == sluicegate::SinkKind::Stdout {
+    if report.sink.kind == SinkKind::Stdout {
         eprint!("{text}");
     } else {
         print!("{text}");
@@ -328,86 +300,22 @@ fn demo_outcome(report: &RunReport) -> String {
     )
 }
 
-fn check(args: &CheckArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result<()> {
-    let engine = engine.build().context("starting the engine")?;
-    let input = match &args.input {
-        None => None,
-        Some(file) => {
-            let text = std::fs::read(file)
-                .with_context(|| format!("reading the input file {}", file.display()))?;
-            Some(
-                text.split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect(),
-            )
-        }
-    };
-    let options = CheckOptions {
-        credits: args.credits.clone(),
-        max_records: args.max_records,
-        config: args.config.clone(),
-        upstream: args.upstream.clone(),
-        input,
-        short_upstream: args.short_upstream,
-        deterministic: args.deterministic,
-        swappable: args.swap,
-    };
-    let report = progress::while_loading("checking the stage", || {
-        check_file(&engine, &args.stage, &options)
-    });
-    if args.json {
-        println!("{:#}", report.to_json());
-    } else {
-        println!("check {}", report.path.display());
-        for rule in &report.rules {
-            let (verdict, detail) = match (&rule.verdict, &rule.error) {
-                (Verdict::Fail, Some(e)) => ("FAIL", e.to_string()),
-                (Verdict::Fail, None) => ("FAIL", rule.evidence.clone()),
-                (Verdict::Pass, _) => ("pass", rule.evidence.clone()),
-                (Verdict::Skip, _) => ("skip", rule.evidence.clone()),
-            };
-            println!("  {:<3} {:<20} {verdict:<4}  {detail}", rule.id, rule.name);
-        }
-    }
-    match report.first_failure() {
-        None => {
-            if !args.json {
-                let skipped = report
-                    .rules
-                    .iter()
-                    .filter(|r| r.verdict == Verdict::Skip)
-                    .count();
-                println!(
-                    "result: ok ({} rules passed, {skipped} skipped)",
-                    report.rules.len() - skipped
-                );
-            }
-            Ok(())
-        }
-        Some(rule) => {
-            let failed = report
-                .rules
-                .iter()
-                .filter(|r| r.verdict == Verdict::Fail)
-                .count();
-            if !args.json {
-                println!(
-                    "result: FAIL ({failed} rule(s) failed, first {} {})",
-                    rule.id, rule.name
-                );
-            }
-            let cause = rule
-                .error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            Err(anyhow::anyhow!(
-                "{} does not conform: {} {} failed{cause}",
-                report.path.display(),
-                rule.id,
-                rule.name
-            ))
-        }
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(
+            !colour(false, None),
+            "a pipe or a file gets no escape codes"
+        );
     }
 }

@@ -11,7 +11,7 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList, WasmStr};
 
-use super::StageCtx;
+use super::store::StageCtx;
 use crate::bindings::Level;
 use crate::guest_log::{self, MAX_LOG_FIELDS};
 

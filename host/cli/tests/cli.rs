@@ -159,7 +159,7 @@ fn check_refuses_a_file_that_is_not_a_component() {
     );
 }
 
-const MARKET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/market.toml");
+const MARKET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/market.toml");
 
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))

@@ -1,8 +1,6 @@
-//! What a guest may do while it runs: the store data of one stage instance, and the `upstream`
-//! function it imports. Rules R2–R5 and X4–X6 of docs/protocol.md are enforced here, and every
-//! pull is clamped before the upstream produces anything; the state machine in `stage.rs`
-//! reads what happened when the call returns. The `host` interface is served by
-//! `host_services.rs`, WASI by `wasi.rs`.
+//! The data of one stage instance's store: its upstream, what the host is serving, what went
+//! wrong during the current call (for the state machine in `stage.rs` to read when it
+//! returns), its budgets, its log and its WASI context; and what survives it after a fault.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +9,14 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::Capabilities;
 use super::wasi::{self, Clock, WaitView};
-use crate::bindings::{TypesImports, UpstreamImports};
+use crate::bindings::TypesImports;
 use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
 use crate::guest_log::{LogGate, LogPipe};
 use crate::limits::Budget;
-use crate::stage::supervise::Salvage;
-use crate::upstream::{Demand, Upstream};
+use crate::upstream::Upstream;
 
 /// What the host is waiting for the guest to finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +44,12 @@ pub(crate) struct CallReport {
 /// The data of one stage's store.
 pub(crate) struct StageCtx {
     name: Arc<str>,
-    serving: Serving,
-    report: CallReport,
-    upstream: Box<dyn Upstream>,
-    upstream_done: bool,
+    pub(super) serving: Serving,
+    pub(super) report: CallReport,
+    pub(super) upstream: Box<dyn Upstream>,
+    pub(super) upstream_done: bool,
     /// Copies of the chunks pulled during the current call, kept when supervision needs them.
-    inputs: Option<Vec<Chunk>>,
+    pub(super) inputs: Option<Vec<Chunk>>,
     config: Vec<(String, String)>,
     /// Fused mode: each inner stage's name (`fused/inner`) and configuration, served through
     /// its own `fused-<letter>-host` import.
@@ -65,15 +63,6 @@ pub(crate) struct StageCtx {
     /// The monotonic clock the stage reads (virtual unless granted real time).
     clock: Clock,
     table: ResourceTable,
-}
-
-/// What a stage may see of the outside world besides its input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    /// Real wall and monotonic clocks and host randomness. Off by default: the stage sees a
-    /// virtual clock that advances 1 µs per reading from a fixed date, and seeded randomness,
-    /// so runs are reproducible and timing cannot be used as a side channel.
-    pub real_time_and_random: bool,
 }
 
 impl StageCtx {
@@ -210,76 +199,9 @@ impl StageCtx {
         self.stderr.last_words()
     }
 
-    fn violate(&mut self, rule: Rule, detail: String) {
+    pub(super) fn violate(&mut self, rule: Rule, detail: String) {
         if self.report.violation.is_none() {
             self.report.violation = Some((rule, detail));
-        }
-    }
-}
-
-impl UpstreamImports for StageCtx {
-    fn pull(&mut self, credits: u32) -> wasmtime::Result<Option<Vec<u8>>> {
-        match self.serving {
-            Serving::Nothing => {
-                self.violate(
-                    Rule::PullOutsideCall,
-                    format!("pull({credits}) while the host is not inside resume or close"),
-                );
-                wasmtime::bail!("protocol violation: pull outside a call");
-            }
-            Serving::Close => {
-                // R4: refuse, let cleanup go on, report once close returns.
-                self.violate(
-                    Rule::PullWhileClosing,
-                    format!("pull({credits}) while closing; the host answered none"),
-                );
-                return Ok(None);
-            }
-            Serving::Resume(0) if credits > 0 => {
-                self.violate(
-                    Rule::PullWithoutDemand,
-                    format!("pull({credits}) while serving resume(0); only pull(0) is allowed"),
-                );
-                wasmtime::bail!("protocol violation: pull without demand");
-            }
-            Serving::Resume(_) => {}
-        }
-        if self.upstream_done {
-            return Ok(None); // R5
-        }
-        // Clamped before the upstream produces anything: what the clamp leaves upstream comes
-        // with the next pull.
-        let limits = self.budget.limits();
-        let demand = Demand::records(credits.min(limits.max_pull_records))
-            .with_max_bytes(limits.max_chunk_bytes);
-        let ticks = self.budget.ticks();
-        let answer = self.upstream.pull(demand);
-        self.budget.charge_upstream(ticks);
-        match answer {
-            Ok(Some(chunk)) => {
-                if let Some(inputs) = self.inputs.as_mut() {
-                    inputs.push(chunk.clone());
-                }
-                Ok(Some(chunk.into_bytes()))
-            }
-            Ok(None) => {
-                self.upstream_done = true;
-                Ok(None)
-            }
-            // X4: the upstream stage faulted; the guest sees the end of its input and the state
-            // machine fails the call.
-            Err(error) if error.is_fault() => {
-                self.upstream_done = true;
-                self.report.upstream_fault = Some(error);
-                Ok(None)
-            }
-            // X6: the upstream refused the pull (re-entered, not primed, closed): the input is
-            // not over, so the guest must not see `none`; its call is abandoned.
-            Err(error) => {
-                let message = format!("its upstream refused a pull: {error}");
-                self.report.upstream_refused = Some(error);
-                wasmtime::bail!(message)
-            }
         }
     }
 }
@@ -293,6 +215,13 @@ impl WasiView for StageCtx {
             table: &mut self.table,
         }
     }
+}
+
+/// What survives a faulted store: its upstream, and the input of the call that faulted.
+pub(crate) struct Salvage {
+    pub(crate) upstream: Box<dyn Upstream>,
+    pub(crate) upstream_done: bool,
+    pub(crate) inputs: Vec<Chunk>,
 }
 
 /// Counts a live store in its engine's instance count for as long as the store exists.

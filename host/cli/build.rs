@@ -9,7 +9,7 @@ fn main() {
     let artifacts =
         sluicegate_build_guests::build(BUILTIN, &["wit", "guest-sdk", "example-stages"]);
     let mut code = String::from(
-        "/// The embedded example stages, by name.\npub(crate) const BUILTIN: &[(&str, &[u8])] = &[\n",
+        "/// The embedded example stages, by name.\nconst BUILTIN: &[(&str, &[u8])] = &[\n",
     );
     for artifact in &artifacts {
         writeln!(

@@ -32,7 +32,7 @@ use wasmtime_wasi_io::bindings::wasi::io::streams::{
     HostInputStream as In, HostOutputStream as Out,
 };
 
-use super::StageCtx;
+use super::store::StageCtx;
 use crate::guest_log::LogPipe;
 use crate::limits::Budget;
 

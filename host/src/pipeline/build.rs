@@ -1,0 +1,283 @@
+//! From a [`PipelineSpec`] to a running chain: loads every component (files, or `builtin:`
+//! components the program provides), instantiates the stages upstream to downstream with the
+//! limits, capabilities and fault policy the file gives each, and opens the source (the
+//! library's `file` and `stdin`, or a kind the program adds) and the sink.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Pipeline;
+use super::sink::Sink;
+use super::source::{CountedSource, OpenSource};
+use crate::component::StageComponent;
+use crate::config::{
+    BUILTIN, ComponentRef, LimitsSpec, OnFault, PipelineSpec, SourceSpec, StageSpec, base_dir,
+    resolve, stage_config,
+};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::policy::FaultPolicy;
+use crate::sandbox::Capabilities;
+use crate::stage::{Stage, StageOptions};
+use crate::upstream::Upstream;
+
+/// Builds pipelines from pipeline files, with the components and source kinds a program adds
+/// to what the library knows (component files; `file` and `stdin` sources).
+///
+/// ```no_run
+/// # fn main() -> Result<(), sluicegate::Error> {
+/// use sluicegate::{Engine, PipelineBuilder, PipelineSpec};
+///
+/// let engine = Engine::new()?;
+/// let spec = PipelineSpec::from_file("pipeline.toml".as_ref())?;
+/// let mut pipeline = PipelineBuilder::new(&engine)
+///     // `component = "builtin:upper"` in the file
+///     .builtin("upper", std::fs::read("upper.wasm").unwrap_or_default())
+///     .build(&spec, "pipeline.toml".as_ref())?;
+/// println!("{}", pipeline.run());
+/// # Ok(())
+/// # }
+/// ```
+pub struct PipelineBuilder<'a> {
+    engine: &'a Engine,
+    builtins: HashMap<String, Arc<[u8]>>,
+    sources: HashMap<String, Arc<OpenSource>>,
+}
+
+impl<'a> PipelineBuilder<'a> {
+    /// A builder that knows component files and the `file` and `stdin` sources.
+    pub fn new(engine: &'a Engine) -> Self {
+        PipelineBuilder {
+            engine,
+            builtins: HashMap::new(),
+            sources: HashMap::new(),
+        }
+    }
+
+    /// Makes `component = "builtin:NAME"` refer to the component `bytes`.
+    pub fn builtin(mut self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Self {
+        self.builtins.insert(name.to_string(), bytes.into());
+        self
+    }
+
+    /// Makes `[source] kind = "KIND"` a source that `open` opens from the source's settings
+    /// (the other keys of its table; see [`SourceSpec::settings`]). The source must honour the
+    /// [`Demand`](crate::Demand) of every pull.
+    pub fn source_kind(
+        mut self,
+        kind: &str,
+        open: impl Fn(&SourceSpec) -> Result<Box<dyn Upstream>> + Send + Sync + 'static,
+    ) -> Self {
+        self.sources.insert(kind.to_string(), Arc::new(open));
+        self
+    }
+
+    /// Validates `spec`, loads every component (type-checked against the world), instantiates
+    /// the stages chained upstream to downstream, and opens the source and sink. `origin` is
+    /// the pipeline file: relative paths are resolved against its directory.
+    pub fn build(&self, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
+        spec.validate(origin)?;
+        let config_error = |message: String| Error::Config {
+            file: origin.display().to_string(),
+            message,
+        };
+        let base = base_dir(origin);
+        let mut source = match &spec.source {
+            Some(source) => Some(CountedSource::open(source, origin, &self.sources)?),
+            None => None,
+        };
+        let source_counters = source.as_ref().map(CountedSource::counters);
+        let fused = if spec.fused {
+            Some(self.fuse_stages(spec, origin, &base)?)
+        } else {
+            None
+        };
+        let specs: Vec<&StageSpec> = match &fused {
+            Some((_, spec)) => vec![spec],
+            None => spec.stages.iter().collect(),
+        };
+        let config_of = |stage_spec: &StageSpec| {
+            stage_config(stage_spec)
+                .map_err(|message| config_error(format!("stage `{}`: {message}", stage_spec.name)))
+        };
+        let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
+        for &stage_spec in &specs {
+            // Fused: the last stage's configuration is the fused stage's; each inner stage
+            // gets its own through `inner_config`.
+            let (component, inner) = match &fused {
+                Some((component, _)) => {
+                    let inner = spec.stages[..spec.stages.len().saturating_sub(1)]
+                        .iter()
+                        .map(config_of)
+                        .collect::<Result<Vec<_>>>()?;
+                    (component.clone(), inner)
+                }
+                None => {
+                    let bytes =
+                        self.component_bytes(&stage_spec.name, &stage_spec.component, &base)?;
+                    (
+                        self.engine.load_bytes(&stage_spec.name, &bytes)?,
+                        Vec::new(),
+                    )
+                }
+            };
+            let mut options = stage_options(stage_spec, &base)?;
+            for (key, value) in config_of(stage_spec)? {
+                options = options.config(key, value);
+            }
+            for (index, config) in inner.into_iter().enumerate() {
+                for (key, value) in config {
+                    options = options.inner_config(index, key, value);
+                }
+            }
+            options = match (stages.last(), source.take()) {
+                (Some(previous), _) => options.upstream(previous.clone()),
+                (None, Some(native)) => options.upstream(native),
+                (None, None) => options,
+            };
+            stages.push(component.instantiate(&stage_spec.name, options)?);
+        }
+        let tail: Box<dyn Upstream> = match (stages.last(), source) {
+            (Some(last), _) => Box::new(last.clone()),
+            (None, Some(native)) => Box::new(native),
+            (None, None) => {
+                return Err(config_error(
+                    "the pipeline has neither a source nor a stage".into(),
+                ));
+            }
+        };
+        Ok(Pipeline::new(
+            spec.name.clone().unwrap_or_else(|| "pipeline".into()),
+            spec.sink.credits,
+            source_counters,
+            stages,
+            tail,
+            Sink::open(&spec.sink, origin)?,
+            (spec.sink.stall_timeout_ms > 0)
+                .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
+            self.engine.max_wasm_stack(),
+        ))
+    }
+
+    /// The bytes of a stage's component, naming the stage (not the file) in every error.
+    fn component_bytes(&self, stage: &str, component: &str, base: &Path) -> Result<Arc<[u8]>> {
+        match resolve(component, base) {
+            ComponentRef::Builtin(name) => self.builtins.get(name).cloned().ok_or_else(|| {
+                let mut known: Vec<&str> = self.builtins.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Error::Load {
+                    stage: stage.to_string(),
+                    reason: match known.as_slice() {
+                        [] => format!("no component `{BUILTIN}{name}`: this program provides none"),
+                        known => format!(
+                            "no component `{BUILTIN}{name}`; this program provides {}",
+                            known.join(", ")
+                        ),
+                    },
+                }
+            }),
+            ComponentRef::File(path) => {
+                std::fs::read(&path)
+                    .map(Arc::from)
+                    .map_err(|e| Error::Load {
+                        stage: stage.to_string(),
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })
+            }
+        }
+    }
+
+    /// Fused mode: every stage composed into one component, run as one stage named after the
+    /// stages (`decode+filter+vwap`) with the last stage's settings.
+    fn fuse_stages(
+        &self,
+        spec: &PipelineSpec,
+        origin: &Path,
+        base: &Path,
+    ) -> Result<(StageComponent, StageSpec)> {
+        let parts = spec
+            .stages
+            .iter()
+            .map(|s| {
+                let bytes = self.component_bytes(&s.name, &s.component, base)?;
+                Ok((s.name.clone(), bytes.to_vec()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let name = spec
+            .stages
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let component = self.engine.load_fused(&name, &parts)?;
+        // Validation guarantees at least two stages.
+        let mut fused = spec.stages.last().cloned().ok_or_else(|| Error::Config {
+            file: origin.display().to_string(),
+            message: "`fused = true` needs at least two stages".into(),
+        })?;
+        fused.name = name;
+        Ok((component, fused))
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline of `spec` with what the library knows alone: component files, and
+    /// `file` and `stdin` sources. [`PipelineBuilder`] adds `builtin:` components and source
+    /// kinds.
+    pub fn build(engine: &Engine, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
+        PipelineBuilder::new(engine).build(spec, origin)
+    }
+}
+
+/// A stage's limits, capabilities, fault policy and dead-letter file, as its spec gives them.
+fn stage_options(spec: &StageSpec, base: &Path) -> Result<StageOptions> {
+    let mut options = StageOptions::new()
+        .limits(limits(&spec.limits))
+        .capabilities(Capabilities {
+            real_time_and_random: spec.real_time_and_random,
+        })
+        .on_fault(fault_policy(spec));
+    if let Some(path) = &spec.dead_letter {
+        let path = base.join(path);
+        let file = std::fs::File::create(&path).map_err(|e| Error::Io {
+            stage: spec.name.clone(),
+            message: format!("cannot create dead-letter file {}: {e}", path.display()),
+        })?;
+        options = options.dead_letter(std::io::BufWriter::new(file));
+    }
+    Ok(options)
+}
+
+/// The fault policy a stage's settings describe.
+fn fault_policy(spec: &StageSpec) -> FaultPolicy {
+    match spec.on_fault {
+        OnFault::Fail => FaultPolicy::Fail,
+        OnFault::Restart => FaultPolicy::Restart {
+            max_restarts: spec.max_restarts,
+            backoff: Duration::from_millis(spec.restart_backoff_ms),
+        },
+        OnFault::Bypass => FaultPolicy::Bypass,
+    }
+}
+
+/// The limits a stage's `limits` table describes, defaults filled in.
+fn limits(spec: &LimitsSpec) -> Limits {
+    let d = Limits::default();
+    let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+    let bytes = |v: Option<u64>| v.map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+    Limits {
+        cpu_per_call: ms(spec.cpu_ms, d.cpu_per_call),
+        wall_per_call: ms(spec.wall_ms, d.wall_per_call),
+        cpu_per_handoff: ms(spec.handoff_cpu_ms, d.cpu_per_handoff),
+        fuel_per_call: spec.fuel,
+        memory_bytes: bytes(spec.memory_mib.map(|mib| mib.saturating_mul(1 << 20)))
+            .unwrap_or(d.memory_bytes),
+        max_chunk_bytes: bytes(spec.max_chunk_bytes).unwrap_or(d.max_chunk_bytes),
+        max_chunk_records: spec.max_chunk_records,
+        max_pull_records: spec.max_pull_records.unwrap_or(d.max_pull_records),
+        log_lines_per_s: spec.log_lines_per_s.unwrap_or(d.log_lines_per_s),
+    }
+}

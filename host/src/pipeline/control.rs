@@ -1,0 +1,46 @@
+//! Controlling a running pipeline from another thread: [`Swapper`] hot-swaps its stages,
+//! [`Stopper`] stops it at the next chunk boundary.
+
+use std::sync::Arc;
+
+use crate::component::StageComponent;
+use crate::error::{Error, Result};
+use crate::stage::{Stage, SwapReport};
+
+/// Hot-swaps the stages of a pipeline, from any thread (see [`Stage::swap`]). Swaps are
+/// serialised per stage and recorded in the run's report.
+#[derive(Clone)]
+pub struct Swapper {
+    pub(super) stages: Vec<Stage>,
+    pub(super) swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
+}
+
+impl Swapper {
+    /// Replaces the component of the stage named `stage` at its next chunk boundary.
+    pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
+        let target = self
+            .stages
+            .iter()
+            .find(|s| s.name() == stage)
+            .ok_or_else(|| Error::SwapRefused {
+                stage: stage.to_string(),
+                reason: "the pipeline has no stage of that name".into(),
+            })?;
+        let report = target.swap(component)?;
+        if let Ok(mut swaps) = self.swaps.lock() {
+            swaps.push(report.clone());
+        }
+        Ok(report)
+    }
+}
+
+/// Stops a running pipeline at its next chunk boundary; see [`Pipeline::stopper`].
+#[derive(Clone)]
+pub struct Stopper(pub(super) Arc<std::sync::atomic::AtomicBool>);
+
+impl Stopper {
+    /// Asks the pipeline to stop; returns `true` if it had already been asked.
+    pub fn stop(&self) -> bool {
+        self.0.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,193 @@
+//! One stage's state between calls ([`Inner`]: its place in the protocol, its live instance,
+//! what survived a fault) and the transitions the protocol table (`protocol.rs`) prescribes for
+//! `resume` and `close`, faults included.
+
+use super::StageState;
+use super::instance::Live;
+use super::protocol::{self, Action, Answer, Outcome, Refusal, Request};
+use super::supervise::{Salvage, Supervisor};
+use crate::chunk::Chunk;
+use crate::component::StageComponent;
+use crate::counters::Counters;
+use crate::error::{Error, Result};
+
+pub(super) struct Inner {
+    pub(super) state: Lifecycle,
+    /// The store and typed functions; `None` once Closed or Faulted, so its memory is freed.
+    pub(super) live: Option<Live>,
+    /// The compiled component the stage runs now (a swap replaces it).
+    pub(super) component: StageComponent,
+    /// X4 happened: the upstream faulted and this stage's input is gone for good, so every
+    /// later resume is refused with it; `close` still runs.
+    pub(super) upstream_lost: Option<Box<Error>>,
+    /// What survived the last fault (its upstream, the input of the failed call).
+    pub(super) salvage: Option<Salvage>,
+    pub(super) supervisor: Supervisor,
+}
+
+pub(super) enum Lifecycle {
+    Created,
+    Suspended,
+    Exhausted,
+    Closed,
+    Faulted(Box<Error>),
+    Bypassed,
+}
+
+impl Lifecycle {
+    /// Where an entered call that passed every check leaves the stage (the protocol table).
+    fn after(outcome: Outcome) -> Lifecycle {
+        match protocol::after(outcome) {
+            protocol::State::Exhausted => Lifecycle::Exhausted,
+            protocol::State::Closed => Lifecycle::Closed,
+            _ => Lifecycle::Suspended,
+        }
+    }
+
+    /// The row of the protocol table this state is.
+    fn row(&self) -> protocol::State {
+        match self {
+            Lifecycle::Created => protocol::State::Created,
+            Lifecycle::Suspended => protocol::State::Suspended,
+            Lifecycle::Exhausted => protocol::State::Exhausted,
+            Lifecycle::Closed => protocol::State::Closed,
+            Lifecycle::Faulted(_) => protocol::State::Faulted,
+            Lifecycle::Bypassed => protocol::State::Bypassed,
+        }
+    }
+
+    pub(super) fn public(&self) -> StageState {
+        match self {
+            Lifecycle::Created => StageState::Created,
+            Lifecycle::Suspended => StageState::Suspended,
+            Lifecycle::Exhausted => StageState::Exhausted,
+            Lifecycle::Closed => StageState::Closed,
+            Lifecycle::Faulted(_) => StageState::Faulted,
+            Lifecycle::Bypassed => StageState::Bypassed,
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn resume(
+        &mut self,
+        name: &str,
+        counters: &Counters,
+        credits: u32,
+    ) -> Result<Option<Chunk>> {
+        // X4 is sticky, also once the stage answered `none` to the call that lost its input:
+        // a later resume must not look like the end of a whole stream.
+        if let Some(cause) = &self.upstream_lost
+            && matches!(self.state, Lifecycle::Suspended | Lifecycle::Exhausted)
+        {
+            return Err(upstream_faulted(name, cause));
+        }
+        let call = match protocol::action(self.state.row(), Request::Resume(credits)).1 {
+            Action::Enter(call) => call,
+            Action::Answer(Answer::PassThrough) => {
+                return self.pass_through(name, counters, credits);
+            }
+            Action::Answer(_) => return Ok(None),
+            Action::Refuse(refusal) => return Err(self.refused(name, refusal, credits)),
+        };
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.fault(missing_store(name)));
+        };
+        let (chunk, upstream_fault) = match live.resume(name, call, credits, counters) {
+            Ok(answer) => answer,
+            Err(error) => return Err(self.fault(error)),
+        };
+        self.state = Lifecycle::after(match chunk {
+            Some(_) => Outcome::Chunk,
+            None => Outcome::Finished,
+        });
+        match upstream_fault {
+            // X4: nothing of this call is delivered; the stage itself stays usable for close,
+            // and refuses every later resume (its input is gone).
+            Some(cause) => {
+                let cause = Box::new(cause);
+                let error = upstream_faulted(name, &cause);
+                self.upstream_lost = Some(cause);
+                Err(error)
+            }
+            None => {
+                // Answers to priming and pauses are not deliveries.
+                if let Some(chunk) = chunk.as_ref().filter(|_| credits > 0) {
+                    counters.delivered(chunk.len(), chunk.as_bytes().len());
+                }
+                Ok(chunk)
+            }
+        }
+    }
+
+    pub(super) fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
+        match protocol::action(self.state.row(), Request::Close).1 {
+            Action::Enter(_) => {}
+            Action::Answer(Answer::AlreadyClosed) => return Ok(()),
+            Action::Answer(_) => {
+                // P3 (never entered) or B1 (bypassed): nothing to clean up.
+                self.state = Lifecycle::Closed;
+                self.live = None;
+                self.salvage = None;
+                return Ok(());
+            }
+            Action::Refuse(refusal) => return Err(self.refused(name, refusal, 0)),
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.fault(missing_store(name)));
+        };
+        match live.close(name, counters) {
+            Ok(()) => {
+                self.state = Lifecycle::after(Outcome::Cleaned);
+                self.live = None;
+                Ok(())
+            }
+            Err(error) => Err(self.fault(error)),
+        }
+    }
+
+    /// The error of a call the protocol table refuses.
+    fn refused(&self, name: &str, refusal: Refusal, credits: u32) -> Error {
+        match (refusal, &self.state) {
+            (Refusal::NotPrimed, _) => Error::NotPrimed {
+                stage: name.to_string(),
+                credits,
+            },
+            (Refusal::Faulted, Lifecycle::Faulted(cause)) => faulted(name, cause),
+            (Refusal::Closed | Refusal::Faulted, _) => Error::Closed {
+                stage: name.to_string(),
+            },
+        }
+    }
+
+    /// Faults the stage: keeps the cause for later calls (X3) and drops the store (X1),
+    /// salvaging its upstream and the input of the failed call for supervision.
+    pub(super) fn fault(&mut self, error: Error) -> Error {
+        self.state = Lifecycle::Faulted(Box::new(error.clone()));
+        if let Some(live) = self.live.take() {
+            self.salvage = Some(live.store.into_data().into_salvage());
+        }
+        error
+    }
+}
+
+pub(super) fn faulted(name: &str, cause: &Error) -> Error {
+    Error::Faulted {
+        stage: name.to_string(),
+        cause: Box::new(cause.clone()),
+    }
+}
+
+pub(super) fn upstream_faulted(name: &str, cause: &Error) -> Error {
+    Error::UpstreamFaulted {
+        stage: name.to_string(),
+        cause: Box::new(cause.clone()),
+    }
+}
+
+pub(super) fn missing_store(name: &str) -> Error {
+    Error::Host {
+        stage: name.to_string(),
+        message: "the stage's store is gone although its state says it is live".into(),
+    }
+}
