@@ -307,10 +307,7 @@ pub fn sluicegate(
     fuel: Option<u64>,
 ) -> anyhow::Result<Outcome> {
     let source = feed_source(records, stamps);
-    let limits = sluicegate::Limits {
-        fuel_per_call: fuel,
-        ..sluicegate::Limits::default()
-    };
+    let limits = sluicegate::Limits::default().with_fuel_per_call(fuel);
     let options = || StageOptions::new().limits(limits);
     let decode = stages
         .decode

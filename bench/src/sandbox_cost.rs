@@ -24,10 +24,7 @@ pub fn overshoot_ms(engine: &Engine, deadline: Duration, runs: u32) -> anyhow::R
     for _ in 0..runs {
         let stage = component.instantiate(
             "spinner",
-            StageOptions::new().limits(Limits {
-                cpu_per_call: deadline,
-                ..Limits::default()
-            }),
+            StageOptions::new().limits(Limits::default().with_cpu_per_call(deadline)),
         )?;
         let started = Instant::now();
         let stopped = stage.prime().is_err();
@@ -93,11 +90,11 @@ pub fn log_line_ns(engine: &Engine) -> anyhow::Result<(f64, f64)> {
     for budget in [1, u32::MAX] {
         let stage = component.instantiate(
             "logger",
-            StageOptions::new().limits(Limits {
-                log_lines_per_s: budget,
-                cpu_per_call: Duration::from_secs(600),
-                ..Limits::default()
-            }),
+            StageOptions::new().limits(
+                Limits::default()
+                    .with_log_lines_per_s(budget)
+                    .with_cpu_per_call(Duration::from_secs(600)),
+            ),
         )?;
         stage.prime()?;
         let started = Instant::now();

@@ -29,7 +29,7 @@ impl Engine {
     }
 
     /// Fused mode: composes `stages` (name, component bytes), most upstream first, into one
-    /// component and loads it as a single stage named `name` (see [`crate::fuse`] for what the
+    /// component and loads it as a single stage named `name` (see `host/src/fuse.rs` for what the
     /// host stops checking inside). Its instances prime and close every inner stage,
     /// upstream-first; errors inside name the stage as `name/inner`.
     pub fn load_fused(&self, name: &str, stages: &[(String, Vec<u8>)]) -> Result<StageComponent> {

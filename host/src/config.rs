@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 /// A pipeline: an optional host-native source, stages in order, a sink.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PipelineSpec {
     /// A name for reports; defaults to the file stem.
     #[serde(default)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 /// A snapshot of one stage's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct StageStats {
     /// Calls to `resume` that entered the guest (priming and pauses included).
     pub resumes_entered: u64,

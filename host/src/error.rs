@@ -64,6 +64,7 @@ impl fmt::Display for Rule {
 /// Which export of a stage a call went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Call {
     /// The priming `resume(0)`.
     Prime,

@@ -8,7 +8,7 @@
 //! imports (its `upstream`, the host's services, WASI) and exports the last stage's
 //! `generator`, plus every inner stage's generator as `fused-<letter>-<name>`, most upstream
 //! first, so that the host can prime and close each inner stage itself, upstream-first
-//! ([`crate::stage`] does).
+//! (`stage/instance.rs` does).
 //!
 //! Each inner stage also imports host services of its own (`fused-<letter>-host`), so it reads
 //! its own configuration and logs under its own name (`fused/inner`).
@@ -156,6 +156,11 @@ fn inner_export(index: usize, name: &str) -> String {
         words.join("-")
     };
     format!("{INNER_PREFIX}{}-{name}", letter(index))
+}
+
+/// The name inner stage `inner` of the fused stage `fused` goes by in errors and logs.
+pub(crate) fn inner_stage_name(fused: &str, inner: &str) -> String {
+    format!("{fused}/{inner}")
 }
 
 /// The import through which inner stage `index` reaches its own host services.

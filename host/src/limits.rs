@@ -81,8 +81,10 @@ impl std::fmt::Display for Limit {
     }
 }
 
-/// The budgets of one stage. `Limits::default()` is safe for untrusted code.
+/// The budgets of one stage. `Limits::default()` is safe for untrusted code; the `with_*`
+/// methods change one budget each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// CPU time per call ([`DEFAULT_CPU_PER_CALL`]).
     pub cpu_per_call: Duration,
@@ -126,6 +128,60 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Sets the CPU time one call may take.
+    pub fn with_cpu_per_call(mut self, cpu: Duration) -> Self {
+        self.cpu_per_call = cpu;
+        self
+    }
+
+    /// Sets the wall-clock time one call may spend blocked in WASI waits.
+    pub fn with_wall_per_call(mut self, wall: Duration) -> Self {
+        self.wall_per_call = wall;
+        self
+    }
+
+    /// Sets the CPU time of each half of a hot swap's state handoff.
+    pub fn with_cpu_per_handoff(mut self, cpu: Duration) -> Self {
+        self.cpu_per_handoff = cpu;
+        self
+    }
+
+    /// Meters the stage with `fuel` per call (the engine must meter fuel).
+    pub fn with_fuel_per_call(mut self, fuel: Option<u64>) -> Self {
+        self.fuel_per_call = fuel;
+        self
+    }
+
+    /// Sets the memory budget: all linear memories and tables together, in bytes.
+    pub fn with_memory_bytes(mut self, bytes: usize) -> Self {
+        self.memory_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest chunk the stage may answer, in bytes.
+    pub fn with_max_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.max_chunk_bytes = bytes;
+        self
+    }
+
+    /// Clamps every grant to the stage to at most `records` per call.
+    pub fn with_max_chunk_records(mut self, records: Option<u32>) -> Self {
+        self.max_chunk_records = records;
+        self
+    }
+
+    /// Clamps every pull the stage makes to at most `records`.
+    pub fn with_max_pull_records(mut self, records: u32) -> Self {
+        self.max_pull_records = records;
+        self
+    }
+
+    /// Sets the log lines the stage may write per second.
+    pub fn with_log_lines_per_s(mut self, lines: u32) -> Self {
+        self.log_lines_per_s = lines;
+        self
+    }
+
     /// What wasmtime may copy out of the guest in one host call. A copy can never be larger
     /// than the guest's memory, which the memory budget bounds, so this is a backstop, not the
     /// chunk cap: an answer over `max_chunk_bytes` is refused by the host's own check (so the

@@ -10,6 +10,7 @@ pub const DEFAULT_RESTART_BACKOFF: Duration = Duration::from_millis(10);
 
 /// What to do when a stage faults (trap, violation or limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FaultPolicy {
     /// The fault is final: later calls are refused with the cause (rules F1, X3).
     #[default]

@@ -11,6 +11,7 @@ use crate::stage::StageState;
 
 /// One hop's counters at a moment: a native source, a stage, or the sink.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HopSnapshot {
     /// The hop's name (`source`, a stage's name, or `sink`).
     pub name: String,
@@ -34,6 +35,7 @@ pub enum RunStatus {
 
 /// What a run did, hop by hop.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The pipeline's name.
     pub pipeline: String,
@@ -63,6 +65,7 @@ pub struct RunReport {
 
 /// One hop of a report.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct HopReport {
     /// The hop's name.
     pub name: String,
@@ -114,6 +117,7 @@ impl From<HopSnapshot> for HopReport {
 
 /// What reached the sink.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct SinkReport {
     /// The kind of sink.
     pub kind: SinkKind,
@@ -129,6 +133,7 @@ pub struct SinkReport {
 
 /// An error, flattened for reports.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct FailureReport {
     /// The stage that failed (`source`, `sink`, or a stage's name).
     pub stage: String,

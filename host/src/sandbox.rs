@@ -1,11 +1,13 @@
 //! The sandbox one stage instance runs in: its store's data ([`StageCtx`]: upstream, budgets,
 //! log, WASI context), and everything it may import, each enforced here: `upstream.pull`
 //! (`pull.rs`), the `host` services (`host_services.rs`) and WASI, deny-by-default, its waits
-//! bounded (`wasi.rs`). [`linker`] puts them together for the engine.
+//! bounded (`waits.rs`). [`linker`] puts them together for the engine.
 
+mod clocks;
 mod host_services;
 mod pull;
 mod store;
+mod waits;
 mod wasi;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -41,7 +43,13 @@ impl Capabilities {
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<StageCtx>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    wasi::shadow_waits(&mut linker)?;
+    // The host serves the monotonic clock, poll and streams itself, replacing wasmtime-wasi's:
+    // virtual sleeps, and every wait bounded (`waits.rs`).
+    linker.allow_shadowing(true);
+    waits::monotonic_clock::add_to_linker::<StageCtx, waits::Waits>(&mut linker, StageCtx::waits)?;
+    waits::poll::add_to_linker::<StageCtx, waits::Waits>(&mut linker, StageCtx::waits)?;
+    waits::streams::add_to_linker::<StageCtx, waits::Waits>(&mut linker, StageCtx::waits)?;
+    linker.allow_shadowing(false);
     crate::bindings::upstream_linker::add_to_linker::<_, HasSelf<StageCtx>>(&mut linker, |ctx| {
         ctx
     })?;

@@ -30,6 +30,7 @@ use crate::upstream::{Demand, NoUpstream, Upstream};
 /// Where a stage is in the protocol (docs/protocol.md, "States").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum StageState {
     /// Instantiated, never entered.
     Created,
@@ -43,7 +44,7 @@ pub enum StageState {
     Closed,
     /// Ended by a trap, a violation or a limit; its store is dropped.
     Faulted,
-    /// Faulted under [`FaultPolicy::Bypass`]: its input passes through unchanged.
+    /// Faulted under [`FaultPolicy::Bypass`](crate::FaultPolicy::Bypass): its input passes through unchanged.
     Bypassed,
 }
 

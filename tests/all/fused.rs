@@ -250,10 +250,7 @@ fn an_inner_stage_s_priming_answer_is_held_to_the_chunk_cap() {
             "pair",
             StageOptions::new()
                 .inner_config(0, "prime", "huge=2")
-                .limits(sluicegate::Limits {
-                    max_chunk_bytes: (2 << 20) - (16 << 10),
-                    ..sluicegate::Limits::default()
-                }),
+                .limits(sluicegate::Limits::default().with_max_chunk_bytes((2 << 20) - (16 << 10))),
         )
         .expect("instantiates");
     let err = stage.prime().expect_err("too big");

@@ -58,10 +58,7 @@ fn text(records: &[Vec<u8>]) -> Vec<String> {
 }
 
 fn wall_limits(wall: Duration) -> Limits {
-    Limits {
-        wall_per_call: wall,
-        ..Limits::default()
-    }
+    Limits::default().with_wall_per_call(wall)
 }
 
 // --- 1. Waits in WASI --------------------------------------------------------------------
@@ -222,10 +219,7 @@ fn pull_a_pull_is_held_to_the_pullers_chunk_bytes() {
         }
         answer
     };
-    let limits = Limits {
-        max_chunk_bytes: 64 << 10,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_chunk_bytes(64 << 10);
     let greedy = scripted(
         "greedy",
         StageOptions::new().upstream(upstream).limits(limits),
@@ -533,11 +527,9 @@ fn swap_a_new_version_that_refuses_the_state_is_closed() {
 fn swap_the_state_handoff_has_its_own_budget() {
     // The running version loops in `snapshot`: the cut-over is bounded by the handoff budget,
     // not by the (long) CPU budget of a call, and the report says what was lost.
-    let limits = Limits {
-        cpu_per_call: Duration::from_secs(60),
-        cpu_per_handoff: Duration::from_millis(20),
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .with_cpu_per_call(Duration::from_secs(60))
+        .with_cpu_per_handoff(Duration::from_millis(20));
     let old = scripted(
         "s",
         StageOptions::new().upstream(numbers(50)).limits(limits),
@@ -573,10 +565,7 @@ fn swap_two_swaps_of_one_stage_run_one_after_the_other() {
             StageOptions::new()
                 .upstream(numbers(20))
                 .config("prime", "log=1+spin=200000000")
-                .limits(Limits {
-                    cpu_per_call: Duration::from_secs(60),
-                    ..Limits::default()
-                }),
+                .limits(Limits::default().with_cpu_per_call(Duration::from_secs(60))),
         )
         .expect("instantiate");
     stage.prime().expect("prime");
@@ -772,10 +761,7 @@ fn log_a_line_over_budget_is_not_even_read() {
         .expect("loads")
         .instantiate(
             "chatty",
-            StageOptions::new().limits(Limits {
-                log_lines_per_s: 1,
-                ..Limits::default()
-            }),
+            StageOptions::new().limits(Limits::default().with_log_lines_per_s(1)),
         )
         .expect("instantiates");
     let (primed, logs) = capture_logs(|| stage.prime());

@@ -172,10 +172,9 @@ fn checklist_5_a_start_function_that_loops_is_stopped() {
             wat_stage(1, "(loop $l (br $l))", ANSWER_EMPTY).as_bytes(),
         )
         .expect("loads");
-    let options = StageOptions::new().limits(sluicegate::Limits {
-        cpu_per_call: std::time::Duration::from_millis(50),
-        ..Default::default()
-    });
+    let options = StageOptions::new().limits(
+        sluicegate::Limits::default().with_cpu_per_call(std::time::Duration::from_millis(50)),
+    );
     let err = component
         .instantiate("endless-start", options)
         .expect_err("loops at start");
@@ -230,10 +229,9 @@ fn checklist_35_an_exhausted_pool_refuses_the_next_stage_cleanly() {
 }
 
 fn short_cpu() -> StageOptions {
-    StageOptions::new().limits(sluicegate::Limits {
-        cpu_per_call: std::time::Duration::from_millis(50),
-        ..Default::default()
-    })
+    StageOptions::new().limits(
+        sluicegate::Limits::default().with_cpu_per_call(std::time::Duration::from_millis(50)),
+    )
 }
 
 #[test]

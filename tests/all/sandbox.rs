@@ -80,10 +80,8 @@ fn a_loop_in_priming_is_stopped_and_the_stage_never_gets_credits() {
     let s = component(a::LOOPS_IN_PRIMING)
         .instantiate(
             "stuck",
-            StageOptions::new().limits(Limits {
-                cpu_per_call: std::time::Duration::from_millis(50),
-                ..Limits::default()
-            }),
+            StageOptions::new()
+                .limits(Limits::default().with_cpu_per_call(std::time::Duration::from_millis(50))),
         )
         .expect("instantiate");
     let err = s.prime().expect_err("priming loops");
@@ -250,10 +248,7 @@ fn a_fuel_budget_stops_a_loop_deterministically() {
         .expect("load")
         .instantiate(
             "spinner",
-            StageOptions::new().limits(Limits {
-                fuel_per_call: Some(5_000_000),
-                ..Limits::default()
-            }),
+            StageOptions::new().limits(Limits::default().with_fuel_per_call(Some(5_000_000))),
         )
         .expect("instantiate");
     s.prime().expect("prime");
@@ -277,10 +272,7 @@ fn a_fuel_budget_without_a_metering_engine_is_refused_up_front() {
     let err = component(a::COUNTER)
         .instantiate(
             "counter",
-            StageOptions::new().limits(Limits {
-                fuel_per_call: Some(1000),
-                ..Limits::default()
-            }),
+            StageOptions::new().limits(Limits::default().with_fuel_per_call(Some(1000))),
         )
         .expect_err("engine does not meter fuel");
     assert!(err.to_string().contains("fuel(true)"), "{err}");
@@ -348,10 +340,9 @@ fn a_records_per_chunk_cap_clamps_every_grant() {
     let s = component(a::COUNTER)
         .instantiate(
             "capped",
-            StageOptions::new().config("records", "100").limits(Limits {
-                max_chunk_records: Some(8),
-                ..Limits::default()
-            }),
+            StageOptions::new()
+                .config("records", "100")
+                .limits(Limits::default().with_max_chunk_records(Some(8))),
         )
         .expect("instantiate");
     s.prime().expect("prime");

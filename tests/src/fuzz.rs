@@ -178,14 +178,12 @@ fn load(path: &str) -> StageComponent {
 
 /// Small budgets, so that loops and waits end in milliseconds.
 fn hostile_limits() -> Limits {
-    Limits {
-        cpu_per_call: Duration::from_millis(20),
-        wall_per_call: Duration::from_millis(20),
-        cpu_per_handoff: Duration::from_millis(10),
-        max_chunk_bytes: 4 << 20,
-        log_lines_per_s: 100,
-        ..Limits::default()
-    }
+    Limits::default()
+        .with_cpu_per_call(Duration::from_millis(20))
+        .with_wall_per_call(Duration::from_millis(20))
+        .with_cpu_per_handoff(Duration::from_millis(10))
+        .with_max_chunk_bytes(4 << 20)
+        .with_log_lines_per_s(100)
 }
 
 /// What the case did, for the runner's summary.

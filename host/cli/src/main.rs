@@ -160,7 +160,7 @@ fn init_tracing() {
 }
 
 /// Colour in the log only on a terminal, and never when `NO_COLOR` is set to anything but
-/// the empty string (https://no-color.org).
+/// the empty string (<https://no-color.org>).
 fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }

@@ -658,3 +658,22 @@ fn run_metrics_serves_every_hop_for_prometheus_while_the_pipeline_runs() {
     let report = interrupt(child, dir);
     assert_eq!(report["status"], "ok");
 }
+
+#[test]
+fn logs_piped_to_a_file_or_a_pipe_carry_no_colour_codes() {
+    // stderr is a pipe here, as in CI or `2> file`: the log must be plain text.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["demo", "--records", "2000"])
+        .env("RUST_LOG", "stage=info")
+        .env_remove("NO_COLOR")
+        .env("SLUICEGATE_CACHE_DIR", CACHE)
+        .output()
+        .expect("run sluicegate");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("decoder closed"),
+        "the stage's log line is there: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "an escape code in {stderr:?}");
+}

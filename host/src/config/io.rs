@@ -13,6 +13,7 @@ pub const DEFAULT_CREDITS: u32 = 256;
 /// ([`PipelineBuilder::source_kind`](crate::PipelineBuilder::source_kind)): the `sluicegate`
 /// command adds `generate`, the synthetic market feed.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[non_exhaustive]
 pub struct SourceSpec {
     /// `file`, `stdin`, or a kind added by the program running the pipeline.
     pub kind: String,
@@ -55,6 +56,7 @@ impl SourceSpec {
 /// How records are laid out in a file or stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RecordFormat {
     /// One record per line (the newline is not part of the record).
     #[default]
@@ -66,6 +68,7 @@ pub enum RecordFormat {
 /// Where records end up.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SinkSpec {
     /// What to do with records.
     #[serde(default)]
@@ -111,6 +114,7 @@ impl Default for SinkSpec {
 /// The kinds of sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum SinkKind {
     /// Count and checksum the records, keep nothing.
     #[default]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// One stage of the pipeline.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StageSpec {
     /// Unique name, used in every log line, error and report about the stage.
     pub name: String,
@@ -45,6 +46,7 @@ pub struct StageSpec {
 /// The fault policies a pipeline file can name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum OnFault {
     /// Stop the pipeline cleanly, close the other stages, report.
     #[default]
@@ -66,6 +68,7 @@ fn default_restart_backoff_ms() -> u64 {
 /// Per-stage resource limits, as written in the file. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LimitsSpec {
     /// CPU budget of one call (the thread's CPU time), in milliseconds.
     pub cpu_ms: Option<u64>,

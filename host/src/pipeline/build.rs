@@ -29,7 +29,8 @@ use crate::upstream::Upstream;
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sluicegate::Error> {
-/// use sluicegate::{Engine, PipelineBuilder, PipelineSpec};
+/// use sluicegate::config::PipelineSpec;
+/// use sluicegate::{Engine, PipelineBuilder};
 ///
 /// let engine = Engine::new()?;
 /// let spec = PipelineSpec::from_file("pipeline.toml".as_ref())?;

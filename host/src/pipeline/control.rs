@@ -34,7 +34,7 @@ impl Swapper {
     }
 }
 
-/// Stops a running pipeline at its next chunk boundary; see [`Pipeline::stopper`].
+/// Stops a running pipeline at its next chunk boundary; see [`Pipeline::stopper`](crate::Pipeline::stopper).
 #[derive(Clone)]
 pub struct Stopper(pub(super) Arc<std::sync::atomic::AtomicBool>);
 

@@ -10,7 +10,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Capabilities;
-use super::wasi::{self, Clock, WaitView};
+use super::clocks::Clock;
+use super::waits::WaitView;
+use super::wasi;
 use crate::bindings::TypesImports;
 use crate::chunk::Chunk;
 use crate::error::{Error, Rule};

@@ -66,7 +66,7 @@ impl Recipe {
                 .enumerate()
                 .map(|(i, (_, inner))| {
                     let config = self.inner_configs.get(i).cloned().unwrap_or_default();
-                    (format!("{name}/{inner}"), config)
+                    (crate::fuse::inner_stage_name(name, inner), config)
                 })
                 .collect(),
         );
@@ -98,7 +98,7 @@ impl Recipe {
         for (export, stage) in fused {
             let found = Generator::find(&mut store, &instance, export)
                 .ok_or_else(|| wrong_world(format!("its export `{export}` is not a generator")))?;
-            inner.push((format!("{name}/{stage}"), found));
+            inner.push((crate::fuse::inner_stage_name(name, stage), found));
         }
         Ok(Live {
             store,

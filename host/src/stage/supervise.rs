@@ -15,14 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::chunk::Chunk;
-use crate::counters::Counters;
-use crate::error::{Error, Result};
+use crate::error::Error;
 pub(crate) use crate::policy::FaultPolicy;
 pub(crate) use crate::sandbox::Salvage;
-use crate::upstream::Demand;
-
-use super::instance::Recipe;
-use super::lifecycle::{Inner, Lifecycle, upstream_faulted};
 
 /// Longest backoff before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -115,130 +110,5 @@ impl Supervisor {
             );
         }
         records
-    }
-}
-
-impl Inner {
-    /// True if the stage just faulted through a fault of its own (not an upstream's refusal)
-    /// and its policy has a recovery left: one more restart, or the one bypass.
-    pub(super) fn may_recover(&self) -> bool {
-        let own = match &self.state {
-            Lifecycle::Faulted(cause) => !matches!(**cause, Error::UpstreamRefused { .. }),
-            _ => false,
-        };
-        own && self.salvage.is_some()
-            && match self.supervisor.policy {
-                FaultPolicy::Restart { .. } => self.supervisor.may_restart(),
-                FaultPolicy::Bypass => true,
-                FaultPolicy::Fail => false,
-            }
-    }
-
-    /// Applies the fault policy after a fault in `resume` (only called when
-    /// [`Inner::may_recover`]). `Ok` means "retry the call"; `Err` is the fault, final unless
-    /// `may_recover` still says otherwise.
-    pub(super) fn recover(
-        &mut self,
-        recipe: &Recipe,
-        name: &Arc<str>,
-        counters: &Counters,
-        error: Error,
-    ) -> Result<()> {
-        let Some(salvage) = self.salvage.take() else {
-            return Err(error);
-        };
-        match self.supervisor.policy {
-            FaultPolicy::Restart { .. } => {
-                let quarantined = self.supervisor.quarantine(name, &salvage.inputs);
-                counters.restarted(quarantined);
-                std::thread::sleep(self.supervisor.backoff());
-                self.supervisor.restarted(error);
-                let live = match recipe.spawn(
-                    &self.component,
-                    name,
-                    salvage.upstream,
-                    salvage.upstream_done,
-                ) {
-                    Ok(live) => live,
-                    // Instantiation itself failed: nothing to salvage, the fault is final.
-                    Err(e) => return Err(self.fault(e)),
-                };
-                self.live = Some(live);
-                self.state = Lifecycle::Created;
-                // Prime the new instance; a fault here comes back round to `recover`.
-                self.resume(name, counters, 0).map(|_| ())
-            }
-            FaultPolicy::Bypass => {
-                tracing::warn!(
-                    stage = &**name,
-                    "bypassing the stage after a fault: {error}"
-                );
-                self.supervisor.bypassed(error, &salvage.inputs);
-                self.salvage = Some(Salvage {
-                    inputs: Vec::new(),
-                    ..salvage
-                });
-                self.state = Lifecycle::Bypassed;
-                Ok(())
-            }
-            FaultPolicy::Fail => {
-                self.salvage = Some(salvage);
-                Err(error)
-            }
-        }
-    }
-
-    /// A bypassed stage: its input passes through, at most `credits` records per call. An
-    /// upstream error is returned as it is for any stage (X4 if it is a fault, sticky), never
-    /// retried.
-    pub(super) fn pass_through(
-        &mut self,
-        name: &str,
-        counters: &Counters,
-        credits: u32,
-    ) -> Result<Option<Chunk>> {
-        if let Some(cause) = &self.upstream_lost {
-            return Err(upstream_faulted(name, cause));
-        }
-        let mut chunk = Chunk::empty();
-        while chunk.len() < credits {
-            let Some(record) = self.supervisor.bypass_queue.pop_front() else {
-                break;
-            };
-            chunk.push(&record);
-        }
-        if chunk.len() < credits
-            && let Some(salvage) = self.salvage.as_mut()
-            && !salvage.upstream_done
-        {
-            match salvage
-                .upstream
-                .pull(Demand::records(credits - chunk.len()))
-            {
-                Ok(Some(more)) => more.records().for_each(|r| chunk.push(r)),
-                Ok(None) => salvage.upstream_done = true,
-                Err(cause) if cause.is_fault() => {
-                    salvage.upstream_done = true;
-                    let cause = Box::new(cause);
-                    let error = upstream_faulted(name, &cause);
-                    self.upstream_lost = Some(cause);
-                    return Err(error);
-                }
-                Err(cause) => {
-                    return Err(Error::UpstreamRefused {
-                        stage: name.to_string(),
-                        cause: Box::new(cause),
-                    });
-                }
-            }
-        }
-        let done = self.salvage.as_ref().is_none_or(|s| s.upstream_done);
-        if chunk.is_empty() && done && credits > 0 {
-            return Ok(None);
-        }
-        if credits > 0 {
-            counters.delivered(chunk.len(), chunk.as_bytes().len());
-        }
-        Ok(Some(chunk))
     }
 }

@@ -17,6 +17,7 @@ use crate::upstream::{Demand, Upstream};
 
 /// What a swap did.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct SwapReport {
     /// The stage swapped.
     pub stage: String,
