@@ -21,6 +21,7 @@ const DEMO: &str = include_str!("../../../examples/market.toml");
 
 #[derive(Parser)]
 #[command(
+    name = "sluicegate",
     version,
     about = "Run pipeline stages as sandboxed WebAssembly components"
 )]
