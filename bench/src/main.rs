@@ -35,6 +35,10 @@ struct Args {
     /// Ticks per run of the market pipeline.
     #[arg(long, default_value_t = 500_000)]
     records: u64,
+    /// Only the market table, printed, nothing written: to compare two builds (run each
+    /// build's bench with it, on the same machine, one after the other).
+    #[arg(long)]
+    market_only: bool,
     /// Where to write the report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -136,6 +140,10 @@ fn main() -> anyhow::Result<()> {
         });
     }
     report.checksum = format!("{:016x} ({} orders)", native.checksum, native.orders);
+    if args.market_only {
+        println!("{}", report.table());
+        return Ok(());
+    }
 
     let latency_records = if args.quick { 20_000 } else { 200_000 };
     for credits in [1, 16] {

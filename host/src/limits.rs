@@ -182,6 +182,27 @@ impl Limits {
         self
     }
 
+    /// Refuses budgets that cannot work: a zero CPU or wall budget, memory, chunk size, pull
+    /// size or log rate (a stage with them could not run, or would stall: a pull of 0 records is
+    /// a pause), naming the budget.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let zero = [
+            ("cpu_per_call", self.cpu_per_call.is_zero()),
+            ("wall_per_call", self.wall_per_call.is_zero()),
+            ("cpu_per_handoff", self.cpu_per_handoff.is_zero()),
+            ("memory_bytes", self.memory_bytes == 0),
+            ("max_chunk_bytes", self.max_chunk_bytes == 0),
+            ("max_chunk_records", self.max_chunk_records == Some(0)),
+            ("max_pull_records", self.max_pull_records == 0),
+            ("log_lines_per_s", self.log_lines_per_s == 0),
+            ("fuel_per_call", self.fuel_per_call == Some(0)),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(format!("limits.{name} must be greater than 0")),
+            None => Ok(()),
+        }
+    }
+
     /// What wasmtime may copy out of the guest in one host call. A copy can never be larger
     /// than the guest's memory, which the memory budget bounds, so this is a backstop, not the
     /// chunk cap: an answer over `max_chunk_bytes` is refused by the host's own check (so the

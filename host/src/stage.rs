@@ -94,6 +94,10 @@ impl Stage {
     ) -> Result<Stage> {
         let name: Arc<str> = name.into();
         let limits = options.limits;
+        limits.check().map_err(|message| Error::Host {
+            stage: name.to_string(),
+            message,
+        })?;
         let fuel = match (engine.fuel_enabled(), limits.fuel_per_call) {
             (true, budget) => Some(budget.unwrap_or(u64::MAX)),
             (false, None) => None,
@@ -133,6 +137,7 @@ impl Stage {
                     state: Lifecycle::Created,
                     live: Some(live),
                     component: component.clone(),
+                    limits,
                     upstream_lost: None,
                     salvage: None,
                     supervisor: Supervisor::new(options.policy, options.dead_letter, recovered),
@@ -253,6 +258,14 @@ impl Stage {
     /// Enters a call: refused with R1 if one is in progress (another thread's, or this
     /// thread's own through a pull); waits for a swap's cut-over or an observer's glance.
     fn lock(&self) -> Result<InCall<'_>> {
+        let already_running = || Error::AlreadyRunning {
+            stage: self.name().to_string(),
+        };
+        // Re-entered from this thread (a cycle through a pull): refused at once, before waiting
+        // for anything, since whatever it would wait for waits for this very call.
+        if self.entered_here() {
+            return Err(already_running());
+        }
         // A swap is cutting over: let it finish first (a handful of microseconds, at most the
         // handoff budget). std's mutex is not fair: without this the caller that just released
         // the lock takes it straight back, and a swap could wait for as long as the stream
@@ -271,9 +284,7 @@ impl Stage {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            return Err(Error::AlreadyRunning {
-                stage: self.name().to_string(),
-            });
+            return Err(already_running());
         }
         match self.shared.inner.lock() {
             Ok(inner) => {

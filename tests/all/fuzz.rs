@@ -4,7 +4,7 @@
 //! many (300 by default, well under a minute), `SLUICEGATE_FUZZ_FIRST_SEED` the first seed
 //! (0 by default).
 
-use sluicegate_tests::fuzz::{Case, Outcome, run, run_bytes};
+use sluicegate_tests::fuzz::{Case, Outcome, Step, run, run_bytes};
 
 /// SplitMix64, to make case bytes from a seed.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -38,6 +38,7 @@ fn seeded_hostile_cases_keep_every_invariant() {
             finished,
             faulted,
             swaps,
+            ..
         } = run_bytes(&bytes(seed, len));
         totals.0 += u32::from(finished);
         totals.1 += u32::from(faulted);
@@ -59,50 +60,89 @@ fn seeded_hostile_cases_keep_every_invariant() {
     }
 }
 
+/// One case: `script` for the hostile stage over a source of 50 records, clocks real or not,
+/// driven through resumes, a pause, greedy grants, a swap to itself (whose new version runs the
+/// script again, so a resume op fires on the first resume after it too, never on a pause), a
+/// swap to a pass-through and a close.
+fn case(script: &[(&str, &str)], real_time: bool, native_source: bool) -> Case {
+    Case {
+        records: 50,
+        native_source,
+        script: script
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        real_time,
+        restart: false,
+        steps: vec![
+            Step::Resume(3),
+            Step::Resume(5),
+            Step::Resume(0),
+            Step::Resume(u32::MAX),
+            Step::SwapSelf,
+            Step::Resume(7),
+            Step::Resume(64),
+            Step::SwapPassthrough,
+            Step::Resume(64),
+            Step::Close,
+        ],
+    }
+}
+
 #[test]
-fn a_case_of_every_hostile_op_keeps_every_invariant() {
-    // One case per op of the scripted stage, in the middle of a stream, so that each is run
-    // whatever the seeds above happen to pick.
-    let ops = [
-        "ok",
-        "pull=0",
-        "pull=4294967295",
-        "more",
-        "frame",
-        "data",
-        "none",
-        "loop",
-        "sleep=3600",
-        "trap",
-        "grow=100",
-        "log=5000",
-        "forge",
-        "spin=1000000",
-        "huge=20",
+fn a_case_of_every_hostile_op_keeps_every_invariant_and_is_named() {
+    // Each op of the scripted stage on its first resume, so that each runs whatever the seeds
+    // above pick, with the fault it must end in (`None`: it must not end the stream).
+    let expected: &[(&str, bool, Option<&str>)] = &[
+        ("ok", false, None),
+        ("pull=0", false, None),
+        ("pull=4294967295", false, None),
+        ("drain", false, None),
+        ("more", false, Some("protocol-violation C2")),
+        ("frame", false, Some("protocol-violation C1")),
+        ("none", false, None),
+        ("loop", false, Some("limit-exceeded cpu")),
+        ("sleep=3600", false, None),
+        ("sleep=3600", true, Some("limit-exceeded wall")),
+        ("trap", false, Some("trap")),
+        ("grow=100", false, Some("limit-exceeded memory")),
+        ("log=5000", false, None),
+        ("forge", false, None),
+        ("spin=1000000", false, None),
+        ("huge=2", false, Some("limit-exceeded chunk-bytes")),
     ];
-    for op in ops {
-        for real_time in [false, true] {
-            let case = Case {
-                records: 50,
-                script: vec![
-                    ("resume".into(), format!("ok,{op},ok")),
-                    ("close".into(), "pull".into()),
-                    ("snapshot".into(), "ok".into()),
-                    ("restore".into(), "ok".into()),
-                ],
-                real_time,
-                restart: false,
-                steps: vec![
-                    sluicegate_tests::fuzz::Step::Resume(3),
-                    sluicegate_tests::fuzz::Step::SwapSelf,
-                    sluicegate_tests::fuzz::Step::Resume(5),
-                    sluicegate_tests::fuzz::Step::Resume(0),
-                    sluicegate_tests::fuzz::Step::Resume(u32::MAX),
-                    sluicegate_tests::fuzz::Step::Resume(64),
-                    sluicegate_tests::fuzz::Step::Close,
-                ],
-            };
-            run(&case);
+    for &(op, real_time, fault) in expected {
+        for native_source in [false, true] {
+            let outcome = run(&case(&[("resume", op)], real_time, native_source));
+            assert_eq!(
+                outcome.fault.as_deref(),
+                fault,
+                "{op} (real time {real_time}, native source {native_source}): {outcome:?}"
+            );
         }
+    }
+}
+
+#[test]
+fn hostile_cleanups_handoffs_and_primes_keep_every_invariant_and_are_named() {
+    // Ops outside `resume`: priming, the state handoff of a swap, and the cleanup.
+    let faults: &[(&[(&str, &str)], Option<&str>)] = &[
+        (&[("prime", "data")], Some("protocol-violation P1")),
+        (&[("prime", "pull=5")], Some("protocol-violation R3")),
+        (&[("prime", "trap")], Some("trap")),
+        (&[("prime", "loop")], Some("limit-exceeded cpu")),
+        // A snapshot that breaks loses the state, named in the swap report; the stream goes on.
+        (&[("resume", "pull=20"), ("snapshot", "trap")], None),
+        (&[("resume", "pull=20"), ("snapshot", "loop")], None),
+        (&[("resume", "pull=20"), ("restore", "refuse")], None),
+        (&[("resume", "pull=20"), ("restore", "trap")], None),
+        // A cleanup that breaks is reported by close, after the stream.
+        (&[("close", "pull")], None),
+        (&[("close", "trap")], None),
+        (&[("close", "loop")], None),
+    ];
+    for &(script, fault) in faults {
+        let outcome = run(&case(script, false, false));
+        assert_eq!(outcome.fault.as_deref(), fault, "{script:?}: {outcome:?}");
     }
 }

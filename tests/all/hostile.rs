@@ -136,6 +136,50 @@ fn wall_a_pipeline_file_sets_the_wall_budget_and_the_run_names_it() {
     );
 }
 
+#[test]
+fn wall_virtual_time_moves_to_the_earliest_deadline_waited_on() {
+    // poll on deadlines of 1 s and 1 h: virtual time moves to the first, which alone is ready.
+    let racer = component(a::SLEEPER)
+        .instantiate("racer", StageOptions::new().config("how", "race"))
+        .expect("instantiate");
+    let out = within(HANG, move || {
+        racer.prime().expect("prime");
+        drain(&racer, 1)
+    })
+    .expect("drain");
+    assert_eq!(text(&out), ["ready=[0] after=1"]);
+}
+
+#[test]
+fn wall_a_state_handoff_waits_no_longer_than_the_handoff_budget() {
+    // The running version sleeps (in real time) while handing its state over: its wait is cut
+    // at the handoff budget (20 ms), not the call's wall budget (a minute).
+    let limits = Limits::default()
+        .with_wall_per_call(Duration::from_secs(60))
+        .with_cpu_per_handoff(Duration::from_millis(20));
+    let old = scripted(
+        "s",
+        StageOptions::new()
+            .upstream(numbers(20))
+            .limits(limits)
+            .capabilities(Capabilities::none().with_real_time_and_random(true)),
+        &[("resume", "pull=10"), ("snapshot", "sleep=3600")],
+    );
+    old.prime().expect("prime");
+    assert_eq!(old.resume(2).expect("two").map(|c| c.len()), Some(2));
+    let probe = old.clone();
+    let report = within(HANG, move || probe.swap(&component(a::PASSTHROUGH))).expect("stands");
+    let lost = report.state_lost.as_deref().unwrap_or_default();
+    assert!(
+        lost.contains("limit exceeded: wall") && lost.contains("20ms"),
+        "{lost}"
+    );
+    assert_eq!(
+        report.old_cleanup_error, None,
+        "the old version's store is dead: no cleanup is attempted in it (F2)"
+    );
+}
+
 // --- 2. Greedy pulls -----------------------------------------------------------------------
 
 #[test]
@@ -236,6 +280,89 @@ fn pull_a_pull_is_held_to_the_pullers_chunk_bytes() {
     }
 }
 
+#[test]
+fn pull_what_a_failing_call_pulled_is_kept_only_up_to_the_memory_budget() {
+    // Under `restart`, the input of each call is kept to be quarantined if the call fails. A
+    // call that pulls 40 MB and throws it away, then traps, must not make the host keep 40 MB
+    // (nor more, without end): only up to the stage's memory budget (8 MiB here) is kept and
+    // written to the dead letters; the rest is counted.
+    const RECORDS: u32 = 400_000;
+    let dead = std::env::temp_dir().join(format!("sluicegate-kept-{}.bin", std::process::id()));
+    let file = std::fs::File::create(&dead).expect("dead-letter file");
+    let limits = Limits::default().with_memory_bytes(8 << 20);
+    let big = IterUpstream::new((0..RECORDS).map(|i| format!("{i:0>96}")));
+    let hog = scripted(
+        "hog",
+        StageOptions::new()
+            .upstream(big)
+            .limits(limits)
+            .on_fault(FaultPolicy::Restart {
+                max_restarts: 1,
+                backoff: Duration::ZERO,
+            })
+            .dead_letter(file),
+        &[("resume", "drain+trap")],
+    );
+    hog.prime().expect("prime");
+    // The restarted instance runs the same script: it traps again, and that fault is final.
+    let after = hog.resume(4);
+    assert!(matches!(after, Err(Error::Trap { .. })), "{after:?}");
+    let stats = hog.stats();
+    assert_eq!(stats.restarts, 1);
+    assert_eq!(
+        stats.quarantined_records,
+        u64::from(RECORDS),
+        "every record counted"
+    );
+    let written = std::fs::metadata(&dead).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&dead);
+    assert!(
+        written > 0 && written <= 8 << 20,
+        "{written} bytes kept and written: at most the 8 MiB budget"
+    );
+}
+
+#[test]
+fn pull_a_bypassed_stage_s_pulls_are_clamped_and_pauses_passed_on() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let mut records = numbers(100_000);
+    let upstream = move |demand: Demand| {
+        if let Ok(mut log) = log.lock() {
+            log.push(demand);
+        }
+        sluicegate::Upstream::pull(&mut records, demand)
+    };
+    let limits = Limits::default()
+        .with_max_pull_records(1000)
+        .with_max_chunk_bytes(64 << 10);
+    let stage = component(a::POISON_PILL)
+        .instantiate(
+            "optional",
+            StageOptions::new()
+                .config("poison", "1")
+                .limits(limits)
+                .on_fault(FaultPolicy::Bypass)
+                .upstream(upstream),
+        )
+        .expect("instantiate");
+    stage.prime().expect("prime");
+    let first = stage.resume(4).expect("bypassed after the poison");
+    assert_eq!(first.map(|c| c.len()), Some(4));
+    assert_eq!(stage.state(), StageState::Bypassed);
+    asked.lock().expect("log").clear();
+    stage.resume(0).expect("a pause");
+    stage.resume(u32::MAX).expect("a greedy grant");
+    let asked = asked.lock().expect("log").clone();
+    assert_eq!(asked[0].records, 0, "the pause went upstream: {asked:?}");
+    assert!(
+        asked[1..]
+            .iter()
+            .all(|d| d.records <= 1000 && d.bytes == 64 << 10),
+        "{asked:?}"
+    );
+}
+
 // --- 3. One memory budget per stage --------------------------------------------------------
 
 /// A stage whose component holds `memories` core modules, each with a memory of `pages`.
@@ -310,7 +437,7 @@ fn memory_table_growth_counts_against_the_same_budget() {
 }
 
 #[test]
-fn memory_exports_named_like_a_fused_chain_do_not_make_a_stage_fused() {
+fn fused_only_load_fused_makes_a_fused_stage_never_export_names() {
     // The generator exported a second time under a fused inner stage's name. Only
     // Engine::load_fused makes a fused stage: the host must prime and close it once, not
     // twice (the guest traps on a second close).
@@ -342,6 +469,20 @@ fn memory_exports_named_like_a_fused_chain_do_not_make_a_stage_fused() {
     assert!(stage.prime().expect("primes"));
     stage.close().expect("closed once, as a plain stage");
     assert_eq!(stage.stats().resumes_entered, 1, "primed once");
+}
+
+#[test]
+fn memory_limits_that_cannot_work_are_refused_naming_the_budget() {
+    let err = component(a::PASSTHROUGH)
+        .instantiate(
+            "zero",
+            StageOptions::new().limits(Limits::default().with_max_pull_records(0)),
+        )
+        .expect_err("a pull of 0 records is a pause: the stage could never get input");
+    assert!(
+        matches!(&err, Error::Host { stage, message } if stage == "zero" && message.contains("limits.max_pull_records")),
+        "{err}"
+    );
 }
 
 // --- 4. Supervision that loops -------------------------------------------------------------
@@ -435,9 +576,10 @@ fn supervision_an_upstream_refusal_is_not_the_end_of_input() {
         0,
         "not a fault of its own: no restart"
     );
+    let later = stage.resume(3);
     assert!(
-        !matches!(stage.resume(3), Ok(None)),
-        "never a silent end of the stream"
+        matches!(&later, Err(Error::Faulted { cause, .. }) if matches!(**cause, Error::UpstreamRefused { .. })),
+        "never a silent end of the stream: {later:?}"
     );
 }
 
@@ -678,6 +820,53 @@ fn deadlock_a_cycle_of_stages_is_refused_with_an_error() {
     );
 }
 
+#[test]
+fn deadlock_a_cycle_meeting_a_swap_is_refused_not_waited_on() {
+    // b is inside a call (pulling from a) when another thread asks to swap b; a's pull comes
+    // back to b on the first thread. b must be refused at once (R1): waiting for the swap to
+    // finish would wait for this very call.
+    let late_b: Arc<OnceLock<Stage>> = Arc::new(OnceLock::new());
+    let (to_b, swap_b) = (late_b.clone(), late_b.clone());
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let started_tx = Mutex::new(Some(started_tx));
+    let stage_a = component(a::PASSTHROUGH)
+        .instantiate(
+            "a",
+            StageOptions::new().upstream(move |demand: Demand| {
+                if let Some(tx) = started_tx.lock().ok().and_then(|mut tx| tx.take()) {
+                    let _ = tx.send(());
+                    // Give the other thread time to start its swap of b.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                match to_b.get() {
+                    Some(b) => b.resume(demand.records),
+                    None => Ok(None),
+                }
+            }),
+        )
+        .expect("a");
+    let stage_b = component(a::PASSTHROUGH)
+        .instantiate("b", StageOptions::new().upstream(stage_a.clone()))
+        .expect("b");
+    let _ = late_b.set(stage_b.clone());
+    stage_a.prime().expect("prime a");
+    stage_b.prime().expect("prime b");
+    let swapper = std::thread::spawn(move || {
+        let _ = started_rx.recv();
+        swap_b.get().map(|b| b.swap(&component(a::PASSTHROUGH)))
+    });
+    let err = within(HANG, move || stage_b.resume(1).expect_err("a cycle"));
+    assert!(
+        matches!(&err, Error::UpstreamFaulted { stage, .. } if stage == "b"),
+        "{err}"
+    );
+    let swapped = swapper.join().expect("swapper");
+    assert!(
+        swapped.is_some(),
+        "the swap ran (and finished) after the refused call"
+    );
+}
+
 // --- 7. Forged log lines -------------------------------------------------------------------
 
 #[test]
@@ -709,6 +898,23 @@ fn log_a_guest_cannot_forge_host_log_lines() {
     assert!(
         forged.iter().any(|line| line.starts_with("ok\\n2026")),
         "host.log: {forged:?}"
+    );
+}
+
+#[test]
+fn log_a_trap_after_a_pull_while_closing_is_named_as_the_trap() {
+    // R4 lets a cleanup go on; if it then traps, the trap is what ended it (X1), and nothing
+    // more runs in its store.
+    let stage = scripted(
+        "sloppy",
+        StageOptions::new().upstream(numbers(3)),
+        &[("close", "pull+trap")],
+    );
+    stage.prime().expect("prime");
+    let err = stage.close().expect_err("the cleanup traps");
+    assert!(
+        matches!(&err, Error::Trap { stage, call: Call::Close, .. } if stage == "sloppy"),
+        "{err}"
     );
 }
 

@@ -30,7 +30,8 @@ pub(crate) struct Budget {
     exceeded: Option<(Limit, String)>,
     /// The CPU budget of the current call (the handoff budget during a swap's handoff).
     cpu_budget: Duration,
-    /// Wall time the current call has spent blocked in WASI waits.
+    /// Wall time the current call may spend blocked in WASI waits, and has spent.
+    wall_budget: Duration,
     waited: Duration,
     /// When the current call started (the caller's clock read, shared with the metrics).
     call_started: Instant,
@@ -67,6 +68,7 @@ impl Budget {
             held: 0,
             exceeded: None,
             cpu_budget: limits.cpu_per_call,
+            wall_budget: limits.wall_per_call,
             waited: Duration::ZERO,
             call_started: Instant::now(),
             ticks,
@@ -82,14 +84,17 @@ impl Budget {
         std::mem::take(&mut self.memory_grew).then_some(self.memory_peak)
     }
 
+    /// The stage's budgets.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// Starts the clock of a call that started at `started`, with `cpu` of CPU budget.
-    pub(crate) fn start_call(&mut self, started: Instant, cpu: Duration) {
+    /// Starts the clock of a call that started at `started`, with `cpu` of CPU budget and
+    /// `wall` of time it may spend blocked in WASI waits.
+    pub(crate) fn start_call(&mut self, started: Instant, cpu: Duration, wall: Duration) {
         self.call_started = started;
         self.cpu_budget = cpu;
+        self.wall_budget = wall;
         self.upstream_ticks = 0;
         self.cpu_base = None;
         self.exceeded = None;
@@ -98,7 +103,7 @@ impl Budget {
 
     /// How long the current call may still block in a WASI wait.
     pub(crate) fn wait_left(&self) -> Duration {
-        self.limits.wall_per_call.saturating_sub(self.waited)
+        self.wall_budget.saturating_sub(self.waited)
     }
 
     /// The current call blocked for `waited`; `over` says it was cut off at its wall budget,
@@ -111,7 +116,7 @@ impl Budget {
                 format!(
                     "the call blocked in WASI waits (a sleep, a poll) for longer than its wall \
                      budget of {:?}",
-                    self.limits.wall_per_call
+                    self.wall_budget
                 ),
             ));
         }
@@ -270,7 +275,7 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_secs(2))
             .unwrap_or_else(Instant::now);
-        budget.start_call(long_ago, Duration::from_millis(500));
+        budget.start_call(long_ago, Duration::from_millis(500), Duration::from_secs(1));
         let cpu = Duration::from_secs(10);
         assert!(matches!(
             budget.on_deadline_at(cpu),
@@ -286,7 +291,11 @@ mod tests {
     #[test]
     fn cpu_time_after_the_baseline_is_charged_and_extends_the_deadline_by_what_is_left() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(Instant::now(), Duration::from_millis(500));
+        budget.start_call(
+            Instant::now(),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+        );
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         match budget.on_deadline_at(cpu + Duration::from_millis(400)) {
@@ -301,7 +310,11 @@ mod tests {
     #[test]
     fn upstream_time_is_not_charged() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(Instant::now(), Duration::from_millis(500));
+        budget.start_call(
+            Instant::now(),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+        );
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         // 600 ms of CPU on this thread, all of it while the upstream served a pull.

@@ -46,8 +46,9 @@ impl UpstreamImports for StageCtx {
         self.budget.charge_upstream(ticks);
         match answer {
             Ok(Some(chunk)) => {
+                let cap = self.budget.limits().memory_bytes;
                 if let Some(inputs) = self.inputs.as_mut() {
-                    inputs.push(chunk.clone());
+                    inputs.keep(&chunk, cap);
                 }
                 Ok(Some(chunk.into_bytes()))
             }

@@ -1,5 +1,5 @@
 //! The data of one stage instance's store: its upstream, what the host is serving, what went
-//! wrong during the current call (for the state machine in `stage.rs` to read when it
+//! wrong during the current call (for the state machine in `stage/lifecycle.rs` to read when it
 //! returns), its budgets, its log and its WASI context; and what survives it after a fault.
 
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub(crate) struct StageCtx {
     pub(super) upstream: Box<dyn Upstream>,
     pub(super) upstream_done: bool,
     /// Copies of the chunks pulled during the current call, kept when supervision needs them.
-    pub(super) inputs: Option<Vec<Chunk>>,
+    pub(super) inputs: Option<KeptInputs>,
     config: Vec<(String, String)>,
     /// Fused mode: each inner stage's name (`fused/inner`) and configuration, served through
     /// its own `fused-<letter>-host` import.
@@ -145,7 +145,7 @@ impl StageCtx {
 
     /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
     pub(crate) fn keep_inputs(&mut self) {
-        self.inputs = Some(Vec::new());
+        self.inputs = Some(KeptInputs::default());
     }
 
     /// Takes the upstream away (a swap moves it to the new version), leaving none behind.
@@ -180,14 +180,20 @@ impl StageCtx {
     }
 
     /// Marks the start of a call into the guest.
-    pub(crate) fn begin(&mut self, serving: Serving, started: Instant, cpu: std::time::Duration) {
+    pub(crate) fn begin(
+        &mut self,
+        serving: Serving,
+        started: Instant,
+        cpu: std::time::Duration,
+        wall: std::time::Duration,
+    ) {
         if let Some(inputs) = self.inputs.as_mut() {
             inputs.clear();
         }
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
-        self.budget.start_call(started, cpu);
+        self.budget.start_call(started, cpu, wall);
     }
 
     /// Marks the end of a call and hands over what happened at the boundary.
@@ -201,6 +207,7 @@ impl StageCtx {
         self.stderr.last_words()
     }
 
+    /// Records that the guest broke `rule` during the current call (the first break counts).
     pub(super) fn violate(&mut self, rule: Rule, detail: String) {
         if self.report.violation.is_none() {
             self.report.violation = Some((rule, detail));
@@ -223,7 +230,45 @@ impl WasiView for StageCtx {
 pub(crate) struct Salvage {
     pub(crate) upstream: Box<dyn Upstream>,
     pub(crate) upstream_done: bool,
-    pub(crate) inputs: Vec<Chunk>,
+    pub(crate) inputs: KeptInputs,
+}
+
+/// Copies of the chunks a stage pulled during its current call, kept when its fault policy
+/// needs them (to quarantine or forward after a fault), up to as many bytes as the stage's
+/// memory budget: a stage pulling without end cannot make the host keep without end. Records
+/// over the cap are counted, not kept.
+#[derive(Default)]
+pub(crate) struct KeptInputs {
+    pub(crate) chunks: Vec<Chunk>,
+    bytes: usize,
+    /// Records pulled during the call and not kept (over the cap).
+    pub(crate) unkept_records: u64,
+}
+
+impl KeptInputs {
+    /// Keeps a copy of `chunk` if `cap` bytes allow, else counts its records.
+    pub(super) fn keep(&mut self, chunk: &Chunk, cap: usize) {
+        let bytes = chunk.as_bytes().len();
+        match self.bytes.checked_add(bytes).filter(|&total| total <= cap) {
+            Some(total) => {
+                self.bytes = total;
+                self.chunks.push(chunk.clone());
+            }
+            None => self.unkept_records += u64::from(chunk.len()),
+        }
+    }
+
+    /// Records pulled during the call, kept or not.
+    pub(crate) fn records(&self) -> u64 {
+        let kept: u64 = self.chunks.iter().map(|chunk| u64::from(chunk.len())).sum();
+        kept + self.unkept_records
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+        self.unkept_records = 0;
+    }
 }
 
 /// Counts a live store in its engine's instance count for as long as the store exists.

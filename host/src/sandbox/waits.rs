@@ -45,13 +45,32 @@ impl HasData for Waits {
     type Data<'a> = WaitView<'a>;
 }
 
-/// Runs `future` to completion if it is ready now; otherwise blocks for at most what is left of
-/// the call's wall budget, then gives up with an error that traps the guest (the budget
+/// Runs `future` to completion if it is ready now, or once the stage's virtual clock has moved
+/// to the earliest virtual deadline it is blocked on; otherwise blocks for at most what is left
+/// of the call's wall budget, then gives up with an error that traps the guest (the budget
 /// records `wall`, so the fault is named from the host's records).
-fn bounded<F: Future>(budget: &mut Budget, future: F) -> wasmtime::Result<F::Output> {
+fn bounded<F: Future>(
+    budget: &mut Budget,
+    clock: &Clock,
+    future: F,
+) -> wasmtime::Result<F::Output> {
     let mut future = std::pin::pin!(future);
-    if let Some(done) = with_ambient_tokio_runtime(|| poll_noop(future.as_mut())) {
-        return Ok(done);
+    let virtual_clock = match clock {
+        Clock::Virtual(clock) => Some(clock),
+        Clock::Real(_) => None,
+    };
+    if let Some(clock) = virtual_clock {
+        clock.start_wait();
+    }
+    loop {
+        if let Some(done) = with_ambient_tokio_runtime(|| poll_noop(future.as_mut())) {
+            return Ok(done);
+        }
+        match virtual_clock {
+            // Blocked on a virtual deadline: time moves to it, and the wait is polled again.
+            Some(clock) if clock.advance_to_earliest_waited() => {}
+            _ => break,
+        }
     }
     let left = budget.wait_left();
     let started = Instant::now();
@@ -60,11 +79,13 @@ fn bounded<F: Future>(budget: &mut Budget, future: F) -> wasmtime::Result<F::Out
     outcome.map_err(|_| wasmtime::format_err!("the wall budget of the call ran out in a WASI wait"))
 }
 
+/// [`bounded`] for a stream operation, whose errors are stream errors.
 fn bounded_stream<T>(
     budget: &mut Budget,
+    clock: &Clock,
     future: impl Future<Output = StreamResult<T>>,
 ) -> StreamResult<T> {
-    bounded(budget, future).map_err(StreamError::Trap)?
+    bounded(budget, clock, future).map_err(StreamError::Trap)?
 }
 
 impl monotonic_clock::Host for WaitView<'_> {
@@ -115,7 +136,11 @@ impl monotonic_clock::Host for WaitView<'_> {
 
 impl poll::Host for WaitView<'_> {
     fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
-        bounded(self.budget, async_poll::Host::poll(self.table, pollables))?
+        bounded(
+            self.budget,
+            self.clock,
+            async_poll::Host::poll(self.table, pollables),
+        )?
     }
 }
 
@@ -123,6 +148,7 @@ impl poll::HostPollable for WaitView<'_> {
     fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
         bounded(
             self.budget,
+            self.clock,
             async_poll::HostPollable::ready(self.table, pollable),
         )?
     }
@@ -130,6 +156,7 @@ impl poll::HostPollable for WaitView<'_> {
     fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
         bounded(
             self.budget,
+            self.clock,
             async_poll::HostPollable::block(self.table, pollable),
         )?
     }
@@ -154,7 +181,7 @@ impl streams::Host for WaitView<'_> {
 
 impl streams::HostOutputStream for WaitView<'_> {
     fn drop(&mut self, stream: Resource<DynOutputStream>) -> wasmtime::Result<()> {
-        bounded(self.budget, Out::drop(self.table, stream))?
+        bounded(self.budget, self.clock, Out::drop(self.table, stream))?
     }
 
     fn check_write(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<u64> {
@@ -172,6 +199,7 @@ impl streams::HostOutputStream for WaitView<'_> {
     ) -> StreamResult<()> {
         bounded_stream(
             self.budget,
+            self.clock,
             Out::blocking_write_and_flush(self.table, stream, bytes),
         )
     }
@@ -183,6 +211,7 @@ impl streams::HostOutputStream for WaitView<'_> {
     ) -> StreamResult<()> {
         bounded_stream(
             self.budget,
+            self.clock,
             Out::blocking_write_zeroes_and_flush(self.table, stream, len),
         )
     }
@@ -203,7 +232,11 @@ impl streams::HostOutputStream for WaitView<'_> {
     }
 
     fn blocking_flush(&mut self, stream: Resource<DynOutputStream>) -> StreamResult<()> {
-        bounded_stream(self.budget, Out::blocking_flush(self.table, stream))
+        bounded_stream(
+            self.budget,
+            self.clock,
+            Out::blocking_flush(self.table, stream),
+        )
     }
 
     fn splice(
@@ -221,13 +254,17 @@ impl streams::HostOutputStream for WaitView<'_> {
         src: Resource<DynInputStream>,
         len: u64,
     ) -> StreamResult<u64> {
-        bounded_stream(self.budget, Out::blocking_splice(self.table, dst, src, len))
+        bounded_stream(
+            self.budget,
+            self.clock,
+            Out::blocking_splice(self.table, dst, src, len),
+        )
     }
 }
 
 impl streams::HostInputStream for WaitView<'_> {
     fn drop(&mut self, stream: Resource<DynInputStream>) -> wasmtime::Result<()> {
-        bounded(self.budget, In::drop(self.table, stream))?
+        bounded(self.budget, self.clock, In::drop(self.table, stream))?
     }
 
     fn read(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<Vec<u8>> {
@@ -239,7 +276,11 @@ impl streams::HostInputStream for WaitView<'_> {
         stream: Resource<DynInputStream>,
         len: u64,
     ) -> StreamResult<Vec<u8>> {
-        bounded_stream(self.budget, In::blocking_read(self.table, stream, len))
+        bounded_stream(
+            self.budget,
+            self.clock,
+            In::blocking_read(self.table, stream, len),
+        )
     }
 
     fn skip(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
@@ -247,7 +288,11 @@ impl streams::HostInputStream for WaitView<'_> {
     }
 
     fn blocking_skip(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
-        bounded_stream(self.budget, In::blocking_skip(self.table, stream, len))
+        bounded_stream(
+            self.budget,
+            self.clock,
+            In::blocking_skip(self.table, stream, len),
+        )
     }
 
     fn subscribe(

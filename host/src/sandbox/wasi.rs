@@ -3,8 +3,6 @@
 //! virtual unless granted (`clocks.rs`), a bounded handle table. Its waits are served by
 //! `waits.rs`.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -34,12 +32,14 @@ pub(crate) fn context(
     let clock = if real {
         Clock::Real(Instant::now())
     } else {
-        let ns = Arc::new(AtomicU64::new(0));
-        wasi.wall_clock(VirtualWallClock(ns.clone()))
-            .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(name)))
+        let clock = Clock::virtual_clock();
+        if let Clock::Virtual(shared) = &clock {
+            wasi.wall_clock(VirtualWallClock(shared.clone()));
+        }
+        wasi.secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(name)))
             .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(name)))
             .insecure_random_seed(0x5eed);
-        Clock::Virtual(ns)
+        clock
     };
     (wasi.build(), clock)
 }

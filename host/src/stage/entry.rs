@@ -31,11 +31,16 @@ pub(crate) fn enter<R>(
     f: impl FnOnce(&mut Store<StageCtx>) -> wasmtime::Result<R>,
 ) -> Result<(R, Option<Error>)> {
     let limits = *store.data().budget.limits();
-    let cpu = match call {
-        Call::Snapshot | Call::Restore => limits.cpu_per_handoff,
-        _ => limits.cpu_per_call,
+    // A state handoff runs inside a swap's cut-over, while callers wait: its CPU and its waits
+    // are bounded by the handoff budget.
+    let (cpu, wall) = match call {
+        Call::Snapshot | Call::Restore => (
+            limits.cpu_per_handoff,
+            limits.wall_per_call.min(limits.cpu_per_handoff),
+        ),
+        _ => (limits.cpu_per_call, limits.wall_per_call),
     };
-    store.data_mut().begin(serving, started, cpu);
+    store.data_mut().begin(serving, started, cpu, wall);
     store.set_epoch_deadline(FIRST_CHECK_TICKS);
     if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `fuel` rules out.
@@ -46,6 +51,8 @@ pub(crate) fn enter<R>(
     classify(store, name, call, answer, report)
 }
 
+/// The outcome of an entered call, from the host's records first (a violation, an upstream's
+/// refusal), then from how the call ended.
 fn classify<R>(
     store: &Store<StageCtx>,
     name: &str,
@@ -53,8 +60,13 @@ fn classify<R>(
     answer: wasmtime::Result<R>,
     report: CallReport,
 ) -> Result<(R, Option<Error>)> {
-    if let Some((rule, detail)) = report.violation {
-        return Err(violation(name, rule, detail));
+    match (&answer, report.violation) {
+        // R4 lets the cleanup go on: if it then trapped or ran out of a budget, that ended it.
+        (Err(_), Some((Rule::PullWhileClosing, _))) => {}
+        // Any other violation ended the call (the host trapped the guest) or is the verdict on
+        // a call that returned.
+        (_, Some((rule, detail))) => return Err(violation(name, rule, detail)),
+        (_, None) => {}
     }
     if let Some(cause) = report.upstream_refused {
         return Err(Error::UpstreamRefused {

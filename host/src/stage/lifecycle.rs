@@ -13,15 +13,20 @@ use crate::chunk::Chunk;
 use crate::component::StageComponent;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::policy::FaultPolicy;
 use crate::upstream::Demand;
 
+/// A stage between calls, behind its lock: where it is in the protocol, its live instance, and
+/// what its supervision needs.
 pub(super) struct Inner {
     pub(super) state: Lifecycle,
     /// The store and typed functions; `None` once Closed or Faulted, so its memory is freed.
     pub(super) live: Option<Live>,
     /// The compiled component the stage runs now (a swap replaces it).
     pub(super) component: StageComponent,
+    /// The stage's budgets (a bypassed stage's pulls are clamped by them too).
+    pub(super) limits: Limits,
     /// X4 happened: the upstream faulted and this stage's input is gone for good, so every
     /// later resume is refused with it; `close` still runs.
     pub(super) upstream_lost: Option<Box<Error>>,
@@ -30,6 +35,7 @@ pub(super) struct Inner {
     pub(super) supervisor: Supervisor,
 }
 
+/// Where a stage is in the protocol, with the cause of its fault once Faulted (X3).
 pub(super) enum Lifecycle {
     Created,
     Suspended,
@@ -231,9 +237,9 @@ impl Inner {
                     stage = &**name,
                     "bypassing the stage after a fault: {error}"
                 );
-                self.supervisor.bypassed(error, &salvage.inputs);
+                self.supervisor.bypassed(name, error, &salvage.inputs);
                 self.salvage = Some(Salvage {
-                    inputs: Vec::new(),
+                    inputs: Default::default(),
                     ..salvage
                 });
                 self.state = Lifecycle::Bypassed;
@@ -265,14 +271,16 @@ impl Inner {
             };
             chunk.push(&record);
         }
-        if chunk.len() < credits
+        // What the queue does not cover is pulled, clamped as the stage's own pulls were (R2);
+        // a pause is passed on as a pause (R3).
+        let wanted = credits - chunk.len();
+        if (credits == 0 || wanted > 0)
             && let Some(salvage) = self.salvage.as_mut()
             && !salvage.upstream_done
         {
-            match salvage
-                .upstream
-                .pull(Demand::records(credits - chunk.len()))
-            {
+            let demand = Demand::records(wanted.min(self.limits.max_pull_records))
+                .with_max_bytes(self.limits.max_chunk_bytes);
+            match salvage.upstream.pull(demand) {
                 Ok(Some(more)) => more.records().for_each(|r| chunk.push(r)),
                 Ok(None) => salvage.upstream_done = true,
                 Err(cause) if cause.is_fault() => {

@@ -158,10 +158,12 @@ mod tests {
 
     #[test]
     fn e1_an_exhausted_stage_answers_none_and_e2_still_gets_its_cleanup() {
-        assert_eq!(
-            action(State::Exhausted, Request::Resume(3)),
-            ("E1", Action::Answer(Answer::Finished))
-        );
+        for credits in [0, 3] {
+            assert_eq!(
+                action(State::Exhausted, Request::Resume(credits)),
+                ("E1", Action::Answer(Answer::Finished))
+            );
+        }
         assert_eq!(
             action(State::Exhausted, Request::Close),
             ("E2", Action::Enter(Call::Close))
@@ -170,10 +172,12 @@ mod tests {
 
     #[test]
     fn d1_d2_a_closed_stage_refuses_resumes_and_closes_idempotently() {
-        assert_eq!(
-            action(State::Closed, Request::Resume(0)),
-            ("D1", Action::Refuse(Refusal::Closed))
-        );
+        for credits in [0, 5] {
+            assert_eq!(
+                action(State::Closed, Request::Resume(credits)),
+                ("D1", Action::Refuse(Refusal::Closed))
+            );
+        }
         assert_eq!(
             action(State::Closed, Request::Close),
             ("D2", Action::Answer(Answer::AlreadyClosed))
@@ -181,12 +185,17 @@ mod tests {
     }
 
     #[test]
-    fn f1_f2_a_faulted_stage_refuses_everything() {
-        for request in [Request::Resume(0), Request::Resume(1), Request::Close] {
-            let (rule, action) = action(State::Faulted, request);
-            assert!(rule == "F1" || rule == "F2");
-            assert_eq!(action, Action::Refuse(Refusal::Faulted));
+    fn f1_a_faulted_stage_refuses_resumes_and_f2_its_cleanup() {
+        for credits in [0, 1] {
+            assert_eq!(
+                action(State::Faulted, Request::Resume(credits)),
+                ("F1", Action::Refuse(Refusal::Faulted))
+            );
         }
+        assert_eq!(
+            action(State::Faulted, Request::Close),
+            ("F2", Action::Refuse(Refusal::Faulted))
+        );
     }
 
     #[test]

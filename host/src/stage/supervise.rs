@@ -14,10 +14,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::chunk::Chunk;
 use crate::error::Error;
 pub(crate) use crate::policy::FaultPolicy;
-pub(crate) use crate::sandbox::Salvage;
+pub(crate) use crate::sandbox::{KeptInputs, Salvage};
 
 /// Longest backoff before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -55,13 +54,23 @@ impl Supervisor {
         self.remember(error);
     }
 
-    /// The stage was bypassed after `error`: the input of the failed call passes through.
-    pub(crate) fn bypassed(&mut self, error: Error, inputs: &[Chunk]) {
+    /// The stage `stage` was bypassed after `error`: the input of the failed call passes
+    /// through (what was kept of it; what was not is said).
+    pub(crate) fn bypassed(&mut self, stage: &str, error: Error, inputs: &KeptInputs) {
         self.bypass_queue.extend(
             inputs
+                .chunks
                 .iter()
                 .flat_map(|chunk| chunk.records().map(<[u8]>::to_vec)),
         );
+        if inputs.unkept_records > 0 {
+            tracing::error!(
+                stage,
+                lost = inputs.unkept_records,
+                "the failed call pulled more than its memory budget allows the host to keep: \
+                 those records cannot pass through and are lost"
+            );
+        }
         self.remember(error);
     }
 
@@ -86,12 +95,21 @@ impl Supervisor {
         }
     }
 
-    /// Quarantines the input of a failed call: writes it framed to the dead-letter sink (if
-    /// any) and returns how many records it held.
-    pub(crate) fn quarantine(&mut self, stage: &str, inputs: &[Chunk]) -> u64 {
-        let records: u64 = inputs.iter().map(|chunk| u64::from(chunk.len())).sum();
+    /// Quarantines the input of a failed call: writes what was kept of it framed to the
+    /// dead-letter sink (if any) and returns how many records it held, kept or not.
+    pub(crate) fn quarantine(&mut self, stage: &str, inputs: &KeptInputs) -> u64 {
+        let records = inputs.records();
+        if inputs.unkept_records > 0 {
+            tracing::warn!(
+                stage,
+                unkept = inputs.unkept_records,
+                "the failed call pulled more than its memory budget allows the host to keep: \
+                 those records are counted as quarantined but not written"
+            );
+        }
         if let Some(out) = self.dead_letter.as_mut() {
             let written = inputs
+                .chunks
                 .iter()
                 .try_for_each(|chunk| out.write_all(chunk.as_bytes()))
                 .and_then(|()| out.flush());

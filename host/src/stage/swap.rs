@@ -40,9 +40,9 @@ pub struct SwapReport {
     pub state_bytes: usize,
     /// The old version's cleanup failed (it still ran at most once; the swap stands).
     pub old_cleanup_error: Option<String>,
-    /// The old version broke while handing over its state (a trap in `snapshot`): it cannot
-    /// run on, so the new version took over without that state, which is lost. Never set
-    /// when `state_carried`.
+    /// The old version broke while handing over its state (a trap or a limit in `snapshot`):
+    /// it cannot run on, nor can its cleanup (F2), so the new version took over without that
+    /// state, which is lost. Never set when `state_carried`.
     pub state_lost: Option<String>,
 }
 
@@ -115,9 +115,11 @@ impl Stage {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
 
-        // 3. Off the hot path: the old version's cleanup, exactly once.
+        // 3. Off the hot path: the old version's cleanup, exactly once; unless it broke while
+        // handing its state over, which left its store dead (F2: no cleanup can run in it).
         let old_cleanup_error = cut
             .old
+            .filter(|_| cut.state_lost.is_none())
             .map(|mut old| old.close(name, counters))
             .and_then(|closed| closed.err())
             .map(|e| e.to_string());
