@@ -126,7 +126,8 @@ fn a_case_of_every_hostile_op_keeps_every_invariant_and_is_named() {
 #[test]
 fn hostile_cleanups_handoffs_and_primes_keep_every_invariant_and_are_named() {
     // Ops outside `resume`: priming, the state handoff of a swap, and the cleanup.
-    let faults: &[(&[(&str, &str)], Option<&str>)] = &[
+    type Script = &'static [(&'static str, &'static str)];
+    let faults: &[(Script, Option<&str>)] = &[
         (&[("prime", "data")], Some("protocol-violation P1")),
         (&[("prime", "pull=5")], Some("protocol-violation R3")),
         (&[("prime", "trap")], Some("trap")),
