@@ -16,7 +16,10 @@ use sluicegate::{
     Call, Capabilities, Chunk, Demand, Engine, Error, FaultPolicy, IterUpstream, Limit, Limits,
     Pipeline, Stage, StageOptions, StageState,
 };
-use sluicegate_tests::{artifacts as a, capture_logs, component, drain, engine, pipelines, within};
+use sluicegate_tests::{
+    ANSWER_EMPTY, artifacts as a, capture_logs, component, drain, engine, pipelines, wat_component,
+    wat_logging_stage, within,
+};
 
 /// Generous: what these calls need is milliseconds; what they guard against is an hour.
 const HANG: Duration = Duration::from_secs(120);
@@ -405,25 +408,19 @@ fn memory_the_budget_is_one_for_all_the_memories_of_a_stage() {
 #[test]
 fn memory_table_growth_counts_against_the_same_budget() {
     // 60 MiB of memory, then a table grown by a million elements (8 MiB): over 64 MiB.
-    let wat = r#"(component
-  (core module $m
-    (memory (export "memory") 960)
+    let wat = wat_component(
+        &format!(
+            r#"(memory (export "memory") 960)
     (table $t 1 funcref)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
     (func (export "resume") (param i32) (result i32)
       (if (i32.eq (table.grow $t (ref.null func) (i32.const 1000000)) (i32.const -1))
         (then unreachable))
-      (i32.store (i32.const 32) (i32.const 1))
-      (i64.store (i32.const 36) (i64.const 0))
-      (i32.const 32))
-    (func (export "close")))
-  (core instance $i (instantiate $m))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+      {ANSWER_EMPTY})
+    (func (export "close"))"#
+        ),
+        "",
+    );
     let stage = engine()
         .load_bytes("tables", wat.as_bytes())
         .expect("loads")
@@ -441,26 +438,18 @@ fn fused_only_load_fused_makes_a_fused_stage_never_export_names() {
     // The generator exported a second time under a fused inner stage's name. Only
     // Engine::load_fused makes a fused stage: the host must prime and close it once, not
     // twice (the guest traps on a second close).
-    let wat = r#"(component
-  (core module $m
-    (memory (export "memory") 1)
+    let wat = wat_component(
+        &format!(
+            r#"(memory (export "memory") 1)
     (global $closes (mut i32) (i32.const 0))
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
-    (func (export "resume") (param i32) (result i32)
-      (i32.store (i32.const 32) (i32.const 1))
-      (i64.store (i32.const 36) (i64.const 0))
-      (i32.const 32))
+    (func (export "resume") (param i32) (result i32) {ANSWER_EMPTY})
     (func (export "close")
       (global.set $closes (i32.add (global.get $closes) (i32.const 1)))
-      (if (i32.gt_u (global.get $closes) (i32.const 1)) (then unreachable))))
-  (core instance $i (instantiate $m))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g))
-  (export "fused-a-impostor" (instance $g)))"#;
+      (if (i32.gt_u (global.get $closes) (i32.const 1)) (then unreachable)))"#
+        ),
+        r#"(export "fused-a-impostor" (instance $g))"#,
+    );
     let stage = engine()
         .load_bytes("impostor", wat.as_bytes())
         .expect("loads")
@@ -924,44 +913,17 @@ fn log_a_trap_after_a_pull_while_closing_is_named_as_the_trap() {
 fn log_a_line_over_budget_is_not_even_read() {
     // One valid line uses up a budget of one line per second; the next lines are not UTF-8.
     // Read, they would fault the stage (checklist #16); over budget, they are not read at all.
-    let wat = r#"(component
-  (import "sluicegate:stage/host@0.1.0" (instance $host
-    (type $l (enum "trace" "debug" "info" "warn" "error"))
-    (export "level" (type $level (eq $l)))
-    (export "log" (func (param "level" $level) (param "message" string)
-      (param "fields" (list (tuple string string)))))))
-  (alias export $host "level" (type $level))
-  (core module $mem
-    (memory (export "memory") 1)
-    (data (i32.const 100) "\ff\fe\fd")
-    (data (i32.const 200) "fine")
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024)))
-  (core instance $m (instantiate $mem))
-  (core func $log (canon lower (func $host "log") (memory (core memory $m "memory"))
-    (realloc (core func $m "realloc"))))
-  (core module $main
-    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
-    (import "mem" "memory" (memory 1))
-    (func (export "resume") (param i32) (result i32)
-      (local $n i32)
-      (call $log (i32.const 2) (i32.const 200) (i32.const 4) (i32.const 0) (i32.const 0))
+    let wat = wat_logging_stage(
+        r#"(data (i32.const 100) "\ff\fe\fd") (data (i32.const 200) "fine")"#,
+        &format!(
+            "(call $log (i32.const 2) (i32.const 200) (i32.const 4) (i32.const 0) (i32.const 0))
       (loop $l
         (call $log (i32.const 2) (i32.const 100) (i32.const 3) (i32.const 0) (i32.const 0))
         (local.set $n (i32.add (local.get $n) (i32.const 1)))
         (br_if $l (i32.lt_u (local.get $n) (i32.const 1000))))
-      (i32.store (i32.const 32) (i32.const 1))
-      (i64.store (i32.const 36) (i64.const 0))
-      (i32.const 32))
-    (func (export "close")))
-  (core instance $i (instantiate $main
-    (with "host" (instance (export "log" (func $log))))
-    (with "mem" (instance (export "memory" (memory $m "memory"))))))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $m "memory"))
-      (realloc (core func $m "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+      {ANSWER_EMPTY}"
+        ),
+    );
     let stage = engine()
         .load_bytes("chatty", wat.as_bytes())
         .expect("loads")
@@ -981,9 +943,10 @@ fn log_a_line_over_budget_is_not_even_read() {
 
 /// Recursion without end in wasm frames alone (no linear memory stack), with enough locals
 /// that each frame takes real native stack.
-const DEEP_WAT: &str = r#"(component
-  (core module $m
-    (memory (export "memory") 1)
+fn deep_wat() -> String {
+    wat_component(
+        &format!(
+            r#"(memory (export "memory") 1)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
     (func $down (param $n i64) (result i64)
       (local $a i64) (local $b i64) (local $c i64) (local $d i64)
@@ -994,17 +957,12 @@ const DEEP_WAT: &str = r#"(component
       (i64.add (i64.add (local.get $a) (local.get $b)) (i64.add (local.get $c) (local.get $d))))
     (func (export "resume") (param i32) (result i32)
       (if (i32.gt_u (local.get 0) (i32.const 0)) (then (drop (call $down (i64.const 0)))))
-      (i32.store (i32.const 32) (i32.const 1))
-      (i64.store (i32.const 36) (i64.const 0))
-      (i32.const 32))
-    (func (export "close")))
-  (core instance $i (instantiate $m))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+      {ANSWER_EMPTY})
+    (func (export "close"))"#
+        ),
+        "",
+    )
+}
 
 #[test]
 fn stack_the_pipeline_thread_is_sized_from_the_engine_s_wasm_stack() {
@@ -1020,7 +978,7 @@ fn stack_the_pipeline_thread_is_sized_from_the_engine_s_wasm_stack() {
         let dir = std::env::temp_dir().join(format!("sluicegate-stack-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let deep = dir.join("deep.wat");
-        std::fs::write(&deep, DEEP_WAT).expect("write");
+        std::fs::write(&deep, deep_wat()).expect("write");
         let toml = stage_toml("first", a::COUNTER, "config = { records = 10 }")
             + &stage_toml("middle", a::PASSTHROUGH, "")
             + &stage_toml("deep", &deep.display().to_string(), "")

@@ -2,7 +2,7 @@
 //! pull during instantiation, is refused.
 
 use sluicegate::{Error, Rule, StageOptions};
-use sluicegate_tests::{ANSWER_EMPTY, engine, wat_stage};
+use sluicegate_tests::{ANSWER_EMPTY, engine, wat_component, wat_logging_stage, wat_stage};
 
 fn load_err(bytes: &[u8]) -> Error {
     match engine().load_bytes("suspect", bytes) {
@@ -259,23 +259,17 @@ fn checklist_9_bulk_copies_of_the_whole_memory_in_a_loop_are_stopped() {
 #[test]
 fn checklist_11_table_growth_is_capped() {
     // A table grown by a million elements at a time until refused, then trap on refusal.
-    let wat = r#"(component
-  (core module $m
-    (memory (export "memory") 1)
+    let wat = wat_component(
+        r#"(memory (export "memory") 1)
     (table $t 1 funcref)
     (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
     (func (export "resume") (param i32) (result i32)
       (loop $l
         (br_if $l (i32.ne (table.grow $t (ref.null func) (i32.const 1000000)) (i32.const -1))))
       unreachable)
-    (func (export "close")))
-  (core instance $i (instantiate $m))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $i "memory"))
-      (realloc (core func $i "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+    (func (export "close"))"#,
+        "",
+    );
     let stage = engine()
         .load_bytes("tables", wat.as_bytes())
         .expect("loads")
@@ -291,33 +285,12 @@ fn checklist_11_table_growth_is_capped() {
 #[test]
 fn checklist_16_invalid_utf8_from_a_guest_is_a_clean_fault() {
     // host.log with a "string" of bytes that are not UTF-8.
-    let wat = r#"(component
-  (import "sluicegate:stage/host@0.1.0" (instance $host
-    (type $l (enum "trace" "debug" "info" "warn" "error"))
-    (export "level" (type $level (eq $l)))
-    (export "log" (func (param "level" $level) (param "message" string)
-      (param "fields" (list (tuple string string)))))))
-  (alias export $host "level" (type $level))
-  (core module $mem
-    (memory (export "memory") 1)
-    (data (i32.const 100) "\ff\fe\fd")
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024)))
-  (core instance $m (instantiate $mem))
-  (core func $log (canon lower (func $host "log") (memory (core memory $m "memory"))
-    (realloc (core func $m "realloc"))))
-  (core module $main
-    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
-    (func (export "resume") (param i32) (result i32)
-      (call $log (i32.const 2) (i32.const 100) (i32.const 3) (i32.const 0) (i32.const 0))
-      (i32.const 32))
-    (func (export "close")))
-  (core instance $i (instantiate $main (with "host" (instance (export "log" (func $log))))))
-  (func $resume (param "credits" u32) (result (option (list u8)))
-    (canon lift (core func $i "resume") (memory (core memory $m "memory"))
-      (realloc (core func $m "realloc"))))
-  (func $close (canon lift (core func $i "close")))
-  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
-  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#;
+    let wat = wat_logging_stage(
+        r#"(data (i32.const 100) "\ff\fe\fd")"#,
+        &format!(
+            "(call $log (i32.const 2) (i32.const 100) (i32.const 3) (i32.const 0) (i32.const 0)) {ANSWER_EMPTY}"
+        ),
+    );
     let stage = engine()
         .load_bytes("mojibake", wat.as_bytes())
         .expect("loads")

@@ -168,22 +168,74 @@ pub fn native_market_orders(records: u64) -> (u64, u64) {
     (orders, checksum.value())
 }
 
-/// A minimal stage in WAT, with `$memory_pages` of initial memory and `$start` run when it
-/// is instantiated; `$resume_body` must leave a pointer to the `option<list<u8>>` answer.
-pub fn wat_stage(memory_pages: u32, start: &str, resume_body: &str) -> String {
+/// A stage component in WAT around one core module whose fields are `module`: they must export
+/// `memory`, `realloc`, `resume` (`(param i32) (result i32)`, leaving a pointer to the
+/// `option<list<u8>>` answer) and `close`. `extra` is added at the component's end (more
+/// exports, say).
+pub fn wat_component(module: &str, extra: &str) -> String {
     format!(
         r#"(component
   (core module $m
-    (memory (export "memory") {memory_pages})
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
-    (func $start {start})
-    (start $start)
-    (func (export "resume") (param i32) (result i32) {resume_body})
-    (func (export "close")))
+    {module})
   (core instance $i (instantiate $m))
   (func $resume (param "credits" u32) (result (option (list u8)))
     (canon lift (core func $i "resume") (memory (core memory $i "memory"))
       (realloc (core func $i "realloc"))))
+  (func $close (canon lift (core func $i "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g))
+  {extra})"#
+    )
+}
+
+/// A minimal stage in WAT, with `$memory_pages` of initial memory and `$start` run when it
+/// is instantiated; `$resume_body` must leave a pointer to the `option<list<u8>>` answer.
+pub fn wat_stage(memory_pages: u32, start: &str, resume_body: &str) -> String {
+    wat_component(
+        &format!(
+            r#"(memory (export "memory") {memory_pages})
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+    (func $start {start})
+    (start $start)
+    (func (export "resume") (param i32) (result i32) {resume_body})
+    (func (export "close"))"#
+        ),
+        "",
+    )
+}
+
+/// A stage in WAT that calls `host.log`: its memory (one page) holds `data` (data segments),
+/// and `resume_body` may `(call $log level message-ptr message-len fields-ptr fields-len)` and
+/// must leave a pointer to the answer; it answers `some(empty)` if it ends with
+/// [`ANSWER_EMPTY`].
+pub fn wat_logging_stage(data: &str, resume_body: &str) -> String {
+    format!(
+        r#"(component
+  (import "sluicegate:stage/host@0.1.0" (instance $host
+    (type $l (enum "trace" "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $l)))
+    (export "log" (func (param "level" $level) (param "message" string)
+      (param "fields" (list (tuple string string)))))))
+  (core module $mem
+    (memory (export "memory") 1)
+    {data}
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096)))
+  (core instance $m (instantiate $mem))
+  (core func $log (canon lower (func $host "log") (memory (core memory $m "memory"))
+    (realloc (core func $m "realloc"))))
+  (core module $main
+    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (import "mem" "memory" (memory 1))
+    (func (export "resume") (param $credits i32) (result i32)
+      (local $n i32)
+      {resume_body})
+    (func (export "close")))
+  (core instance $i (instantiate $main
+    (with "host" (instance (export "log" (func $log))))
+    (with "mem" (instance (export "memory" (memory $m "memory"))))))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $i "resume") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
   (func $close (canon lift (core func $i "close")))
   (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
   (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
