@@ -11,8 +11,8 @@ mod protocol;
 pub(crate) mod supervise;
 mod swap;
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use self::instance::Recipe;
@@ -72,6 +72,8 @@ struct Shared {
     /// Observers (`state`) may hold `inner` for a moment; only this flag, never a busy lock,
     /// means "already running".
     in_call: AtomicBool,
+    /// The thread inside the call in progress ([`this_thread`]), 0 between calls.
+    caller: AtomicU64,
     /// The faults recovered from, readable without the stage's lock (by an observer, or from
     /// inside a call).
     recovered: Arc<Mutex<Vec<Error>>>,
@@ -79,10 +81,20 @@ struct Shared {
 }
 
 thread_local! {
-    /// The stages this thread is inside a call of, innermost last (a pull nests the upstream's
-    /// call inside the puller's). A swap of one of them from this thread would wait for
-    /// itself, so it is refused.
-    static INSIDE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// This thread's number, given on first use (0: none yet), to tell which thread is inside
+    /// a stage's call.
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The number of the current thread (never 0).
+fn this_thread() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    THREAD.with(|id| {
+        if id.get() == 0 {
+            id.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        id.get()
+    })
 }
 
 impl Stage {
@@ -132,6 +144,7 @@ impl Stage {
                 swapping: AtomicBool::new(false),
                 swap_lock: Mutex::new(()),
                 in_call: AtomicBool::new(false),
+                caller: AtomicU64::new(0),
                 recovered: recovered.clone(),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
@@ -245,14 +258,11 @@ impl Stage {
     }
 
     /// True if this thread is inside a call of this stage (directly, or further down a chain
-    /// of pulls).
+    /// of pulls: a pull nests the upstream's call inside the puller's). A call or a swap of it
+    /// from this thread would wait for itself.
     fn entered_here(&self) -> bool {
-        let me = self.key();
-        INSIDE.with(|inside| inside.borrow().contains(&me))
-    }
-
-    fn key(&self) -> usize {
-        Arc::as_ptr(&self.shared) as usize
+        self.shared.in_call.load(Ordering::Acquire)
+            && self.shared.caller.load(Ordering::Relaxed) == this_thread()
     }
 
     /// Enters a call: refused with R1 if one is in progress (another thread's, or this
@@ -288,12 +298,12 @@ impl Stage {
         }
         match self.shared.inner.lock() {
             Ok(inner) => {
-                let key = self.key();
-                INSIDE.with(|inside| inside.borrow_mut().push(key));
+                let caller = &self.shared.caller;
+                caller.store(this_thread(), Ordering::Relaxed);
                 Ok(InCall {
                     inner,
                     in_call,
-                    key,
+                    caller,
                 })
             }
             // Only a panic inside the host can poison the lock; refuse rather than guess.
@@ -342,17 +352,12 @@ impl std::fmt::Debug for Stage {
 struct InCall<'a> {
     inner: MutexGuard<'a, Inner>,
     in_call: &'a AtomicBool,
-    key: usize,
+    caller: &'a AtomicU64,
 }
 
 impl Drop for InCall<'_> {
     fn drop(&mut self) {
-        INSIDE.with(|inside| {
-            let mut inside = inside.borrow_mut();
-            if let Some(at) = inside.iter().rposition(|&k| k == self.key) {
-                inside.remove(at);
-            }
-        });
+        self.caller.store(0, Ordering::Relaxed);
         self.in_call.store(false, Ordering::Release);
     }
 }

@@ -30,7 +30,7 @@ pub(crate) fn enter<R>(
     started: Instant,
     f: impl FnOnce(&mut Store<StageCtx>) -> wasmtime::Result<R>,
 ) -> Result<(R, Option<Error>)> {
-    let limits = *store.data().budget.limits();
+    let limits = store.data().budget.limits();
     // A state handoff runs inside a swap's cut-over, while callers wait: its CPU and its waits
     // are bounded by the handoff budget.
     let (cpu, wall) = match call {
