@@ -1,62 +1,33 @@
-"""The market pipeline as CPython generators with demand credits sent through `send()`:
-the design sluicegate puts at a component boundary, run natively in CPython.
+"""The market pipeline in CPython, in the two designs the seed weighed: generators with demand
+credits sent through `send()` (the design sluicegate puts at a component boundary), and one
+thread per stage with bounded `queue.Queue`s (the design it rejected).
 
-Same feed (splitmix64, bursty, 64 symbols), same decode, filter, VWAP and crossover as
-example-stages/market-data, so the orders' checksum must equal the Rust variants'.
+Same decode, filter, VWAP and crossover as example-stages/market-data, so the orders' checksum
+must equal the Rust variants'. Every variant of the benchmark reads the same ticks, prepared
+before timing: here, the file the benchmark wrote, read whole before the clock starts.
 
-Usage: python3 market.py RECORDS CREDITS [latency]  ->  prints one JSON line; with `latency`,
-the time from each tick's emission to its order's arrival at the sink, in ns, too.
+Usage: python3 market.py TICKS_FILE CREDITS DESIGN [latency]
+  DESIGN: generators | threads
+-> prints one JSON line: records, orders, checksum, seconds (the pipeline alone), user_s and
+   sys_s (the process's CPU time over the same span, all threads), input_rss_kib (the resident
+   set once the input is read) and peak_rss_kib (the peak resident set from then to the end of
+   the run, the input included), and with `latency` the time from each tick's emission to its
+   order's arrival at the sink, in ns.
 """
 
 import json
+import queue
+import resource
 import sys
+import threading
 import time
 from collections import deque
 
 MASK = (1 << 64) - 1
-NAMED = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "JPM"]
-KEEP = set(NAMED)
+KEEP = {"AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "JPM"}
+QUEUE_BATCHES = 4  # batches in flight per queue, as in the Rust threaded variant
 
-
-class Feed:
-    def __init__(self, records, seed=42, symbols=64, max_burst=64):
-        self.rng = seed ^ 0x9E3779B97F4A7C15
-        self.records, self.max_burst = records, max_burst
-        self.seq, self.ts, self.burst_left = 0, 1_700_000_000_000_000_000, 0
-        self.symbols = []
-        for i in range(symbols):
-            name = NAMED[i] if i < len(NAMED) else "SYM%04d" % i
-            self.symbols.append([name, 50_0000 + self.next() % 450_0000])
-
-    def next(self):
-        self.rng = (self.rng + 0x9E3779B97F4A7C15) & MASK
-        z = self.rng
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-        return z ^ (z >> 31)
-
-    def line(self):
-        if self.seq >= self.records:
-            return None
-        self.seq += 1
-        if self.burst_left == 0:
-            self.burst_left = 1 + self.next() % self.max_burst
-            self.ts += 1_000_000 + self.next() % 4_000_000
-        else:
-            self.ts += 100 + self.next() % 900
-        self.burst_left -= 1
-        n = len(self.symbols)
-        a = self.next() % n
-        b = self.next() % n
-        index = a * b // n
-        step = self.next() % 201 - 100
-        qty = 1 + (self.next() % 50) * 100
-        side = "B" if self.next() % 2 == 0 else "S"
-        sym = self.symbols[index]
-        sym[1] = max(sym[1] + step, 1_0000)
-        price = sym[1]
-        return "%d,%d,%s,%d.%04d,%d,%s" % (
-            self.seq, self.ts, sym[0], price // 10_000, price % 10_000, qty, side)
+STAMPS = None  # seq -> perf_counter_ns() at emission, when latency is measured
 
 
 def parse_price(text):
@@ -64,103 +35,147 @@ def parse_price(text):
     return int(whole) * 10_000 + int((frac + "0000")[:4])
 
 
-# Each stage is a generator primed with next(), then driven with send(credits): it asks
-# its upstream for that many records (`yield from`-style delegation of demand) and yields
-# a batch of at most that many.
+# The work of each stage on one batch, shared by both designs.
 
-STAMPS = None  # seq -> perf_counter_ns() at emission, when latency is measured
-
-
-def source(feed):
-    credits = yield
-    while True:
-        batch = []
-        for _ in range(credits):
-            line = feed.line()
-            if line is None:
-                break
-            if STAMPS is not None:
-                STAMPS[feed.seq] = time.perf_counter_ns()
-            batch.append(line)
-        if not batch:
-            return
-        credits = yield batch
+def decode_batch(batch):
+    out = []
+    for line in batch:
+        f = line.split(",")
+        if len(f) == 6:
+            out.append((int(f[0]), f[2], parse_price(f[3]), int(f[4]), f[5]))
+    return out
 
 
-def decode(upstream):
-    credits = yield
-    while True:
-        try:
-            batch = upstream.send(credits)
-        except StopIteration:
-            return
-        out = []
-        for line in batch:
-            f = line.split(",")
-            if len(f) == 6:
-                out.append((int(f[0]), f[2], parse_price(f[3]), int(f[4]), f[5]))
-        credits = yield out
+def filter_batch(batch):
+    return [t for t in batch if t[1] in KEEP]
 
 
-def symbol_filter(upstream):
-    credits = yield
-    while True:
-        try:
-            batch = upstream.send(credits)
-        except StopIteration:
-            return
-        credits = yield [t for t in batch if t[1] in KEEP]
+class Vwap:
+    def __init__(self, size=32):
+        self.size, self.windows = size, {}
 
-
-def vwap(upstream, size=32):
-    windows = {}
-    credits = yield
-    while True:
-        try:
-            batch = upstream.send(credits)
-        except StopIteration:
-            return
+    def batch(self, batch):
         out = []
         for seq, sym, price, qty, _side in batch:
-            w = windows.get(sym)
+            w = self.windows.get(sym)
             if w is None:
-                w = windows[sym] = [deque(), 0, 0]
+                w = self.windows[sym] = [deque(), 0, 0]
             w[0].append((price, qty))
             w[1] += price * qty
             w[2] += qty
-            if len(w[0]) > size:
+            if len(w[0]) > self.size:
                 p, q = w[0].popleft()
                 w[1] -= p * q
                 w[2] -= q
             out.append((seq, sym, w[1] // w[2] if w[2] else price, price))
-        credits = yield out
+        return out
 
 
-def strategy(upstream, fast=5, slow=20, qty=100):
-    state = {}
+class Crossover:
+    def __init__(self, fast=5, slow=20, qty=100):
+        self.fast, self.slow, self.qty, self.state = fast, slow, qty, {}
+
+    def batch(self, batch):
+        out = []
+        for seq, sym, v, last in batch:
+            s = self.state.get(sym)
+            if s is None:
+                s = self.state[sym] = [deque(), None]
+            s[0].append(v)
+            if len(s[0]) > self.slow:
+                s[0].popleft()
+            if len(s[0]) < self.slow:
+                continue
+            hist = list(s[0])
+            above = sum(hist[-self.fast:]) // self.fast > sum(hist) // self.slow
+            crossed = s[1] is not None and s[1] != above
+            s[1] = above
+            if crossed:
+                out.append((seq, sym, last, self.qty, "B" if above else "S"))
+        return out
+
+
+def emit(lines, start, credits):
+    """The next batch of at most `credits` lines from `start`, stamped when measuring."""
+    batch = lines[start:start + credits]
+    if STAMPS is not None:
+        now = time.perf_counter_ns()
+        for i in range(start, start + len(batch)):
+            STAMPS[i + 1] = now
+    return batch
+
+
+# Design 1: generators. Each stage is primed with next(), then driven with send(credits): it
+# asks its upstream for that many records (`yield from`-style delegation of demand) and yields a
+# batch of at most that many.
+
+def source(lines):
+    credits = yield
+    at = 0
+    while at < len(lines):
+        batch = emit(lines, at, credits)
+        at += len(batch)
+        credits = yield batch
+
+
+def stage(upstream, work):
     credits = yield
     while True:
         try:
             batch = upstream.send(credits)
         except StopIteration:
             return
-        out = []
-        for seq, sym, v, last in batch:
-            s = state.get(sym)
-            if s is None:
-                s = state[sym] = [deque(), None]
-            s[0].append(v)
-            if len(s[0]) > slow:
-                s[0].popleft()
-            if len(s[0]) < slow:
-                continue
-            hist = list(s[0])
-            above = sum(hist[-fast:]) // fast > sum(hist) // slow
-            crossed = s[1] is not None and s[1] != above
-            s[1] = above
-            if crossed:
-                out.append((seq, sym, last, qty, "B" if above else "S"))
-        credits = yield out
+        credits = yield work(batch)
+
+
+def run_generators(lines, credits, sink):
+    gens = [source(lines)]
+    for work in (decode_batch, filter_batch, Vwap().batch, Crossover().batch):
+        gens.append(stage(gens[-1], work))
+    for gen in gens:  # prime upstream-first, as sluicegate primes stages
+        next(gen)
+    tail = gens[-1]
+    while True:
+        try:
+            sink(tail.send(credits))
+        except StopIteration:
+            return
+
+
+# Design 2: one thread per stage, bounded queues of batches between them; None ends the stream.
+
+def run_threads(lines, credits, sink):
+    queues = [queue.Queue(maxsize=QUEUE_BATCHES) for _ in range(5)]
+
+    def produce():
+        at = 0
+        while at < len(lines):
+            batch = emit(lines, at, credits)
+            at += len(batch)
+            queues[0].put(batch)
+        queues[0].put(None)
+
+    def relay(work, q_in, q_out):
+        while True:
+            batch = q_in.get()
+            if batch is None:
+                q_out.put(None)
+                return
+            q_out.put(work(batch))
+
+    works = (decode_batch, filter_batch, Vwap().batch, Crossover().batch)
+    threads = [threading.Thread(target=produce)]
+    threads += [threading.Thread(target=relay, args=(w, queues[i], queues[i + 1]))
+                for i, w in enumerate(works)]
+    for t in threads:
+        t.start()
+    while True:
+        batch = queues[4].get()
+        if batch is None:
+            break
+        sink(batch)
+    for t in threads:
+        t.join()
 
 
 def encode_order(order):
@@ -170,41 +185,67 @@ def encode_order(order):
             + side.encode() + b"\0\0\0")
 
 
+def status_kib(key):
+    """A `kB` field of /proc/self/status, or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Resets the process's peak resident set to its current one (Linux: `5` into
+    /proc/self/clear_refs), so the peak after the run is the run's, the input held included but
+    not the reading of it; returns the resident set at that point, or None where the peak cannot
+    be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return status_kib("VmRSS")
+
+
 def main():
     global STAMPS
-    records, credits = int(sys.argv[1]), int(sys.argv[2])
+    path, credits, design = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     latencies = None
-    if sys.argv[3:4] == ["latency"]:
+    if sys.argv[4:5] == ["latency"]:
         STAMPS, latencies = {}, []
-    started = time.perf_counter()
-    chain = strategy(vwap(symbol_filter(decode(source(Feed(records))))))
-    stages = [chain]
-    # Prime every generator upstream-first, as sluicegate primes stages.
-    g = chain
-    frames = []
-    while g is not None:
-        frames.append(g)
-        g = g.gi_frame.f_locals.get("upstream") if g.gi_frame else None
-    for gen in reversed(frames):
-        next(gen)
-    checksum, orders = 0xCBF29CE484222325, 0
-    while True:
-        try:
-            batch = chain.send(credits)
-        except StopIteration:
-            break
+    # The input, prepared before timing: the benchmark wrote it, it is read here whole.
+    with open(path, encoding="ascii") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    input_rss_kib = reset_peak_rss()
+    run = {"generators": run_generators, "threads": run_threads}[design]
+    totals = {"checksum": 0xCBF29CE484222325, "orders": 0}
+
+    def sink(batch):
+        checksum = totals["checksum"]
         for order in batch:
             if latencies is not None:
                 latencies.append(time.perf_counter_ns() - STAMPS[order[0]])
             record = encode_order(order)
             for byte in len(record).to_bytes(4, "little") + record:
                 checksum = ((checksum ^ byte) * 0x100000001B3) & MASK
-            orders += 1
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"records": records, "orders": orders,
-                      "checksum": "%016x" % checksum, "seconds": elapsed,
+        totals["checksum"] = checksum
+        totals["orders"] += len(batch)
+
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run(lines, credits, sink)
+    elapsed, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"records": len(lines), "orders": totals["orders"],
+                      "checksum": "%016x" % totals["checksum"], "seconds": elapsed,
+                      "user_s": after.ru_utime - before.ru_utime,
+                      "sys_s": after.ru_stime - before.ru_stime,
+                      "input_rss_kib": input_rss_kib,
+                      "peak_rss_kib": status_kib("VmHWM") or after.ru_maxrss,
                       "latencies_ns": latencies or []}))
-    del stages
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ pub struct HopRow {
     pub fused_per_hop_ns: f64,
     /// A raw component call answering `some(list)` of `bytes` bytes, ns.
     pub floor_ns: f64,
+    /// ns per hop of CPython relay generators, (passing the chunk on, building a new one);
+    /// `None` without python3.
+    pub cpython_per_hop_ns: Option<(f64, f64)>,
 }
 
 pub fn measure(
@@ -48,7 +51,48 @@ pub fn measure(
         per_chunk_ns,
         fused_per_hop_ns: slope(&FUSED_DEPTHS, &fused_per_chunk_ns),
         floor_ns: floor_ns(bytes, iters)?,
+        cpython_per_hop_ns: match (
+            cpython_per_hop_ns("pass", bytes, iters)?,
+            cpython_per_hop_ns("map", bytes, iters)?,
+        ) {
+            (Some(pass), Some(map)) => Some((pass, map)),
+            _ => None,
+        },
     })
+}
+
+/// The per-hop slope of CPython relay generators (`bench/python/hops.py`) over [`DEPTHS`];
+/// `None` when python3 is not installed.
+fn cpython_per_hop_ns(relay: &str, bytes: usize, iters: u32) -> anyhow::Result<Option<f64>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/hops.py");
+    let mut args = vec![
+        script.to_string(),
+        relay.to_string(),
+        bytes.to_string(),
+        iters.to_string(),
+    ];
+    args.extend(DEPTHS.iter().map(usize::to_string));
+    let Ok(output) = std::process::Command::new("python3").args(&args).output() else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        output.status.success(),
+        "python3 hops.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let per_chunk: Vec<f64> = report
+        .get("per_chunk_ns")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        per_chunk.len() == DEPTHS.len(),
+        "hops.py printed {} figures for {} depths: {report}",
+        per_chunk.len(),
+        DEPTHS.len()
+    );
+    Ok(Some(slope(&DEPTHS, &per_chunk)))
 }
 
 fn chain_ns(

@@ -24,7 +24,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use sluicegate::Engine;
 
-use crate::market::{MarketStages, Stamps};
+use crate::market::{MarketStages, Outcome, PythonDesign, Stamps, Ticks};
 use crate::report::{LatencyRow, MarketRow, Report};
 
 #[derive(Parser)]
@@ -67,33 +67,38 @@ fn main() -> anyhow::Result<()> {
         return resources::memory_child(variant, records.parse()?);
     }
     let records = if args.quick { 20_000 } else { args.records };
-    let python_records = (records / 5).max(20_000);
     let engine = Engine::new()?;
     let stages = MarketStages::load(&engine)?;
     let rounds = if args.quick { 1 } else { MARKET_ROUNDS };
-    let mut report = Report::new(records, python_records, rounds);
+    let mut report = Report::new(records, rounds);
 
+    // Every variant reads the same ticks, generated here, before anything is timed.
+    let ticks = Ticks::prepare(records)?;
     eprintln!("market pipeline, {records} ticks, credits {CREDITS:?}");
     // Every figure of the market table is the median of ROUNDS interleaved runs (each round
     // runs every variant once), so that a noisy neighbour for a moment skews no single figure.
-    let native = market::median((0..rounds).map(|_| market::native(records)).collect());
+    let native = market::median((0..rounds).map(|_| market::native(&ticks)).collect());
     ensure!(native.orders > 0, "the strategy placed no order");
-    let python_native = market::native(python_records);
     for credits in CREDITS {
-        let (mut threads, mut wasm, mut fused, mut python) = (vec![], vec![], vec![], vec![]);
+        let mut runs: [Vec<Outcome>; 5] = Default::default();
         for _ in 0..rounds {
-            threads.push(market::threads(records, credits, None));
-            wasm.push(market::sluicegate(&stages, records, credits, None, None)?);
-            fused.push(market::sluicegate_fused(&stages, records, credits, None)?);
-            if let Some(run) = market::cpython(python_records, credits, false)? {
-                python.push(run);
+            runs[0].push(market::threads(&ticks, credits, None));
+            runs[1].push(market::sluicegate(&stages, &ticks, credits, None, None)?);
+            runs[2].push(market::sluicegate_fused(&stages, &ticks, credits, None)?);
+            for (i, design) in [(3, PythonDesign::Generators), (4, PythonDesign::Threads)] {
+                if let Some(run) = market::cpython(&ticks, credits, design, false)? {
+                    runs[i].push(run);
+                }
             }
         }
-        for (name, runs) in [
-            ("threads", &threads),
-            ("sluicegate", &wasm),
-            ("sluicegate fused", &fused),
-        ] {
+        let names = [
+            "threads",
+            "sluicegate",
+            "sluicegate fused",
+            "CPython generators",
+            "CPython threads",
+        ];
+        for (name, runs) in names.iter().zip(&runs) {
             for outcome in runs {
                 ensure!(
                     (outcome.orders, outcome.checksum) == (native.orders, native.checksum),
@@ -105,38 +110,29 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        for python in &python {
-            ensure!(
-                (python.orders, python.checksum) == (python_native.orders, python_native.checksum),
-                "CPython at credits {credits}: checksum {:016x}, native Rust {:016x}",
-                python.checksum,
-                python_native.checksum
-            );
-        }
-        let (threads, wasm, fused) = (
-            market::median(threads),
-            market::median(wasm),
-            market::median(fused),
-        );
-        let python = (!python.is_empty()).then(|| market::median(python));
+        let [threads, wasm, fused, python, python_threads] =
+            runs.map(|runs| (!runs.is_empty()).then(|| market::median(runs)));
+        let rate = |o: &Option<Outcome>| o.as_ref().map(|o| o.records_per_s(records));
+        let shown = |o: &Option<Outcome>| {
+            rate(o).map_or_else(|| "skipped".to_string(), |r| format!("{r:.0}/s"))
+        };
         eprintln!(
-            "  credits {credits:>4}: native {:>10.0}/s  threads {:>10.0}/s  sluicegate {:>10.0}/s  fused {:>10.0}/s  cpython {}",
+            "  credits {credits:>4}: native {:>10.0}/s  threads {}  sluicegate {}  fused {}  cpython {}  cpython threads {}",
             native.records_per_s(records),
-            threads.records_per_s(records),
-            wasm.records_per_s(records),
-            fused.records_per_s(records),
-            python
-                .as_ref()
-                .map(|p| format!("{:.0}/s", p.records_per_s(python_records)))
-                .unwrap_or_else(|| "skipped (no python3)".into())
+            shown(&threads),
+            shown(&wasm),
+            shown(&fused),
+            shown(&python),
+            shown(&python_threads),
         );
         report.market.push(MarketRow {
             credits,
             native: native.records_per_s(records),
-            threads: threads.records_per_s(records),
-            sluicegate: wasm.records_per_s(records),
-            fused: fused.records_per_s(records),
-            cpython: python.map(|p| p.records_per_s(python_records)),
+            threads: rate(&threads).unwrap_or(0.0),
+            sluicegate: rate(&wasm).unwrap_or(0.0),
+            fused: rate(&fused).unwrap_or(0.0),
+            cpython: rate(&python),
+            cpython_threads: rate(&python_threads),
         });
     }
     report.checksum = format!("{:016x} ({} orders)", native.checksum, native.orders);
@@ -145,23 +141,27 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let latency_records = if args.quick { 20_000 } else { 200_000 };
+    // Latency: every variant on the same ticks, so each samples the same orders.
+    let latency_ticks = Ticks::prepare(if args.quick { 20_000 } else { 200_000 })?;
+    let latency_records = latency_ticks.len();
     for credits in [1, 16] {
         let stamps = Stamps::new(latency_records);
-        let threads = market::threads(latency_records, credits, Some(&stamps));
+        let threads = market::threads(&latency_ticks, credits, Some(&stamps));
         let stamps = Stamps::new(latency_records);
-        let wasm = market::sluicegate(&stages, latency_records, credits, Some(&stamps), None)?;
+        let wasm = market::sluicegate(&stages, &latency_ticks, credits, Some(&stamps), None)?;
         let stamps = Stamps::new(latency_records);
-        let fused = market::sluicegate_fused(&stages, latency_records, credits, Some(&stamps))?;
+        let fused = market::sluicegate_fused(&stages, &latency_ticks, credits, Some(&stamps))?;
         let stamps = Stamps::new(latency_records);
-        let native = market::native_stamped(latency_records, Some(&stamps));
-        // CPython on fewer ticks (it is slow), so fewer orders are sampled.
-        if let Some(python) = market::cpython(latency_records / 5, credits, true)? {
-            report.latency.push(LatencyRow::new(
-                "CPython generators",
-                credits,
-                python.latencies_ns,
-            ));
+        let native = market::native_stamped(&latency_ticks, Some(&stamps));
+        for (variant, design) in [
+            ("CPython generators", PythonDesign::Generators),
+            ("CPython threads + queues", PythonDesign::Threads),
+        ] {
+            if let Some(python) = market::cpython(&latency_ticks, credits, design, true)? {
+                report
+                    .latency
+                    .push(LatencyRow::new(variant, credits, python.latencies_ns));
+            }
         }
         for (variant, outcome) in [
             ("native Rust (no batching: credits do not apply)", native),
@@ -207,18 +207,17 @@ fn main() -> anyhow::Result<()> {
         .without_cpu_deadlines_for_benchmarks()
         .build()?;
     let metered = Engine::builder().fuel(true).build()?;
-    let cost_records = records.min(300_000);
+    let cost_ticks = Ticks::prepare(records.min(300_000))?;
+    let cost_records = cost_ticks.len();
+    let cost_checksum = market::native(&cost_ticks).checksum;
     for (name, engine, fuel) in [
         ("no CPU limits", &unlimited, None),
         ("epoch deadlines (default)", &engine, None),
         ("epoch deadlines + fuel", &metered, Some(u64::MAX / 2)),
     ] {
         let stages = MarketStages::load(engine)?;
-        let outcome = market::sluicegate(&stages, cost_records, 256, None, fuel)?;
-        ensure!(
-            outcome.checksum == market::native(cost_records).checksum,
-            "{name}: checksum"
-        );
+        let outcome = market::sluicegate(&stages, &cost_ticks, 256, None, fuel)?;
+        ensure!(outcome.checksum == cost_checksum, "{name}: checksum");
         report
             .limits_cost
             .push((name.to_string(), outcome.records_per_s(cost_records)));
@@ -251,14 +250,15 @@ fn main() -> anyhow::Result<()> {
             report.memory.push(row);
         }
     }
-    let cpu_records = if args.quick { 20_000 } else { 1_000_000 };
+    let cpu_ticks = Ticks::prepare(if args.quick { 20_000 } else { 1_000_000 })?;
     for credits in [16, 256] {
         report.cpu.push((
             credits,
-            resources::measure_cpu(&stages, cpu_records, credits)?,
+            resources::measure_cpu(&stages, &cpu_ticks, credits)?,
         ));
     }
-    report.cpu_records = cpu_records;
+    report.cpu_records = cpu_ticks.len();
+    report.market_memory = resources::market_memory(&cpu_ticks, 256)?;
 
     eprintln!("stages by language");
     let (rows, skipped) = languages::measure(

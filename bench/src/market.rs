@@ -1,7 +1,9 @@
-//! The 4-stage market pipeline (decode → filter → VWAP → crossover strategy, fed by the
-//! synthetic tick feed) in four designs doing the same work on the same input: native Rust
-//! iterators (the limit), native threads with bounded crossbeam queues, sluicegate, and
-//! CPython generators driven with `send(credits)`. Every variant returns the orders' checksum.
+//! The 4-stage market pipeline (decode → filter → VWAP → crossover strategy) in the designs
+//! compared, doing the same work on the same input: native Rust iterators (the limit), native
+//! threads with bounded crossbeam queues, sluicegate (isolated and fused), and CPython in two
+//! designs, generators driven with `send(credits)` and threads with bounded `queue.Queue`s.
+//! Every variant reads the same ticks, prepared before timing ([`Ticks`]), and returns the
+//! orders' checksum; only the pipeline is timed.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -24,6 +26,56 @@ pub struct Outcome {
     pub seconds: f64,
     /// Source-to-sink latency of each order, in ns (when stamps were asked for).
     pub latencies_ns: Vec<u64>,
+    /// CPU time of the run, user and system, all threads (measured by the CPython variants
+    /// themselves; the Rust ones are measured in `resources.rs`).
+    pub cpu_s: Option<(f64, f64)>,
+    /// Resident set once the input is read (CPython variants, where the peak can be reset).
+    pub input_rss_kib: Option<u64>,
+    /// Peak resident set of the process from then to the end of the run, input included
+    /// (CPython variants).
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// The input every variant reads: the feed's ticks, generated once before anything is timed,
+/// held in memory and written to a file for the CPython variants (which read it whole before
+/// their clock starts).
+pub struct Ticks {
+    lines: Arc<[Vec<u8>]>,
+    file: std::path::PathBuf,
+}
+
+impl Ticks {
+    /// The first `records` ticks of the seeded feed.
+    pub fn prepare(records: u64) -> anyhow::Result<Self> {
+        let (mut feed, mut line) = (feed(records), Vec::new());
+        let mut lines = Vec::with_capacity(usize::try_from(records).unwrap_or(0));
+        let mut text = Vec::new();
+        while feed.next_into(&mut line) {
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            lines.push(line.clone());
+        }
+        let file = std::env::temp_dir().join(format!(
+            "sluicegate-bench-ticks-{}-{records}.txt",
+            std::process::id()
+        ));
+        std::fs::write(&file, text)?;
+        Ok(Ticks {
+            lines: lines.into(),
+            file,
+        })
+    }
+
+    /// How many ticks.
+    pub fn len(&self) -> u64 {
+        self.lines.len() as u64
+    }
+}
+
+impl Drop for Ticks {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
 }
 
 impl Outcome {
@@ -78,7 +130,6 @@ impl Stamps {
     }
 }
 
-/// (a) Native Rust: one iterator chain, no batching, no copies between stages.
 /// The run of median time among `runs` (at least one).
 pub fn median(mut runs: Vec<Outcome>) -> Outcome {
     runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
@@ -86,22 +137,23 @@ pub fn median(mut runs: Vec<Outcome>) -> Outcome {
     runs.swap_remove(middle)
 }
 
-pub fn native(records: u64) -> Outcome {
-    native_stamped(records, None)
+/// (a) Native Rust: one iterator chain, no batching, no copies between stages.
+pub fn native(ticks: &Ticks) -> Outcome {
+    native_stamped(ticks, None)
 }
 
 /// [`native`], stamping each tick at the source and measuring each order at the sink.
-pub fn native_stamped(records: u64, stamps: Option<&Stamps>) -> Outcome {
+pub fn native_stamped(ticks: &Ticks, stamps: Option<&Stamps>) -> Outcome {
     let started = Instant::now();
-    let (mut feed, keep) = (feed(records), keep());
+    let keep = keep();
     let (mut vwap, mut strategy) = (VwapWindow::new(32), Crossover::new(5, 20, 100));
-    let (mut line, mut checksum, mut orders) = (Vec::new(), Checksum::default(), 0);
+    let (mut checksum, mut orders) = (Checksum::default(), 0);
     let mut latencies_ns = Vec::new();
-    while feed.next_into(&mut line) {
+    for (at, line) in ticks.lines.iter().enumerate() {
         if let Some(st) = stamps {
-            st.stamp(feed.emitted());
+            st.stamp(at as u64 + 1);
         }
-        let Some(tick) = decode_raw_tick(&line) else {
+        let Some(tick) = decode_raw_tick(line) else {
             continue;
         };
         if !keep.contains(&tick.symbol) {
@@ -120,6 +172,7 @@ pub fn native_stamped(records: u64, stamps: Option<&Stamps>) -> Outcome {
         checksum: checksum.value(),
         seconds: started.elapsed().as_secs_f64(),
         latencies_ns,
+        ..Outcome::default()
     }
 }
 
@@ -130,7 +183,7 @@ const QUEUE_BATCHES: usize = 4;
 
 /// (b) One thread per stage, bounded crossbeam queues of batches of `credits` records, the
 /// records encoded between stages exactly as the wasm stages exchange them.
-pub fn threads(records: u64, credits: u32, stamps: Option<&Stamps>) -> Outcome {
+pub fn threads(ticks: &Ticks, credits: u32, stamps: Option<&Stamps>) -> Outcome {
     let started = Instant::now();
     let credits = credits.max(1) as usize;
     let (to_decode, decode_in) = bounded::<Batch>(QUEUE_BATCHES);
@@ -139,18 +192,16 @@ pub fn threads(records: u64, credits: u32, stamps: Option<&Stamps>) -> Outcome {
     let (to_strategy, strategy_in) = bounded::<Batch>(QUEUE_BATCHES);
     let (to_sink, sink_in) = bounded::<Batch>(QUEUE_BATCHES);
     let source_stamps = stamps.map(Stamps::share);
+    let lines = ticks.lines.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let (mut feed, mut line) = (feed(records), Vec::new());
-            loop {
-                let mut batch = Vec::with_capacity(credits);
-                while batch.len() < credits && feed.next_into(&mut line) {
-                    if let Some(st) = &source_stamps {
-                        st.stamp(feed.emitted());
+            for (first, batch) in lines.chunks(credits).enumerate() {
+                if let Some(st) = &source_stamps {
+                    for at in 0..batch.len() {
+                        st.stamp((first * credits + at) as u64 + 1);
                     }
-                    batch.push(line.clone());
                 }
-                if batch.is_empty() || to_decode.send(batch).is_err() {
+                if to_decode.send(batch.to_vec()).is_err() {
                     break;
                 }
             }
@@ -218,6 +269,7 @@ pub fn threads(records: u64, credits: u32, stamps: Option<&Stamps>) -> Outcome {
             checksum: checksum.value(),
             seconds: started.elapsed().as_secs_f64(),
             latencies_ns,
+            ..Outcome::default()
         }
     })
 }
@@ -252,25 +304,26 @@ impl MarketStages {
     }
 }
 
-/// The host-native feed as an upstream, stamping each tick's emission when asked.
-fn feed_source(
-    records: u64,
+/// The prepared ticks as a host-native upstream, stamping each tick's emission when asked.
+fn ticks_source(
+    ticks: &Ticks,
     stamps: Option<&Stamps>,
 ) -> impl FnMut(sluicegate::Demand) -> sluicegate::Result<Option<Chunk>> + Send + 'static {
     let source_stamps = stamps.map(Stamps::share);
-    let mut feed = feed(records);
-    let mut line = Vec::new();
+    let lines = ticks.lines.clone();
+    let mut at = 0usize;
     move |demand: sluicegate::Demand| {
         let credits = demand.records;
         let mut chunk = Chunk::empty();
         while chunk.len() < credits {
-            if !feed.next_into(&mut line) {
+            let Some(line) = lines.get(at) else {
                 return Ok((!chunk.is_empty() || credits == 0).then_some(chunk));
-            }
+            };
+            at += 1;
             if let Some(st) = &source_stamps {
-                st.stamp(feed.emitted());
+                st.stamp(at as u64);
             }
-            chunk.push(&line);
+            chunk.push(line);
         }
         Ok(Some(chunk))
     }
@@ -292,8 +345,8 @@ fn drain_orders(tail: &Stage, credits: u32, stamps: Option<&Stamps>) -> anyhow::
     Ok(Outcome {
         orders,
         checksum: checksum.value(),
-        seconds: 0.0,
         latencies_ns,
+        ..Outcome::default()
     })
 }
 
@@ -301,12 +354,12 @@ fn drain_orders(tail: &Stage, credits: u32, stamps: Option<&Stamps>) -> anyhow::
 /// its own sandbox; the sink grants `credits` per resume.
 pub fn sluicegate(
     stages: &MarketStages,
-    records: u64,
+    ticks: &Ticks,
     credits: u32,
     stamps: Option<&Stamps>,
     fuel: Option<u64>,
 ) -> anyhow::Result<Outcome> {
-    let source = feed_source(records, stamps);
+    let source = ticks_source(ticks, stamps);
     let limits = sluicegate::Limits::default().with_fuel_per_call(fuel);
     let options = || StageOptions::new().limits(limits);
     let decode = stages
@@ -342,11 +395,11 @@ pub fn sluicegate(
 /// sandbox; hops between them are calls inside wasmtime, not host round trips.
 pub fn sluicegate_fused(
     stages: &MarketStages,
-    records: u64,
+    ticks: &Ticks,
     credits: u32,
     stamps: Option<&Stamps>,
 ) -> anyhow::Result<Outcome> {
-    let source = feed_source(records, stamps);
+    let source = ticks_source(ticks, stamps);
     let stage = stages.fused.instantiate(
         "market",
         StageOptions::new()
@@ -363,10 +416,33 @@ pub fn sluicegate_fused(
     Ok(outcome)
 }
 
-/// (d) CPython generators with `send(credits)`; `None` when python3 is not installed.
-pub fn cpython(records: u64, credits: u32, latency: bool) -> anyhow::Result<Option<Outcome>> {
+/// How the CPython variant is built (`bench/python/market.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PythonDesign {
+    /// Generators driven with `send(credits)`.
+    Generators,
+    /// One thread per stage, bounded `queue.Queue`s of batches of `credits` records.
+    Threads,
+}
+
+/// (d) CPython, on the same prepared ticks; `None` when python3 is not installed.
+pub fn cpython(
+    ticks: &Ticks,
+    credits: u32,
+    design: PythonDesign,
+    latency: bool,
+) -> anyhow::Result<Option<Outcome>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/market.py");
-    let mut args = vec![script.to_string(), records.to_string(), credits.to_string()];
+    let design = match design {
+        PythonDesign::Generators => "generators",
+        PythonDesign::Threads => "threads",
+    };
+    let mut args = vec![
+        script.to_string(),
+        ticks.file.display().to_string(),
+        credits.to_string(),
+        design.to_string(),
+    ];
     if latency {
         args.push("latency".into());
     }
@@ -401,5 +477,8 @@ pub fn cpython(records: u64, credits: u32, latency: bool) -> anyhow::Result<Opti
             .as_array()
             .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
             .unwrap_or_default(),
+        cpu_s: Some((number("user_s")?, number("sys_s")?)),
+        input_rss_kib: field("input_rss_kib")?.as_u64(),
+        peak_rss_kib: Some(number("peak_rss_kib")? as u64),
     }))
 }

@@ -21,7 +21,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded};
 use sluicegate::{Chunk, Engine, StageOptions};
 
-use crate::market::{self, MarketStages};
+use crate::market::{self, MarketStages, PythonDesign, Ticks};
 use crate::stages;
 
 /// The memory variants, as named on the command line and in the report.
@@ -39,6 +39,9 @@ pub struct MemoryRow {
     pub variant: &'static str,
     pub records: u64,
     pub peak_rss_mib: f64,
+    /// The resident set once the input was prepared, where the child measured it (the peak
+    /// then counts from there).
+    pub input_rss_mib: Option<f64>,
     pub seconds: f64,
 }
 
@@ -54,21 +57,22 @@ pub fn measure_memory(variant: &'static str, records: u64) -> anyhow::Result<Mem
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let kib: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("peak_rss_kib="))
-        .and_then(|v| v.trim().parse().ok())
+    let kib = child_value(&stdout, "peak_rss_kib")
         .ok_or_else(|| anyhow::anyhow!("memory child {variant} printed no peak: {stdout}"))?;
     Ok(MemoryRow {
         variant,
         records,
         peak_rss_mib: kib / 1024.0,
+        input_rss_mib: child_value(&stdout, "input_rss_kib").map(|kib| kib / 1024.0),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 /// The child's side: runs the variant, checks every record arrived, prints `peak_rss_kib=`.
 pub fn memory_child(variant: &str, records: u64) -> anyhow::Result<()> {
+    if variant == MARKET_CHILD {
+        return market_child(records);
+    }
     let consumed = match variant {
         "sluicegate" => sluicegate_stream(records)?,
         "threads-bounded" => threaded_stream(records, true),
@@ -79,14 +83,38 @@ pub fn memory_child(variant: &str, records: u64) -> anyhow::Result<()> {
         consumed == records,
         "{variant}: {consumed} of {records} records arrived"
     );
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .map(|v| v.trim().trim_end_matches("kB").trim().to_string())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
-    println!("peak_rss_kib={peak}");
+    print_peak_rss()
+}
+
+/// Prints the process's peak resident set as `peak_rss_kib=`.
+fn print_peak_rss() -> anyhow::Result<()> {
+    println!("peak_rss_kib={}", status_kib("VmHWM")?);
     Ok(())
+}
+
+/// A `kB` field of /proc/self/status.
+fn status_kib(key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {key} in /proc/self/status"))
+}
+
+/// Resets the process's peak resident set to its current one (Linux: `5` into
+/// /proc/self/clear_refs) and returns that, in KiB; `None` where the peak cannot be reset.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS").ok()
+}
+
+/// Parses a `KEY=value` line the child printed.
+fn child_value(stdout: &str, key: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The slow consumer's work on one record.
@@ -215,10 +243,11 @@ impl CpuRow {
     }
 }
 
-/// Measures native, threads and sluicegate on the market pipeline at `credits`.
+/// Measures native, threads and sluicegate on the market pipeline at `credits`, and the two
+/// CPython designs (which measure their own CPU time), all on the same ticks.
 pub fn measure_cpu(
     stages: &MarketStages,
-    records: u64,
+    ticks: &Ticks,
     credits: u32,
 ) -> anyhow::Result<Vec<CpuRow>> {
     let mut rows = Vec::new();
@@ -236,20 +265,92 @@ pub fn measure_cpu(
         });
         outcome
     };
-    let native = market::native(records);
+    let native = market::native(ticks);
     run("native Rust (the useful work)".into(), &mut || {
-        black_box(market::native(records));
+        black_box(market::native(ticks));
         Ok(())
     })?;
     run(format!("threads, credits {credits}"), &mut || {
-        let outcome = market::threads(records, credits, None);
+        let outcome = market::threads(ticks, credits, None);
         anyhow::ensure!(outcome.checksum == native.checksum, "threads: checksum");
         Ok(())
     })?;
     run(format!("sluicegate, credits {credits}"), &mut || {
-        let outcome = market::sluicegate(stages, records, credits, None, None)?;
+        let outcome = market::sluicegate(stages, ticks, credits, None, None)?;
         anyhow::ensure!(outcome.checksum == native.checksum, "sluicegate: checksum");
         Ok(())
     })?;
+    for (name, design) in [
+        ("CPython generators", PythonDesign::Generators),
+        ("CPython threads + queues", PythonDesign::Threads),
+    ] {
+        if let Some(outcome) = market::cpython(ticks, credits, design, false)? {
+            anyhow::ensure!(outcome.checksum == native.checksum, "{name}: checksum");
+            let (user_s, sys_s) = outcome.cpu_s.unwrap_or_default();
+            rows.push(CpuRow {
+                variant: format!("{name}, credits {credits}"),
+                wall_s: outcome.seconds,
+                user_s,
+                sys_s,
+            });
+        }
+    }
     Ok(rows)
+}
+
+/// The memory variant that runs the market pipeline in sluicegate (a child process).
+const MARKET_CHILD: &str = "market-sluicegate";
+
+/// Credits of the market memory comparison.
+pub const MARKET_MEMORY_CREDITS: u32 = 256;
+
+/// One design's memory on the market pipeline.
+pub struct MarketMemoryRow {
+    pub design: &'static str,
+    /// The resident set with the input prepared, before the run; `None` where the peak could
+    /// not be reset (then the peak includes preparing the input).
+    pub input_rss_mib: Option<f64>,
+    /// The peak resident set from then to the end of the run.
+    pub peak_rss_mib: f64,
+}
+
+/// Peak resident set of the market pipeline in sluicegate and in both CPython designs, each in
+/// a process of its own, on the same ticks (each process holds them in memory, read before
+/// the run: the input is part of every figure).
+pub fn market_memory(ticks: &Ticks, credits: u32) -> anyhow::Result<Vec<MarketMemoryRow>> {
+    let sluicegate = measure_memory(MARKET_CHILD, ticks.len())?;
+    let mut rows = vec![MarketMemoryRow {
+        design: "sluicegate",
+        input_rss_mib: sluicegate.input_rss_mib,
+        peak_rss_mib: sluicegate.peak_rss_mib,
+    }];
+    for (design, python) in [
+        ("CPython generators", PythonDesign::Generators),
+        ("CPython threads + queues", PythonDesign::Threads),
+    ] {
+        if let Some(outcome) = market::cpython(ticks, credits, python, false)? {
+            rows.push(MarketMemoryRow {
+                design,
+                input_rss_mib: outcome.input_rss_kib.map(|kib| kib as f64 / 1024.0),
+                peak_rss_mib: outcome.peak_rss_kib.unwrap_or(0) as f64 / 1024.0,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The market pipeline in sluicegate, in this (child) process: prepares the ticks, resets the
+/// peak resident set, loads the stages, runs, checks the orders against native Rust, prints
+/// the resident set with the input prepared and the peak from then on.
+fn market_child(records: u64) -> anyhow::Result<()> {
+    let ticks = Ticks::prepare(records)?;
+    let expected = market::native(&ticks).checksum;
+    if let Some(kib) = reset_peak_rss() {
+        println!("input_rss_kib={kib}");
+    }
+    let engine = Engine::new()?;
+    let stages = MarketStages::load(&engine)?;
+    let outcome = market::sluicegate(&stages, &ticks, MARKET_MEMORY_CREDITS, None, None)?;
+    anyhow::ensure!(outcome.checksum == expected, "market child: checksum");
+    print_peak_rss()
 }
