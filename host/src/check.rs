@@ -163,8 +163,8 @@ pub(crate) const RULES: &[(&str, &str)] = &[
     ("K2", "resources"),
 ];
 
-/// The result of [`check_file`]. Serialises (serde) as `{ path, passed, rules: [{ id, name,
-/// verdict, evidence, error, error_kind }] }`.
+/// The result of [`check_file`]. Serialises (serde) as `{ path, execution_path, passed, rules:
+/// [{ id, name, verdict, evidence, error, error_kind }] }`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CheckReport {
@@ -172,6 +172,9 @@ pub struct CheckReport {
     pub path: PathBuf,
     /// One line per rule, in the order of `docs/protocol.md`'s conformance table.
     pub rules: Vec<RuleCheck>,
+    /// Which way the stage's calls cross the sandbox boundary, and why (`None` if it did not
+    /// load).
+    pub execution_path: Option<crate::ExecutionPath>,
 }
 
 impl CheckReport {
@@ -189,6 +192,7 @@ impl CheckReport {
         CheckReport {
             path: path.to_path_buf(),
             rules,
+            execution_path: None,
         }
     }
 
@@ -248,8 +252,12 @@ impl CheckReport {
 impl serde::Serialize for CheckReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut report = serializer.serialize_struct("CheckReport", 3)?;
+        let mut report = serializer.serialize_struct("CheckReport", 4)?;
         report.serialize_field("path", &self.path.display().to_string())?;
+        report.serialize_field(
+            "execution_path",
+            &self.execution_path.as_ref().map(ToString::to_string),
+        )?;
         report.serialize_field("passed", &self.passed())?;
         report.serialize_field("rules", &self.rules)?;
         report.end()

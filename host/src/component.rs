@@ -10,6 +10,7 @@ use wasmtime::component::{Component, InstancePre};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fast::{ExecutionPath, Plan};
 use crate::sandbox::StageCtx;
 
 impl Engine {
@@ -37,6 +38,10 @@ impl Engine {
         let mut component = self.load_bytes(name, &bytes)?;
         // Only a component composed here is fused: never inferred from export names.
         component.fused = inner.into();
+        component.plan = None;
+        component.path = ExecutionPath::Component {
+            reason: "a fused chain: its stages call one another inside wasmtime".into(),
+        };
         Ok(component)
     }
 
@@ -53,7 +58,7 @@ impl Engine {
             });
         }
         check_header(name, bytes)?;
-        let component = self.compile(name, bytes)?;
+        let (component, plan) = self.compile(name, bytes)?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             stage: name.to_string(),
             reason: format!("{e:#}"),
@@ -69,24 +74,40 @@ impl Engine {
                 reason,
             }
         })?;
+        let (plan, path) = match plan {
+            Ok(plan) => (Some(Arc::new(plan)), ExecutionPath::Core),
+            Err(reason) => (None, ExecutionPath::Component { reason }),
+        };
         Ok(StageComponent {
             name: name.into(),
             digest: crate::checksum::digest(bytes).into(),
             engine: self.clone(),
             pre,
             fused: Arc::new([]),
+            plan,
+            path,
         })
     }
 
     /// Compiles on a worker thread, giving up after the compile timeout (checklist #3: a
-    /// "compile bomb" must not hold the caller hostage).
-    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component> {
+    /// "compile bomb" must not hold the caller hostage); with the fast path on, also reads the
+    /// component's wiring and compiles its core modules there ([`crate::fast::plan`]).
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<(Component, PlanOutcome)> {
         let (engine, bytes) = (self.inner.clone(), bytes.to_vec());
+        let fast = self.core_fast_path;
         let (done, outcome) = std::sync::mpsc::channel();
         let worker = std::thread::Builder::new()
             .name(format!("sluicegate-compile-{name}"))
             .spawn(move || {
-                let _ = done.send(Component::new(&engine, &bytes));
+                let compiled = Component::new(&engine, &bytes).map(|component| {
+                    let plan = if fast {
+                        crate::fast::plan(&engine, &bytes)
+                    } else {
+                        Err("the engine was built without the fast path".to_string())
+                    };
+                    (component, plan)
+                });
+                let _ = done.send(compiled);
             })
             .map_err(|e| Error::Host {
                 stage: name.to_string(),
@@ -97,9 +118,9 @@ impl Engine {
             reason,
         };
         match outcome.recv_timeout(self.compile_timeout) {
-            Ok(Ok(component)) => {
+            Ok(Ok(compiled)) => {
                 let _ = worker.join();
-                Ok(component)
+                Ok(compiled)
             }
             Ok(Err(e)) => Err(load(format!("invalid component: {e:#}"))),
             Err(_) => Err(load(format!(
@@ -161,7 +182,13 @@ pub struct StageComponent {
     /// Set by [`Engine::load_fused`] only: the inner stages' generator exports and names,
     /// most upstream first.
     fused: Arc<[(String, String)]>,
+    /// How to run it as its core modules, when the fast path takes it.
+    plan: Option<Arc<Plan>>,
+    path: ExecutionPath,
 }
+
+/// The fast path's plan for a component, or why it does not take it.
+type PlanOutcome = std::result::Result<Plan, String>;
 
 impl std::fmt::Debug for StageComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,6 +208,17 @@ impl StageComponent {
     /// A digest of the component's bytes (FNV-1a, 64 bits, hex), to tell versions apart.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Which way its calls cross the sandbox boundary: its core modules directly (the fast
+    /// path), or wasmtime's component model, and why.
+    pub fn execution_path(&self) -> &ExecutionPath {
+        &self.path
+    }
+
+    /// The fast path's plan, when the stage runs on it.
+    pub(crate) fn plan(&self) -> Option<&Plan> {
+        self.plan.as_deref()
     }
 
     pub(crate) fn instance_pre(&self) -> &InstancePre<StageCtx> {

@@ -23,6 +23,11 @@ pub struct Engine {
     pub(crate) fuel: bool,
     pub(crate) max_component_bytes: usize,
     pub(crate) max_wasm_stack: usize,
+    /// Whether components of the simple shape run as their core modules (`fast.rs`).
+    pub(crate) core_fast_path: bool,
+    /// The pooling allocator's instance slots: the live stage instances the engine allows,
+    /// whichever path they run on (a stage on the fast path holds core instances only).
+    pub(crate) pool_slots: Option<usize>,
 }
 
 /// Builds an [`Engine`]; every default is safe for untrusted stages.
@@ -35,6 +40,7 @@ pub struct EngineBuilder {
     max_wasm_stack: usize,
     max_component_bytes: usize,
     compile_cache: Option<std::path::PathBuf>,
+    core_fast_path: bool,
 }
 
 impl Default for EngineBuilder {
@@ -55,7 +61,20 @@ impl EngineBuilder {
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             compile_cache: None,
+            // `SLUICEGATE_FAST_PATH=0` runs everything on the component path (the fast
+            // path's reference; the test suite runs once more with it).
+            core_fast_path: std::env::var_os("SLUICEGATE_FAST_PATH").is_none_or(|v| v != "0"),
         }
+    }
+
+    /// Runs stages of the simple shape the SDK and hand-written stages produce as their core
+    /// modules, the canonical ABI done by the host (on by default, unless the environment
+    /// variable `SLUICEGATE_FAST_PATH` is `0`; see [`ExecutionPath`](crate::ExecutionPath)).
+    /// Off, every stage runs on wasmtime's component model: the reference the fast path is
+    /// tested against.
+    pub fn core_fast_path(mut self, enable: bool) -> Self {
+        self.core_fast_path = enable;
+        self
     }
 
     /// Meters fuel, so stages can be given deterministic per-call fuel budgets
@@ -161,6 +180,8 @@ impl EngineBuilder {
             fuel: self.fuel,
             max_component_bytes: self.max_component_bytes,
             max_wasm_stack: self.max_wasm_stack,
+            core_fast_path: self.core_fast_path,
+            pool_slots: self.pooling.map(|slots| slots as usize),
         })
     }
 }

@@ -161,6 +161,7 @@ mod tests {
                 records,
                 ..StageStats::default()
             },
+            path: None,
         };
         let sink = StageStats {
             records: 3,

@@ -21,6 +21,9 @@ pub struct HopSnapshot {
     pub records_in: u64,
     /// The host's counters for it (`records` is what it delivered downstream).
     pub stats: StageStats,
+    /// Which way its calls cross the sandbox boundary (`None` for the native source and the
+    /// sink).
+    pub path: Option<crate::ExecutionPath>,
 }
 
 /// Whether the run succeeded.
@@ -93,6 +96,9 @@ pub struct HopReport {
     pub quarantined_records: u64,
     /// Log lines over the stage's budget, counted instead of logged.
     pub log_lines_suppressed: u64,
+    /// Which way its calls cross the sandbox boundary: `core` (the fast path) or `component:
+    /// <why not the fast path>`; absent for the native source.
+    pub path: Option<String>,
 }
 
 impl From<HopSnapshot> for HopReport {
@@ -111,6 +117,10 @@ impl From<HopSnapshot> for HopReport {
             restarts: hop.stats.restarts,
             quarantined_records: hop.stats.quarantined_records,
             log_lines_suppressed: hop.stats.log_lines_suppressed,
+            path: hop.path.map(|path| match path {
+                crate::ExecutionPath::Core => "core".to_string(),
+                crate::ExecutionPath::Component { reason } => format!("component: {reason}"),
+            }),
         }
     }
 }
@@ -162,17 +172,22 @@ impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10} {:>10}  state",
-            "hop", "records in", "records out", "chunks", "bytes", "p50 µs", "p99 µs"
+            "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10} {:>10}  {:<10} path",
+            "hop", "records in", "records out", "chunks", "bytes", "p50 µs", "p99 µs", "state"
         )?;
         for hop in &self.hops {
             let state = hop
                 .state
                 .map(|s| format!("{s:?}").to_lowercase())
                 .unwrap_or_else(|| "-".into());
+            let path = hop
+                .path
+                .as_deref()
+                .map(|p| p.split(':').next().unwrap_or(p))
+                .unwrap_or("-");
             writeln!(
                 f,
-                "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10.1} {:>10.1}  {state}",
+                "{:<16} {:>12} {:>12} {:>9} {:>12} {:>10.1} {:>10.1}  {state:<10} {path}",
                 hop.name,
                 hop.records_in,
                 hop.records_out,

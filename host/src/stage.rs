@@ -25,6 +25,7 @@ use crate::component::StageComponent;
 use crate::counters::{Counters, StageStats};
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result};
+use crate::fast::ExecutionPath;
 use crate::upstream::{Demand, NoUpstream, Upstream};
 
 /// Where a stage is in the protocol (docs/protocol.md, "States").
@@ -77,6 +78,9 @@ struct Shared {
     /// The faults recovered from, readable without the stage's lock (by an observer, or from
     /// inside a call).
     recovered: Arc<Mutex<Vec<Error>>>,
+    /// The execution path of the component the stage runs now (a swap may change it),
+    /// readable without the stage's lock.
+    path: Mutex<ExecutionPath>,
     inner: Mutex<Inner>,
 }
 
@@ -146,6 +150,7 @@ impl Stage {
                 in_call: AtomicBool::new(false),
                 caller: AtomicU64::new(0),
                 recovered: recovered.clone(),
+                path: Mutex::new(component.execution_path().clone()),
                 inner: Mutex::new(Inner {
                     state: Lifecycle::Created,
                     live: Some(live),
@@ -157,6 +162,22 @@ impl Stage {
                 }),
             }),
         })
+    }
+
+    /// Which way the stage's calls cross the sandbox boundary now (the fast path or the
+    /// component model, and why), from the component it runs (a swap may change it).
+    pub fn execution_path(&self) -> ExecutionPath {
+        match self.shared.path.lock() {
+            Ok(path) => path.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_execution_path(&self, path: &ExecutionPath) {
+        match self.shared.path.lock() {
+            Ok(mut now) => *now = path.clone(),
+            Err(poisoned) => *poisoned.into_inner() = path.clone(),
+        }
     }
 
     /// The stage's name, as used in every error about it.

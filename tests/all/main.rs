@@ -2,6 +2,7 @@
 //! through the real host. One binary, one module per area.
 
 mod check;
+mod fast_path;
 mod fused;
 mod fuzz;
 mod hostile;

@@ -58,6 +58,29 @@ fn main() {
             .join(" ")
     };
     let fixture_names: Vec<&str> = fixtures.iter().map(String::as_str).collect();
+    let paths = |names: &mut dyn Iterator<Item = &str>| -> String {
+        names
+            .map(|n| n.to_uppercase().replace('-', "_"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        code,
+        "/// Every fixture component.\npub const FIXTURES: &[&str] = &[{}];",
+        paths(&mut fixture_names.iter().copied())
+    )
+    .ok();
+    writeln!(
+        code,
+        "/// Every example stage component, in every language.\npub const EXAMPLES: &[&str] = &[{}];",
+        paths(
+            &mut EXAMPLES
+                .iter()
+                .chain(PYTHON.iter().chain(JAVASCRIPT).map(|(name, ..)| name))
+                .copied()
+        )
+    )
+    .ok();
     writeln!(
         code,
         "/// Calls `$mac!(name)` for every fixture.\n#[macro_export]\nmacro_rules! foreach_fixture {{ ($mac:ident) => {{ {} }}; }}",

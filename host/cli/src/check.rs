@@ -84,6 +84,9 @@ pub(crate) fn run_check(args: &CheckArgs, engine: sluicegate::EngineBuilder) -> 
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("check {}", report.path.display());
+        if let Some(path) = &report.execution_path {
+            println!("  path: {path}");
+        }
         for rule in &report.rules {
             let (verdict, detail) = match (&rule.verdict, &rule.error) {
                 (Verdict::Fail, Some(e)) => ("FAIL", e.to_string()),

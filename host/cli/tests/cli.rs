@@ -16,6 +16,7 @@ fn sluicegate_with_cache(args: &[&str], cache: &str) -> (bool, String, String) {
         .args(args)
         .env("RUST_LOG", "off")
         .env("SLUICEGATE_CACHE_DIR", cache)
+        .env_remove("SLUICEGATE_FAST_PATH")
         .output()
         .expect("run sluicegate");
     (
@@ -31,6 +32,10 @@ fn check_passes_a_good_stage_with_exit_code_zero() {
     assert!(ok, "{stdout}");
     assert!(stdout.contains("256: 300 records"), "{stdout}");
     assert!(stdout.contains("result: ok"), "{stdout}");
+    assert!(
+        stdout.contains("path: core (the fast path)"),
+        "the report says which path the stage runs on: {stdout}"
+    );
 }
 
 #[test]
@@ -190,6 +195,12 @@ fn run_json_reports_every_hop_and_a_stable_checksum() {
     assert_eq!(hops, ["ticks", "decode", "filter", "vwap", "strategy"]);
     assert_eq!(report["hops"][0]["records_out"], 5000);
     assert!(report["hops"][4]["resume_p99_us"].as_f64().expect("p99") > 0.0);
+    for hop in report["hops"].as_array().expect("hops") {
+        assert_eq!(
+            hop["path"], "core",
+            "each stage says which path it runs on: {hop}"
+        );
+    }
     assert!(report["failure"].is_null());
     let (_, again, _) = sluicegate(&args);
     assert_eq!(json(&again)["sink"]["checksum"], report["sink"]["checksum"]);

@@ -31,6 +31,7 @@ pub(super) fn run_all(
             return;
         }
     };
+    report.execution_path = Some(subject.stage.execution_path().clone());
     report.pass("W1", subject.world_evidence());
     subject.close_unprimed(report);
     subject.pause(report);

@@ -22,19 +22,25 @@ impl Probe {
     pub fn snapshot(&self) -> Vec<HopSnapshot> {
         let mut hops = Vec::with_capacity(self.stages.len() + 2);
         if let Some(source) = &self.source {
-            hops.push((SOURCE.to_string(), None, source.snapshot()));
+            hops.push((SOURCE.to_string(), None, source.snapshot(), None));
         }
         for stage in &self.stages {
-            hops.push((stage.name().to_string(), Some(stage.state()), stage.stats()));
+            hops.push((
+                stage.name().to_string(),
+                Some(stage.state()),
+                stage.stats(),
+                Some(stage.execution_path()),
+            ));
         }
         let mut upstream_out = 0;
         let mut out = Vec::with_capacity(hops.len() + 1);
-        for (name, state, stats) in hops {
+        for (name, state, stats, path) in hops {
             out.push(HopSnapshot {
                 name,
                 state,
                 records_in: upstream_out,
                 stats,
+                path,
             });
             upstream_out = stats.records;
         }

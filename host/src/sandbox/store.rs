@@ -65,6 +65,9 @@ pub(crate) struct StageCtx {
     /// The monotonic clock the stage reads (virtual unless granted real time).
     clock: Clock,
     table: ResourceTable,
+    /// False while the guest may not call the host (inside `cabi_realloc` or a post-return
+    /// function called by the fast path, `fast/abi.rs`), as wasmtime's flag of the same name.
+    pub(crate) may_leave: bool,
 }
 
 impl StageCtx {
@@ -107,6 +110,7 @@ impl StageCtx {
             wasi,
             clock,
             table: wasi::handle_table(),
+            may_leave: true,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::component::StageComponent;
 use crate::counters::Counters;
 use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
+use crate::fast::CoreCalls;
 use crate::limits::{Budget, Limits};
 use crate::sandbox::{Capabilities, Serving, StageCtx};
 use crate::upstream::Upstream;
@@ -49,6 +50,17 @@ impl Recipe {
         upstream: Box<dyn Upstream>,
         upstream_done: bool,
     ) -> Result<Live> {
+        if let Some(slots) = self.engine.pool_slots
+            && self.engine.live_instances() >= slots
+        {
+            return Err(Error::Host {
+                stage: name.to_string(),
+                message: format!(
+                    "no instance slot left: the engine's pool holds {slots} live stage \
+                     instances (EngineBuilder::pooling)"
+                ),
+            });
+        }
         let fused = component.fused_stages();
         let ctx = StageCtx::new(
             name.clone(),
@@ -77,6 +89,23 @@ impl Recipe {
         store.limiter(|ctx| &mut ctx.budget);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_hostcall_fuel(self.limits.hostcall_fuel());
+        if let Some(plan) = component.plan() {
+            // The fast path: the component's core modules, wired as the component wires them.
+            let (calls, _) = entry::enter(
+                &mut store,
+                name,
+                Call::Instantiate,
+                Serving::Nothing,
+                self.fuel,
+                Instant::now(),
+                |store| plan.instantiate(store),
+            )?;
+            return Ok(Live {
+                store,
+                calls: Calls::Core(Box::new(calls)),
+                fuel: self.fuel,
+            });
+        }
         let pre = component.instance_pre();
         let (instance, _) = entry::enter(
             &mut store,
@@ -102,9 +131,11 @@ impl Recipe {
         }
         Ok(Live {
             store,
-            generator,
-            state,
-            inner,
+            calls: Calls::Component {
+                generator,
+                state,
+                inner,
+            },
             fuel: self.fuel,
         })
     }
@@ -113,14 +144,26 @@ impl Recipe {
 /// A live instance.
 pub(crate) struct Live {
     pub(crate) store: Store<StageCtx>,
-    generator: Generator,
-    /// The optional `state` interface (hot-swap state handoff), if the component exports it.
-    state: Option<StateFuncs>,
-    /// Fused mode: the stages composed ahead of this one in the same component, most upstream
-    /// first, named `fused/inner` in errors; primed and closed by the host, upstream-first.
-    inner: Vec<(String, Generator)>,
+    calls: Calls,
     /// Fuel to give each call when the engine meters fuel.
     fuel: Option<u64>,
+}
+
+/// The functions the host calls into a live instance, on the path it runs on.
+enum Calls {
+    /// wasmtime's component model.
+    Component {
+        generator: Generator,
+        /// The optional `state` interface (hot-swap state handoff), if the component exports
+        /// it.
+        state: Option<StateFuncs>,
+        /// Fused mode: the stages composed ahead of this one in the same component, most
+        /// upstream first, named `fused/inner` in errors; primed and closed by the host,
+        /// upstream-first.
+        inner: Vec<(String, Generator)>,
+    },
+    /// The fast path (`fast.rs`).
+    Core(Box<CoreCalls>),
 }
 
 /// What a resume answered that passed every check, and the upstream's fault if one happened
@@ -143,16 +186,30 @@ impl Live {
         counters.entered_resume(credits);
         // One clock read serves the CPU budget and the latency histogram.
         let started = Instant::now();
-        let resume = self.generator.resume;
-        let outcome = entry::enter(
-            &mut self.store,
-            name,
-            call,
-            Serving::Resume(credits),
-            self.fuel,
-            started,
-            |store| resume.call(store, (credits,)).map(|(answer,)| answer),
-        );
+        let serving = Serving::Resume(credits);
+        let outcome = match &self.calls {
+            Calls::Component { generator, .. } => {
+                let resume = generator.resume;
+                entry::enter(
+                    &mut self.store,
+                    name,
+                    call,
+                    serving,
+                    self.fuel,
+                    started,
+                    |store| resume.call(store, (credits,)).map(|(answer,)| answer),
+                )
+            }
+            Calls::Core(core) => entry::enter(
+                &mut self.store,
+                name,
+                call,
+                serving,
+                self.fuel,
+                started,
+                |store| core.resume(store, credits),
+            ),
+        };
         counters.resume_took(started.elapsed());
         if let Some(bytes) = self.store.data_mut().budget.take_memory_growth() {
             counters.memory_reached(bytes);
@@ -169,8 +226,11 @@ impl Live {
     /// stage itself (its answer is checked by P1 and C1, traps and limits are named after the
     /// inner stage, `fused/inner`).
     fn prime_inner(&mut self) -> Result<()> {
+        let Calls::Component { inner, .. } = &self.calls else {
+            return Ok(());
+        };
         let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
-        for (name, inner) in &self.inner {
+        for (name, inner) in inner {
             let resume = inner.resume;
             let (answer, upstream_fault) = entry::enter(
                 &mut self.store,
@@ -199,15 +259,33 @@ impl Live {
     /// does not stop the others, which still run; after a trap the store is dead and nothing
     /// more can run. The first error is returned.
     pub(crate) fn close(&mut self, name: &str, counters: &Counters) -> Result<()> {
+        let (generator, inner) = match &self.calls {
+            Calls::Component {
+                generator, inner, ..
+            } => (generator, inner),
+            Calls::Core(core) => {
+                counters.entered_close();
+                return entry::enter(
+                    &mut self.store,
+                    name,
+                    Call::Close,
+                    Serving::Close,
+                    self.fuel,
+                    Instant::now(),
+                    |store| core.close(store),
+                )
+                .map(|_| ());
+            }
+        };
         let mut first_error = None;
-        let inner: Vec<(String, TypedFunc<(), ()>)> = self
-            .inner
+        let inner_count = inner.len();
+        let inner: Vec<(String, TypedFunc<(), ()>)> = inner
             .iter()
             .map(|(inner_name, g)| (inner_name.clone(), g.close))
             .collect();
-        let outer = (name.to_string(), self.generator.close);
+        let outer = (name.to_string(), generator.close);
         for (i, (stage, close)) in inner.into_iter().chain([outer]).enumerate() {
-            if i == self.inner.len() {
+            if i == inner_count {
                 counters.entered_close();
             }
             let closed = entry::enter(
@@ -233,36 +311,74 @@ impl Live {
     /// Asks the stage for its state (hot swap), under the handoff budget; `None` if it has no
     /// `state` interface or nothing to hand over. It may not pull meanwhile (X5).
     pub(crate) fn snapshot(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        let Some(snapshot) = self.state.as_ref().map(|s| s.snapshot) else {
-            return Ok(None);
+        let (call, serving, now) = (Call::Snapshot, Serving::Nothing, Instant::now());
+        let (state, _) = match &self.calls {
+            Calls::Component { state, .. } => {
+                let Some(snapshot) = state.as_ref().map(|s| s.snapshot) else {
+                    return Ok(None);
+                };
+                entry::enter(
+                    &mut self.store,
+                    name,
+                    call,
+                    serving,
+                    self.fuel,
+                    now,
+                    |store| snapshot.call(store, ()).map(|(state,)| state),
+                )?
+            }
+            Calls::Core(core) => {
+                if !core.has_state() {
+                    return Ok(None);
+                }
+                entry::enter(
+                    &mut self.store,
+                    name,
+                    call,
+                    serving,
+                    self.fuel,
+                    now,
+                    |store| core.snapshot(store),
+                )?
+            }
         };
-        let (state, _) = entry::enter(
-            &mut self.store,
-            name,
-            Call::Snapshot,
-            Serving::Nothing,
-            self.fuel,
-            Instant::now(),
-            |store| snapshot.call(store, ()).map(|(state,)| state),
-        )?;
         Ok(state)
     }
 
     /// Gives a freshly primed stage its predecessor's state, under the handoff budget;
     /// `Ok(false)` if it has no `state` interface to take it with.
     pub(crate) fn restore(&mut self, name: &str, bytes: Vec<u8>) -> Result<bool> {
-        let Some(restore) = self.state.as_ref().map(|s| s.restore) else {
-            return Ok(false);
+        let (call, serving, now) = (Call::Restore, Serving::Nothing, Instant::now());
+        let (answer, _) = match &self.calls {
+            Calls::Component { state, .. } => {
+                let Some(restore) = state.as_ref().map(|s| s.restore) else {
+                    return Ok(false);
+                };
+                entry::enter(
+                    &mut self.store,
+                    name,
+                    call,
+                    serving,
+                    self.fuel,
+                    now,
+                    |store| restore.call(store, (bytes,)).map(|(answer,)| answer),
+                )?
+            }
+            Calls::Core(core) => {
+                if !core.has_state() {
+                    return Ok(false);
+                }
+                entry::enter(
+                    &mut self.store,
+                    name,
+                    call,
+                    serving,
+                    self.fuel,
+                    now,
+                    |store| core.restore(store, &bytes),
+                )?
+            }
         };
-        let (answer, _) = entry::enter(
-            &mut self.store,
-            name,
-            Call::Restore,
-            Serving::Nothing,
-            self.fuel,
-            Instant::now(),
-            |store| restore.call(store, (bytes,)).map(|(answer,)| answer),
-        )?;
         answer.map(|()| true).map_err(|refusal| Error::Host {
             stage: name.to_string(),
             message: format!("the stage refused the state: {refusal}"),

@@ -102,7 +102,10 @@ impl Stage {
         let cut_over = self.cut_over(fresh, component);
         self.shared.swapping.store(false, Ordering::Release);
         let cut = match cut_over {
-            Ok(cut) => cut,
+            Ok(cut) => {
+                self.set_execution_path(component.execution_path());
+                cut
+            }
             Err((reason, fresh)) => {
                 return Err(refused(match fresh {
                     Some(fresh) => close_refused(*fresh, name, reason),

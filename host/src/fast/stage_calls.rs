@@ -1,0 +1,153 @@
+//! The stage contract's imports on the fast path: `upstream.pull`, `host.log` and
+//! `host.config`, lifted and lowered by hand. The rules are not repeated here: `pull` is the
+//! same [`UpstreamImports::pull`] the component path calls (R2–R5, X4–X6, the clamp), `log`
+//! the same log gate and [`guest_log::emit`].
+
+use wasmtime::{Caller, Func, Store};
+
+use super::abi::{self, Options};
+use super::imports::HostImport;
+use crate::bindings::{Level, UpstreamImports};
+use crate::guest_log::{self, MAX_LOG_FIELDS};
+use crate::sandbox::StageCtx;
+
+/// The function `import` (one of `Pull`, `Log`, `Config`) in `store`.
+pub(super) fn func(
+    import: HostImport,
+    store: &mut Store<StageCtx>,
+    options: Option<Options>,
+) -> Func {
+    match import {
+        HostImport::Pull => Func::wrap(
+            store,
+            move |mut caller: Caller<'_, StageCtx>, credits: u32, retptr: u32| {
+                pull(&mut caller, &options, credits, retptr)
+            },
+        ),
+        HostImport::Log => Func::wrap(
+            store,
+            move |caller: Caller<'_, StageCtx>,
+                  level: u32,
+                  message: u32,
+                  message_len: u32,
+                  fields: u32,
+                  fields_len: u32| {
+                log(
+                    caller,
+                    &options,
+                    level,
+                    (message, message_len),
+                    (fields, fields_len),
+                )
+            },
+        ),
+        _ => Func::wrap(
+            store,
+            move |mut caller: Caller<'_, StageCtx>, retptr: u32| {
+                config(&mut caller, &options, retptr)
+            },
+        ),
+    }
+}
+
+/// The canonical options a lowering that touches memory was given (the plan checked they are
+/// there; a missing one is an error, never a panic).
+fn options(options: &Option<Options>) -> wasmtime::Result<&Options> {
+    options
+        .as_ref()
+        .ok_or_else(|| wasmtime::format_err!("the canonical options name no memory"))
+}
+
+/// `pull(credits) -> option<chunk>`: the rules, then the answer written through `retptr`
+/// (tag at 0, pointer at 4, length at 8; the bytes where the guest's realloc says).
+fn pull(
+    caller: &mut Caller<'_, StageCtx>,
+    options: &Option<Options>,
+    credits: u32,
+    retptr: u32,
+) -> wasmtime::Result<()> {
+    abi::check_may_leave(caller.data())?;
+    let options = self::options(options)?;
+    let answer = UpstreamImports::pull(caller.data_mut(), credits)?;
+    let at = abi::return_area(options.memory.data(&caller), retptr, 4, 12)?;
+    match answer {
+        None => abi::write(&mut *caller, options.memory, at, &[0]),
+        Some(bytes) => {
+            abi::write(&mut *caller, options.memory, at, &[1])?;
+            let list = abi::lower_bytes(&mut *caller, options, &bytes)?;
+            abi::write_pair(&mut *caller, options.memory, at + 4, list)
+        }
+    }
+}
+
+/// `log(level, message, fields)`: lifted as wasmtime lifts it (the level, then the bounds of
+/// the message and of the field list), then the log budget before anything more is read, then
+/// at most [`MAX_LOG_FIELDS`] fields, each key and value checked, then the message's UTF-8.
+fn log(
+    caller: Caller<'_, StageCtx>,
+    options: &Option<Options>,
+    level: u32,
+    (message, message_len): (u32, u32),
+    (fields, fields_len): (u32, u32),
+) -> wasmtime::Result<()> {
+    abi::check_may_leave(caller.data())?;
+    let options = self::options(options)?;
+    let level = match level {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warn,
+        4 => Level::Error,
+        other => wasmtime::bail!("unexpected discriminant: {other}"),
+    };
+    let memory = options.memory.data(&caller);
+    let bounds = |ptr: u32, len: u32| -> wasmtime::Result<(u32, u32)> {
+        let fits = (ptr as usize)
+            .checked_add(len as usize)
+            .is_some_and(|end| end <= memory.len());
+        if fits {
+            Ok((ptr, len))
+        } else {
+            wasmtime::bail!("string pointer/length out of bounds of memory")
+        }
+    };
+    let message = bounds(message, message_len)?;
+    abi::list_of(memory, fields, fields_len, 16, 4)?;
+    if !caller.data().log_gate().admit() {
+        return Ok(());
+    }
+    let mut pairs = Vec::new();
+    for i in 0..(fields_len as usize).min(MAX_LOG_FIELDS) {
+        let at = fields as usize + 16 * i;
+        let element = memory
+            .get(at..at + 16)
+            .ok_or_else(|| wasmtime::format_err!("list pointer/length out of bounds of memory"))?;
+        let key = bounds(abi::u32_at(element, 0)?, abi::u32_at(element, 4)?)?;
+        let value = bounds(abi::u32_at(element, 8)?, abi::u32_at(element, 12)?)?;
+        pairs.push((key, value));
+    }
+    let mut read = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        read.push((
+            abi::string(memory, key.0, key.1)?,
+            abi::string(memory, value.0, value.1)?,
+        ));
+    }
+    let message = abi::string(memory, message.0, message.1)?;
+    guest_log::emit(caller.data().log_name(None), level, message, &read);
+    Ok(())
+}
+
+/// `config() -> list<tuple<string, string>>`, written through `retptr`.
+fn config(
+    caller: &mut Caller<'_, StageCtx>,
+    options: &Option<Options>,
+    retptr: u32,
+) -> wasmtime::Result<()> {
+    abi::check_may_leave(caller.data())?;
+    let options = self::options(options)?;
+    let config = caller.data().config_of(None);
+    let at = abi::return_area(options.memory.data(&caller), retptr, 4, 8)?;
+    let list = abi::lower_pairs(&mut *caller, options, &config)?;
+    abi::write_pair(&mut *caller, options.memory, at, list)
+}

@@ -1,0 +1,535 @@
+//! The core-wasm fast path (`host/src/fast/`) against the component path, which is the
+//! reference: every fixture and example stage the fast path takes, driven through the same
+//! calls on both, must deliver the same records, reach the same states and fail with the same
+//! errors and rules; and every malformed thing a guest can hand the host at the boundary (a
+//! pointer, a length, an alignment, a discriminant, a string, a realloc answer, an import
+//! called where none may be) must be refused identically. The whole suite also runs a second
+//! time on the component path alone (`SLUICEGATE_FAST_PATH=0`, `scripts/test`).
+
+use std::sync::OnceLock;
+
+use sluicegate::{Engine, ExecutionPath, IterUpstream, Limits, StageComponent, StageOptions};
+use sluicegate_tests::{artifacts as a, capture_logs, with_compile_cache};
+
+/// The reference: an engine without the fast path.
+fn component_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        with_compile_cache(Engine::builder().core_fast_path(false))
+            .build()
+            .expect("engine starts")
+    })
+}
+
+/// An engine with the fast path, whatever `SLUICEGATE_FAST_PATH` says.
+fn fast_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        with_compile_cache(Engine::builder().core_fast_path(true))
+            .build()
+            .expect("engine starts")
+    })
+}
+
+/// Small budgets so that hostile fixtures end quickly, the same on both paths.
+fn limits() -> Limits {
+    Limits::default()
+        .with_cpu_per_call(std::time::Duration::from_millis(200))
+        .with_wall_per_call(std::time::Duration::from_millis(50))
+        .with_cpu_per_handoff(std::time::Duration::from_millis(100))
+}
+
+/// What a stage did, call by call, as text: what two paths must agree on.
+fn transcript(component: &StageComponent) -> Vec<String> {
+    let (mut events, logs) = capture_logs(|| {
+        let mut events = Vec::new();
+        let upstream = IterUpstream::new((0..300u32).map(|i| format!("record {i}").into_bytes()));
+        let options = StageOptions::new()
+            .upstream(upstream)
+            .limits(limits())
+            .config("records", "120")
+            .config("symbols", "AAPL,MSFT")
+            .config("lines", "300");
+        let stage = match component.instantiate("subject", options) {
+            Ok(stage) => stage,
+            Err(e) => return vec![format!("instantiate: {}", describe_error(&e))],
+        };
+        events.push(format!("prime: {}", outcome(stage.prime().map(Some))));
+        let plan = [0u32, 1, 2, 5, 0, 16, 3, 100, 1000, 4096];
+        for (step, credits) in plan.iter().cycle().take(40).enumerate() {
+            if step == 12 {
+                events.push(match stage.swap(component) {
+                    Ok(report) => format!(
+                        "swap: state carried {} ({} bytes)",
+                        report.state_carried, report.state_bytes
+                    ),
+                    Err(e) => format!("swap: {}", describe_error(&e)),
+                });
+            }
+            let answer = stage.resume(*credits);
+            let done = !matches!(answer, Ok(Some(_)));
+            events.push(format!(
+                "resume({credits}): {}",
+                outcome(answer.map(|a| a.map(|chunk| {
+                    let records: Vec<String> = chunk
+                        .records()
+                        .map(|r| String::from_utf8_lossy(r).into_owned())
+                        .collect();
+                    records.join("|")
+                })))
+            ));
+            if done {
+                break;
+            }
+        }
+        events.push(format!(
+            "close: {}",
+            outcome(stage.close().map(|()| None::<String>))
+        ));
+        let stats = stage.stats();
+        events.push(format!(
+            "stats: {} resumes, {} closes, {} chunks, {} records, {} bytes, {} restarts, {} swaps, {} credits",
+            stats.resumes_entered,
+            stats.closes_entered,
+            stats.chunks,
+            stats.records,
+            stats.bytes,
+            stats.restarts,
+            stats.swaps,
+            stats.credits_granted
+        ));
+        events.push(format!("state: {:?}", stage.state()));
+        events
+    });
+    // Log lines up to the first the log budget suppresses: from there on, which lines pass
+    // depends on how fast the machine is, on either path.
+    events.extend(
+        logs.into_iter()
+            .take_while(|(_, line)| !line.contains("suppressed"))
+            .map(|(stage, line)| format!("log {stage}: {line}")),
+    );
+    events
+}
+
+fn describe_error(e: &sluicegate::Error) -> String {
+    format!("{e} [rule {:?}]", e.rule())
+}
+
+fn outcome<T: std::fmt::Debug>(result: sluicegate::Result<Option<T>>) -> String {
+    match result {
+        Ok(Some(value)) => format!("{value:?}"),
+        Ok(None) => "none".into(),
+        Err(e) => describe_error(&e),
+    }
+}
+
+/// Loads `path` on both engines and requires the same transcript; returns the fast engine's
+/// execution path.
+fn same_on_both_paths(path: &str) -> ExecutionPath {
+    let fast = fast_engine().load_file(path).expect("loads");
+    let reference = component_engine().load_file(path).expect("loads");
+    assert!(
+        matches!(reference.execution_path(), ExecutionPath::Component { .. }),
+        "the reference engine runs everything on the component path"
+    );
+    let (got, want) = (transcript(&fast), transcript(&reference));
+    let cut = |line: Option<&String>| {
+        line.map_or("(nothing)".to_string(), |l| l.chars().take(400).collect())
+    };
+    if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
+        panic!(
+            "{path}: the fast path and the component path disagree at event {i}:\n  fast path: \
+             {}\n  component: {}",
+            cut(got.get(i)),
+            cut(want.get(i))
+        );
+    }
+    fast.execution_path().clone()
+}
+
+/// Every fixture behaves the same on both paths.
+#[test]
+fn every_fixture_behaves_the_same_on_both_paths() {
+    for path in a::FIXTURES {
+        same_on_both_paths(path);
+    }
+}
+
+/// Every example stage behaves the same on both paths.
+#[test]
+fn every_example_stage_behaves_the_same_on_both_paths() {
+    for path in a::EXAMPLES {
+        same_on_both_paths(path);
+    }
+}
+
+/// The stages the SDK builds take the fast path; the others say why they do not.
+#[test]
+fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
+    for path in [a::PASSTHROUGH, a::COUNTER, a::DECODE, a::VWAP, a::SCRIPTED] {
+        let component = fast_engine().load_file(path).expect("loads");
+        assert_eq!(
+            component.execution_path(),
+            &ExecutionPath::Core,
+            "{path} takes the fast path"
+        );
+    }
+    for path in [a::PY_SYMBOL_FILTER, a::JS_DECODE, a::PROBES_THE_SANDBOX] {
+        let component = fast_engine().load_file(path).expect("loads");
+        match component.execution_path() {
+            ExecutionPath::Component { reason } => assert!(
+                reason.contains("wasi:filesystem"),
+                "{path}: the reason names what the fast path does not serve: {reason}"
+            ),
+            other => panic!("{path} runs on {other}"),
+        }
+    }
+    let fused = fast_engine()
+        .load_fused(
+            "chain",
+            &[
+                ("a".into(), std::fs::read(a::PASSTHROUGH).expect("reads")),
+                ("b".into(), std::fs::read(a::PASSTHROUGH).expect("reads")),
+            ],
+        )
+        .expect("composes");
+    assert!(
+        matches!(fused.execution_path(), ExecutionPath::Component { reason } if reason.contains("fused")),
+        "{}",
+        fused.execution_path()
+    );
+    let off = component_engine().load_file(a::PASSTHROUGH).expect("loads");
+    assert!(
+        matches!(off.execution_path(), ExecutionPath::Component { reason } if reason.contains("without the fast path")),
+        "{}",
+        off.execution_path()
+    );
+}
+
+/// A stage in WAT with the shape wit-component gives the SDK's stages: `pull`, `log` and
+/// `config` reach the main module through a shim table that a fix-up module fills once the
+/// main module (its memory and `realloc`) exists. `data` goes in the main module (data
+/// segments, globals); `realloc`, `resume` and `post` (the post-return of `resume`) are
+/// function bodies. `$heap` is a bump pointer from 4096 the default `realloc` uses.
+fn boundary_stage(data: &str, realloc: &str, resume: &str, post: &str) -> String {
+    format!(
+        r#"(component
+  (import "sluicegate:stage/upstream@0.1.0" (instance $up
+    (export "pull" (func (param "credits" u32) (result (option (list u8)))))))
+  (import "sluicegate:stage/host@0.1.0" (instance $host
+    (type $l (enum "trace" "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $l)))
+    (export "log" (func (param "level" $level) (param "message" string)
+      (param "fields" (list (tuple string string)))))
+    (export "config" (func (result (list (tuple string string)))))))
+  (core module $shim
+    (table (export "t") 3 3 funcref)
+    (type $pull (func (param i32 i32)))
+    (type $log (func (param i32 i32 i32 i32 i32)))
+    (type $config (func (param i32)))
+    (func (export "pull") (type $pull)
+      (call_indirect (type $pull) (local.get 0) (local.get 1) (i32.const 0)))
+    (func (export "log") (type $log)
+      (call_indirect (type $log) (local.get 0) (local.get 1) (local.get 2) (local.get 3)
+        (local.get 4) (i32.const 1)))
+    (func (export "config") (type $config)
+      (call_indirect (type $config) (local.get 0) (i32.const 2))))
+  (core instance $shim (instantiate $shim))
+  (core module $main
+    (import "up" "pull" (func $pull (param i32 i32)))
+    (import "host" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (import "host" "config" (func $config (param i32)))
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 4096))
+    {data}
+    (func (export "realloc") (param $old i32) (param $old_size i32) (param $align i32)
+          (param $size i32) (result i32)
+      {realloc})
+    (func (export "resume") (param $credits i32) (result i32) {resume})
+    (func (export "post") (param $ret i32) {post})
+    (func (export "close")))
+  (core instance $main (instantiate $main
+    (with "up" (instance (export "pull" (func $shim "pull"))))
+    (with "host" (instance (export "log" (func $shim "log"))
+      (export "config" (func $shim "config"))))))
+  (core func $pull (canon lower (func $up "pull") (memory (core memory $main "memory"))
+    (realloc (core func $main "realloc"))))
+  (core func $log (canon lower (func $host "log") (memory (core memory $main "memory"))))
+  (core func $config (canon lower (func $host "config") (memory (core memory $main "memory"))
+    (realloc (core func $main "realloc"))))
+  (core module $fixup
+    (import "" "pull" (func (param i32 i32)))
+    (import "" "log" (func (param i32 i32 i32 i32 i32)))
+    (import "" "config" (func (param i32)))
+    (import "" "t" (table 3 3 funcref))
+    (elem (i32.const 0) func 0 1 2))
+  (core instance (instantiate $fixup (with "" (instance (export "pull" (func $pull))
+    (export "log" (func $log)) (export "config" (func $config))
+    (export "t" (table $shim "t"))))))
+  (func $resume (param "credits" u32) (result (option (list u8)))
+    (canon lift (core func $main "resume") (memory (core memory $main "memory"))
+      (post-return (core func $main "post"))))
+  (func $close (canon lift (core func $main "close")))
+  (instance $g (export "resume" (func $resume)) (export "close" (func $close)))
+  (export "sluicegate:stage/generator@0.1.0" (instance $g)))"#
+    )
+}
+
+/// A bump allocator honouring the alignment asked for.
+const BUMP: &str = "(global.set $heap (i32.and (i32.add (global.get $heap) \
+    (i32.sub (local.get $align) (i32.const 1))) (i32.sub (i32.const 0) (local.get $align)))) \
+    (global.set $heap (i32.add (global.get $heap) (local.get $size))) \
+    (i32.sub (global.get $heap) (local.get $size))";
+
+/// Forwards what upstream answers (the answer at 16).
+const FORWARD: &str = "(call $pull (local.get $credits) (i32.const 16)) (i32.const 16)";
+
+/// What the stage did on the path `engine` runs it on, and that it ran on the expected path.
+fn boundary_transcript(engine: &Engine, wat: &str, fast: bool) -> Vec<String> {
+    let component = engine
+        .load_bytes("boundary", wat.as_bytes())
+        .expect("loads");
+    assert_eq!(
+        component.execution_path() == &ExecutionPath::Core,
+        fast,
+        "{}",
+        component.execution_path()
+    );
+    transcript(&component)
+}
+
+/// Runs `wat` on both paths, requires the same transcript, and returns it.
+fn boundary(wat: &str) -> Vec<String> {
+    let got = boundary_transcript(fast_engine(), wat, true);
+    let want = boundary_transcript(component_engine(), wat, false);
+    assert_eq!(
+        got, want,
+        "the fast path (left) and the component path (right) disagree"
+    );
+    got
+}
+
+/// Asserts the stage faulted with an error mentioning `what`, on both paths alike.
+fn refused(wat: &str, what: &str) {
+    let transcript = boundary(wat);
+    assert!(
+        transcript.iter().any(|line| line.contains(what)),
+        "expected `{what}` in {transcript:#?}"
+    );
+}
+
+#[test]
+fn a_well_formed_stage_in_the_wit_component_shape_runs_the_same_on_both_paths() {
+    let transcript = boundary(&boundary_stage("", BUMP, FORWARD, ""));
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.contains("record 3|record 4|record 5|record 6|record 7")),
+        "{transcript:#?}"
+    );
+}
+
+#[test]
+fn c3_an_answer_pointer_out_of_line_is_refused_alike() {
+    refused(
+        &boundary_stage("", BUMP, "(i32.const 18)", ""),
+        "return pointer not aligned",
+    );
+    refused(
+        &boundary_stage("", BUMP, "(i32.const 65532)", ""),
+        "pointer out of bounds of memory",
+    );
+}
+
+#[test]
+fn c3_an_answer_with_a_bad_option_tag_is_refused_alike() {
+    refused(
+        &boundary_stage(
+            "",
+            BUMP,
+            "(i32.store8 (i32.const 16) (i32.const 2)) (i32.const 16)",
+            "",
+        ),
+        "invalid option discriminant",
+    );
+}
+
+#[test]
+fn c3_an_answer_list_beyond_memory_is_refused_alike() {
+    let body = "(i32.store8 (i32.const 16) (i32.const 1)) \
+                (i32.store (i32.const 20) (i32.const 65000)) \
+                (i32.store (i32.const 24) (i32.const 1000)) (i32.const 16)";
+    refused(
+        &boundary_stage("", BUMP, body, ""),
+        "list pointer/length out of bounds of memory",
+    );
+}
+
+#[test]
+fn a_pull_answer_pointer_out_of_line_is_refused_alike() {
+    refused(
+        &boundary_stage(
+            "",
+            BUMP,
+            "(call $pull (local.get $credits) (i32.const 18)) (i32.const 16)",
+            "",
+        ),
+        "pointer not aligned",
+    );
+    refused(
+        &boundary_stage(
+            "",
+            BUMP,
+            "(call $pull (local.get $credits) (i32.const 65532)) (i32.const 16)",
+            "",
+        ),
+        "pointer out of bounds",
+    );
+}
+
+#[test]
+fn a_realloc_answer_beyond_memory_or_misaligned_is_refused_alike() {
+    refused(
+        &boundary_stage("", "(i32.const 65530)", FORWARD, ""),
+        "realloc return: beyond end of memory",
+    );
+    // `config` lowers a list of 16-byte tuples: aligned to 4.
+    let config = "(call $config (i32.const 64)) (call $pull (local.get $credits) (i32.const 16)) \
+                  (i32.const 16)";
+    refused(
+        &boundary_stage("", "(i32.const 4097)", config, ""),
+        "realloc return: result not aligned",
+    );
+}
+
+#[test]
+fn a_realloc_or_post_return_that_calls_the_host_is_refused_alike() {
+    let realloc = format!("(call $pull (i32.const 0) (i32.const 48)) {BUMP}");
+    refused(
+        &boundary_stage("", &realloc, FORWARD, ""),
+        "cannot leave component instance",
+    );
+    refused(
+        &boundary_stage(
+            "",
+            BUMP,
+            FORWARD,
+            "(call $pull (i32.const 0) (i32.const 48))",
+        ),
+        "cannot leave component instance",
+    );
+}
+
+#[test]
+fn a_realloc_that_traps_faults_the_stage_alike() {
+    refused(
+        &boundary_stage("", "(unreachable)", FORWARD, ""),
+        "unreachable",
+    );
+}
+
+#[test]
+fn a_log_line_with_a_bad_level_pointer_or_string_is_refused_alike() {
+    let data = r#"(data (i32.const 256) "hello\ff")"#;
+    let log = |args: &str| format!("(call $log {args}) {FORWARD}");
+    refused(
+        &boundary_stage(
+            data,
+            BUMP,
+            &log("(i32.const 9) (i32.const 256) (i32.const 5) (i32.const 0) (i32.const 0)"),
+            "",
+        ),
+        "unexpected discriminant: 9",
+    );
+    refused(
+        &boundary_stage(
+            data,
+            BUMP,
+            &log("(i32.const 2) (i32.const 65530) (i32.const 50) (i32.const 0) (i32.const 0)"),
+            "",
+        ),
+        "string pointer/length out of bounds of memory",
+    );
+    refused(
+        &boundary_stage(
+            data,
+            BUMP,
+            &log("(i32.const 2) (i32.const 256) (i32.const 6) (i32.const 0) (i32.const 0)"),
+            "",
+        ),
+        "invalid utf-8",
+    );
+    refused(
+        &boundary_stage(
+            data,
+            BUMP,
+            &log("(i32.const 2) (i32.const 256) (i32.const 5) (i32.const 258) (i32.const 1)"),
+            "",
+        ),
+        "list pointer is not aligned",
+    );
+    refused(
+        &boundary_stage(
+            data,
+            BUMP,
+            &log("(i32.const 2) (i32.const 256) (i32.const 5) (i32.const 0) (i32.const 100000)"),
+            "",
+        ),
+        "list pointer/length out of bounds of memory",
+    );
+    // A field whose key lies beyond memory.
+    let field = r#"(data (i32.const 512) "\00\00\01\00\05\00\00\00\00\01\00\00\05\00\00\00")"#;
+    refused(
+        &boundary_stage(
+            &format!("{data} {field}"),
+            BUMP,
+            &log("(i32.const 2) (i32.const 256) (i32.const 5) (i32.const 512) (i32.const 1)"),
+            "",
+        ),
+        "string pointer/length out of bounds of memory",
+    );
+}
+
+#[test]
+fn a_log_line_and_the_configuration_cross_alike() {
+    let data = r#"(data (i32.const 256) "hello") (data (i32.const 512) "\00\01\00\00\01\00\00\00\00\01\00\00\05\00\00\00")"#;
+    let body = format!(
+        "(call $log (i32.const 2) (i32.const 256) (i32.const 5) (i32.const 512) (i32.const 1)) \
+         (call $config (i32.const 64)) {FORWARD}"
+    );
+    let transcript = boundary(&boundary_stage(data, BUMP, &body, ""));
+    assert!(
+        transcript.iter().any(|l| l.contains("hello")),
+        "the line was logged: {transcript:#?}"
+    );
+}
+
+#[test]
+fn the_conformance_report_says_which_path_a_stage_runs_on_and_why() {
+    use sluicegate::check::{CheckOptions, check_file};
+    let report = check_file(
+        fast_engine(),
+        std::path::Path::new(a::PASSTHROUGH),
+        &CheckOptions::default(),
+    );
+    assert_eq!(report.execution_path, Some(ExecutionPath::Core));
+    let report = check_file(
+        fast_engine(),
+        std::path::Path::new(a::PROBES_THE_SANDBOX),
+        &CheckOptions::default(),
+    );
+    assert!(
+        matches!(&report.execution_path, Some(ExecutionPath::Component { reason }) if reason.contains("wasi:filesystem")),
+        "{:?}",
+        report.execution_path
+    );
+    let broken = check_file(
+        fast_engine(),
+        std::path::Path::new("/nonexistent.wasm"),
+        &CheckOptions::default(),
+    );
+    assert_eq!(
+        broken.execution_path, None,
+        "a stage that does not load has no path"
+    );
+}
