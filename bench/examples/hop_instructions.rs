@@ -7,7 +7,9 @@
 //! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='hop_instructions::hops' \
 //!     target/release/examples/hop_instructions 20000
 //! ```
-//! Instructions per hop = collected instructions / (N × 4).
+//! Instructions per hop = collected instructions / (N × 4). A second argument `wat` runs the
+//! hand-written WAT pass-through instead of the Rust SDK's, to see the host's and wasmtime's
+//! share of a hop without the guest's own work.
 
 use sluicegate::{Engine, Stage};
 
@@ -39,7 +41,13 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20_000);
     let engine = Engine::new()?;
-    let component = engine.load_bytes("passthrough", stages::PASSTHROUGH)?;
+    let component = match std::env::args().nth(2).as_deref() {
+        Some("wat") => engine.load_bytes(
+            "wat-passthrough",
+            include_bytes!("../../example-stages/wat-passthrough/stage.wat"),
+        )?,
+        _ => engine.load_bytes("passthrough", stages::PASSTHROUGH)?,
+    };
     let chain = chain::primed_chain(&component, DEPTH, 64)?;
     let tail = chain.last().ok_or_else(|| anyhow::anyhow!("empty chain"))?;
     hops(tail, 100); // warm up outside the collected call

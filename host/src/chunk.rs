@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub(crate) mod buffers;
+
 /// Bytes of the length prefix in front of every record.
 pub const PREFIX_LEN: usize = 4;
 

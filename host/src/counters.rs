@@ -33,11 +33,12 @@ pub struct StageStats {
     /// Credits granted over all resumes that entered the guest; `records <= credits_granted`.
     pub credits_granted: u64,
     /// Median time of a resume that entered the guest, in microseconds. Inclusive: a stage's
-    /// resume contains the resumes of the stages it pulled from.
+    /// resume contains the resumes of the stages it pulled from. Sampled: every resume of the
+    /// first 256, then one in 16.
     pub resume_p50_us: f64,
     /// 99th percentile of the same, in microseconds.
     pub resume_p99_us: f64,
-    /// The slowest resume, in microseconds (the upper bound of its histogram bucket).
+    /// The slowest sampled resume, in microseconds (the upper bound of its histogram bucket).
     pub resume_max_us: f64,
     /// The most memory any instance of the stage held (all its linear memories and tables), in
     /// bytes.
@@ -45,6 +46,11 @@ pub struct StageStats {
     /// Log lines the stage wrote over its budget, counted instead of logged.
     pub log_lines_suppressed: u64,
 }
+
+/// Resumes whose latency is always recorded, before sampling starts.
+const LATENCY_EVERY_UNTIL: u64 = 256;
+/// After those, one resume in this many is timed.
+const LATENCY_SAMPLE: u64 = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -69,9 +75,14 @@ impl Counters {
         self.log_lines_suppressed.clone()
     }
 
-    pub(crate) fn entered_resume(&self, credits: u32) {
+    /// Counts a resume that enters the guest; true if its time should go into the latency
+    /// histogram: every one of the first [`LATENCY_EVERY_UNTIL`], then one in
+    /// [`LATENCY_SAMPLE`] (two clock reads per call are a tenth of a hop).
+    pub(crate) fn entered_resume(&self, credits: u32) -> bool {
+        let n = self.resumes_entered.load(Relaxed);
         bump(&self.resumes_entered, 1);
         bump(&self.credits_granted, u64::from(credits));
+        n < LATENCY_EVERY_UNTIL || n.is_multiple_of(LATENCY_SAMPLE)
     }
 
     pub(crate) fn restarted(&self, quarantined_records: u64) {

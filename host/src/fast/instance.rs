@@ -324,7 +324,9 @@ fn lift_option_list(memory: &[u8], ret: u32) -> wasmtime::Result<Option<Vec<u8>>
         Some(0) => Ok(None),
         Some(1) => {
             let list = abi::list(memory, abi::u32_at(area, 4)?, abi::u32_at(area, 8)?)?;
-            Ok(Some(list.to_vec()))
+            let mut bytes = crate::chunk::buffers::take(list.len());
+            bytes.extend_from_slice(list);
+            Ok(Some(bytes))
         }
         _ => wasmtime::bail!("invalid option discriminant"),
     }

@@ -75,6 +75,7 @@ fn pull(
         Some(bytes) => {
             abi::write(&mut *caller, options.memory, at, &[1])?;
             let list = abi::lower_bytes(&mut *caller, options, &bytes)?;
+            crate::chunk::buffers::give_back(bytes);
             abi::write_pair(&mut *caller, options.memory, at + 4, list)
         }
     }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cpu_time::ThreadTime;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -33,8 +33,6 @@ pub(crate) struct Budget {
     /// Wall time the current call may spend blocked in WASI waits, and has spent.
     wall_budget: Duration,
     waited: Duration,
-    /// When the current call started (the caller's clock read, shared with the metrics).
-    call_started: Instant,
     /// The engine's tick counter (one increment per [`EPOCH_TICK`]).
     ticks: Arc<AtomicU64>,
     /// Ticks that passed while the current call waited for its upstream to serve pulls. Each
@@ -42,10 +40,10 @@ pub(crate) struct Budget {
     /// spans a tick boundary is charged a whole tick, one that does not is charged nothing,
     /// so the sum is an unbiased estimate of the upstream time, good to a tick or so.
     upstream_ticks: u64,
-    /// Taken at the first epoch tick of a call that lasts that long: the thread's CPU clock,
-    /// the upstream ticks so far, and the call's wall time so far. Reading the CPU clock is a
-    /// system call, so healthy calls, which end before a tick, never pay for it.
-    cpu_base: Option<(Duration, u64, Duration)>,
+    /// Taken at the first epoch tick of a call that lasts that long: the thread's CPU clock
+    /// and the upstream ticks so far. Reading the CPU clock is a system call, so healthy
+    /// calls, which end before a tick, never pay for it.
+    cpu_base: Option<(Duration, u64)>,
     /// The most memory held so far (memories and tables), and whether it grew since it was
     /// last read.
     memory_peak: usize,
@@ -70,7 +68,6 @@ impl Budget {
             cpu_budget: limits.cpu_per_call,
             wall_budget: limits.wall_per_call,
             waited: Duration::ZERO,
-            call_started: Instant::now(),
             ticks,
             upstream_ticks: 0,
             cpu_base: None,
@@ -89,10 +86,10 @@ impl Budget {
         &self.limits
     }
 
-    /// Starts the clock of a call that started at `started`, with `cpu` of CPU budget and
-    /// `wall` of time it may spend blocked in WASI waits.
-    pub(crate) fn start_call(&mut self, started: Instant, cpu: Duration, wall: Duration) {
-        self.call_started = started;
+    /// Starts the budgets of a call: `cpu` of CPU, `wall` of time it may spend blocked in WASI
+    /// waits. No clock is read: a call that reaches its first epoch tick is charged one tick for
+    /// the time before it (a call ends before its first tick or is charged from there on).
+    pub(crate) fn start_call(&mut self, cpu: Duration, wall: Duration) {
         self.cpu_budget = cpu;
         self.wall_budget = wall;
         self.upstream_ticks = 0;
@@ -154,14 +151,11 @@ impl Budget {
 
     /// [`Budget::on_deadline`] with the thread's CPU clock read as `cpu`.
     fn on_deadline_at(&mut self, cpu: Duration) -> UpdateDeadline {
-        let (base_cpu, base_upstream, before_base) =
-            *self
-                .cpu_base
-                .get_or_insert((cpu, self.upstream_ticks, self.call_started.elapsed()));
+        let (base_cpu, base_upstream) = *self.cpu_base.get_or_insert((cpu, self.upstream_ticks));
         let upstream_since = Self::upstream_time(self.upstream_ticks.saturating_sub(base_upstream));
-        let own = before_base
-            .saturating_sub(Self::upstream_time(base_upstream))
-            .min(EPOCH_TICK)
+        // Before the first tick (the baseline) the call is charged one tick, less what its
+        // upstream took meanwhile: at most one tick more than it used, never more.
+        let own = EPOCH_TICK.saturating_sub(Self::upstream_time(base_upstream))
             + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
         match self.cpu_budget.checked_sub(own) {
             Some(left) if !left.is_zero() => {
@@ -272,10 +266,7 @@ mod tests {
     #[test]
     fn a_call_descheduled_before_its_first_tick_is_not_charged_the_wait() {
         let mut budget = budget(Duration::from_millis(500));
-        let long_ago = Instant::now()
-            .checked_sub(Duration::from_secs(2))
-            .unwrap_or_else(Instant::now);
-        budget.start_call(long_ago, Duration::from_millis(500), Duration::from_secs(1));
+        budget.start_call(Duration::from_millis(500), Duration::from_secs(1));
         let cpu = Duration::from_secs(10);
         assert!(matches!(
             budget.on_deadline_at(cpu),
@@ -291,11 +282,7 @@ mod tests {
     #[test]
     fn cpu_time_after_the_baseline_is_charged_and_extends_the_deadline_by_what_is_left() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(
-            Instant::now(),
-            Duration::from_millis(500),
-            Duration::from_secs(1),
-        );
+        budget.start_call(Duration::from_millis(500), Duration::from_secs(1));
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         match budget.on_deadline_at(cpu + Duration::from_millis(400)) {
@@ -310,11 +297,7 @@ mod tests {
     #[test]
     fn upstream_time_is_not_charged() {
         let mut budget = budget(Duration::from_millis(500));
-        budget.start_call(
-            Instant::now(),
-            Duration::from_millis(500),
-            Duration::from_secs(1),
-        );
+        budget.start_call(Duration::from_millis(500), Duration::from_secs(1));
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         // 600 ms of CPU on this thread, all of it while the upstream served a pull.

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -187,7 +186,6 @@ impl StageCtx {
     pub(crate) fn begin(
         &mut self,
         serving: Serving,
-        started: Instant,
         cpu: std::time::Duration,
         wall: std::time::Duration,
     ) {
@@ -197,7 +195,7 @@ impl StageCtx {
         self.serving = serving;
         self.report = CallReport::default();
         self.stderr.forget();
-        self.budget.start_call(started, cpu, wall);
+        self.budget.start_call(cpu, wall);
     }
 
     /// Marks the end of a call and hands over what happened at the boundary.

@@ -5,8 +5,6 @@
 //! happened from the host's own records and wasmtime's trap codes, never from message text.
 //! [`chunk`] is the one check of what a guest answered (size, framing, credits).
 
-use std::time::Instant;
-
 use wasmtime::Store;
 
 use crate::chunk::{Chunk, CountError, count_records};
@@ -18,16 +16,13 @@ use crate::sandbox::{CallReport, Serving, StageCtx};
 /// (the CPU budget of the call: the handoff budget for a snapshot or restore), the fuel if the
 /// stage is metered, and the wall budget of its waits; runs `f`; and turns what happened into
 /// the answer, the upstream's fault if one happened meanwhile (X4), or the error that faults
-/// the stage (a violation, an upstream's refusal, a limit, a trap).
-///
-/// `started` is the caller's clock read, shared with its latency histogram.
+/// the stage (a violation, an upstream's refusal, a limit, a trap). No clock is read.
 pub(crate) fn enter<R>(
     store: &mut Store<StageCtx>,
     name: &str,
     call: Call,
     serving: Serving,
     fuel: Option<u64>,
-    started: Instant,
     f: impl FnOnce(&mut Store<StageCtx>) -> wasmtime::Result<R>,
 ) -> Result<(R, Option<Error>)> {
     let limits = store.data().budget.limits();
@@ -40,7 +35,7 @@ pub(crate) fn enter<R>(
         ),
         _ => (limits.cpu_per_call, limits.wall_per_call),
     };
-    store.data_mut().begin(serving, started, cpu, wall);
+    store.data_mut().begin(serving, cpu, wall);
     store.set_epoch_deadline(FIRST_CHECK_TICKS);
     if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `fuel` rules out.

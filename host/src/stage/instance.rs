@@ -97,7 +97,6 @@ impl Recipe {
                 Call::Instantiate,
                 Serving::Nothing,
                 self.fuel,
-                Instant::now(),
                 |store| plan.instantiate(store),
             )?;
             return Ok(Live {
@@ -113,7 +112,6 @@ impl Recipe {
             Call::Instantiate,
             Serving::Nothing,
             self.fuel,
-            Instant::now(),
             |store| pre.instantiate(store),
         )?;
         let wrong_world = |reason: String| Error::WrongWorld {
@@ -183,34 +181,25 @@ impl Live {
         if call == Call::Prime {
             self.prime_inner()?;
         }
-        counters.entered_resume(credits);
-        // One clock read serves the CPU budget and the latency histogram.
-        let started = Instant::now();
+        // The latency histogram samples (`Counters::entered_resume`): most calls read no clock.
+        let started = counters.entered_resume(credits).then(Instant::now);
         let serving = Serving::Resume(credits);
         let outcome = match &self.calls {
             Calls::Component { generator, .. } => {
                 let resume = generator.resume;
-                entry::enter(
-                    &mut self.store,
-                    name,
-                    call,
-                    serving,
-                    self.fuel,
-                    started,
-                    |store| resume.call(store, (credits,)).map(|(answer,)| answer),
-                )
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    resume.call(store, (credits,)).map(|(answer,)| answer)
+                })
             }
-            Calls::Core(core) => entry::enter(
-                &mut self.store,
-                name,
-                call,
-                serving,
-                self.fuel,
-                started,
-                |store| core.resume(store, credits),
-            ),
+            Calls::Core(core) => {
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    core.resume(store, credits)
+                })
+            }
         };
-        counters.resume_took(started.elapsed());
+        if let Some(started) = started {
+            counters.resume_took(started.elapsed());
+        }
         if let Some(bytes) = self.store.data_mut().budget.take_memory_growth() {
             counters.memory_reached(bytes);
         }
@@ -238,7 +227,6 @@ impl Live {
                 Call::Prime,
                 Serving::Resume(0),
                 self.fuel,
-                Instant::now(),
                 |store| resume.call(store, (0,)).map(|(answer,)| answer),
             )?;
             if let Some(cause) = upstream_fault {
@@ -271,7 +259,6 @@ impl Live {
                     Call::Close,
                     Serving::Close,
                     self.fuel,
-                    Instant::now(),
                     |store| core.close(store),
                 )
                 .map(|_| ());
@@ -294,7 +281,6 @@ impl Live {
                 Call::Close,
                 Serving::Close,
                 self.fuel,
-                Instant::now(),
                 |store| close.call(store, ()),
             );
             if let Err(error) = closed {
@@ -311,35 +297,23 @@ impl Live {
     /// Asks the stage for its state (hot swap), under the handoff budget; `None` if it has no
     /// `state` interface or nothing to hand over. It may not pull meanwhile (X5).
     pub(crate) fn snapshot(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        let (call, serving, now) = (Call::Snapshot, Serving::Nothing, Instant::now());
+        let (call, serving) = (Call::Snapshot, Serving::Nothing);
         let (state, _) = match &self.calls {
             Calls::Component { state, .. } => {
                 let Some(snapshot) = state.as_ref().map(|s| s.snapshot) else {
                     return Ok(None);
                 };
-                entry::enter(
-                    &mut self.store,
-                    name,
-                    call,
-                    serving,
-                    self.fuel,
-                    now,
-                    |store| snapshot.call(store, ()).map(|(state,)| state),
-                )?
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    snapshot.call(store, ()).map(|(state,)| state)
+                })?
             }
             Calls::Core(core) => {
                 if !core.has_state() {
                     return Ok(None);
                 }
-                entry::enter(
-                    &mut self.store,
-                    name,
-                    call,
-                    serving,
-                    self.fuel,
-                    now,
-                    |store| core.snapshot(store),
-                )?
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    core.snapshot(store)
+                })?
             }
         };
         Ok(state)
@@ -348,35 +322,23 @@ impl Live {
     /// Gives a freshly primed stage its predecessor's state, under the handoff budget;
     /// `Ok(false)` if it has no `state` interface to take it with.
     pub(crate) fn restore(&mut self, name: &str, bytes: Vec<u8>) -> Result<bool> {
-        let (call, serving, now) = (Call::Restore, Serving::Nothing, Instant::now());
+        let (call, serving) = (Call::Restore, Serving::Nothing);
         let (answer, _) = match &self.calls {
             Calls::Component { state, .. } => {
                 let Some(restore) = state.as_ref().map(|s| s.restore) else {
                     return Ok(false);
                 };
-                entry::enter(
-                    &mut self.store,
-                    name,
-                    call,
-                    serving,
-                    self.fuel,
-                    now,
-                    |store| restore.call(store, (bytes,)).map(|(answer,)| answer),
-                )?
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    restore.call(store, (bytes,)).map(|(answer,)| answer)
+                })?
             }
             Calls::Core(core) => {
                 if !core.has_state() {
                     return Ok(false);
                 }
-                entry::enter(
-                    &mut self.store,
-                    name,
-                    call,
-                    serving,
-                    self.fuel,
-                    now,
-                    |store| core.restore(store, &bytes),
-                )?
+                entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
+                    core.restore(store, &bytes)
+                })?
             }
         };
         answer.map(|()| true).map_err(|refusal| Error::Host {
