@@ -10,6 +10,7 @@ mod market;
 mod report;
 mod resources;
 mod sandbox_cost;
+mod stage_memory;
 mod startup;
 mod swap_pause;
 
@@ -45,6 +46,9 @@ struct Args {
     /// Internal: run one memory measurement (VARIANT RECORDS) and print its peak RSS.
     #[arg(long, num_args = 2, value_names = ["VARIANT", "RECORDS"], hide = true)]
     memory_child: Option<Vec<String>>,
+    /// Internal: hold STAGES live instances of STAGE and print the resident set per stage.
+    #[arg(long, num_args = 2, value_names = ["STAGE", "STAGES"], hide = true)]
+    stage_memory_child: Option<Vec<String>>,
 }
 
 const CREDITS: [u32; 4] = [1, 16, 256, 4096];
@@ -65,6 +69,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some([variant, records]) = args.memory_child.as_deref() {
         return resources::memory_child(variant, records.parse()?);
+    }
+    if let Some([stage, stages]) = args.stage_memory_child.as_deref() {
+        return stage_memory::child(stage, stages.parse()?);
     }
     let records = if args.quick { 20_000 } else { args.records };
     let engine = Engine::new()?;
@@ -249,6 +256,21 @@ fn main() -> anyhow::Result<()> {
             );
             report.memory.push(row);
         }
+    }
+    for (stage, fast, stages) in [
+        ("sdk-passthrough", true, 1_000),
+        ("sdk-passthrough", false, 1_000),
+        ("wat-passthrough", true, 1_000),
+        ("wat-passthrough", false, 1_000),
+        ("sdk-passthrough", true, 10_000),
+    ] {
+        let stages = if args.quick { stages / 10 } else { stages };
+        let row = stage_memory::measure(stage, fast, stages)?;
+        println!(
+            "memory per stage: {stage} ({}) x {stages}: {:.1} KiB primed, {:.1} KiB after running, {:.0} MiB in all",
+            row.path, row.primed_kib, row.run_kib, row.total_mib
+        );
+        report.stage_memory.push(row);
     }
     let cpu_ticks = Ticks::prepare(if args.quick { 20_000 } else { 1_000_000 })?;
     for credits in [16, 256] {

@@ -23,12 +23,19 @@ deterministically on a noisy machine.
 | one clock read per call (shared by the CPU budget and the latency histogram), upstream time counted in epoch ticks instead of two clock reads per pull, counters bumped with plain stores instead of locked read-modify-writes | `clock_gettime` at 10% of a 64 B hop's samples | 7,206 instructions per hop | 7,059 per hop (−2%); wall clock within noise (medians −1.5%) |
 | guest SDK: a chunk reserves its size up front (a map's input size, else a guess from the first record) | `RawVecInner::finish_grow` and `reserve` at 5.3% of a 64 B hop's samples, inside the guest: the output chunk grown record by record | 7,005 instructions per hop | 6,698 per hop (−4.4%) |
 | fused mode (`--fused`): stages composed into one component | in an isolated hop, wasmtime's four boundary crossings (resume, pull, the `realloc` that lowers the chunk into the next memory, post-return) are most of the cost; the host's own code is a small share | see the hop table above | see the hop table above |
+| issue #13: the core-wasm fast path (a component of the SDK's shape runs as its core modules, the canonical ABI done by the host, every guest value checked) | callgrind of a 4-stage chain of the SDK pass-through: most instructions in wasmtime's component trampolines, `Func::call` machinery and the lowering of `option<list<u8>>` | 7,003 instructions per hop | 4,283 per hop (−39%) |
+| issue #13: no clock read per call (the time before a call's first epoch tick is charged as one tick), latency sampled (every resume of the first 256, then one in 16), chunks lifted into a thread-local pool of buffers | `clock_gettime` (vDSO) twice per call and `malloc`/`free` of each lifted chunk in the host's share | 4,283 instructions per hop | 4,070 per hop (−5%); the hand-written WAT pass-through: 2,019 |
+| issue #13: the fast path's host functions made once per component (a linker), each store holding only their options | per stage, a closure and a trampoline context per imported function | 39.8 KiB per live SDK stage | 36.4 KiB |
 
-What the profile says is left: in isolated mode a hop's cost is mostly wasmtime's
-canonical-ABI machinery for the three calls it makes per hop, so the host cannot take an
-isolated 64 B hop near the 250 ns target without changing the contract (for example a
-`pull` that writes into a buffer the guest lends, which the component model cannot express
-today without resources or streams). Fused mode halves the hop for small chunks where stages
+What the profile says is left (callgrind, 4,070 instructions per SDK hop): about half is the
+guest itself (about 2,050: the SDK's `resume`, two `dlmalloc` allocations and frees per hop
+for the pulled and the answered chunk, the record loop), about 570 wasmtime's core call and
+host-call trampolines, about 750 the host's own code (the protocol state machine, the budget,
+the chunk's checks), and the rest the C library under both (`memcpy`, the host's
+allocator). The hand-written WAT pass-through, with no allocator, costs
+2,019 instructions per hop. Left undone: copying a chunk straight from one guest memory into
+the next (it goes through a pooled host buffer today), and a guest SDK that reuses its chunk
+buffers instead of allocating them per call. Fused mode halves the hop for small chunks where stages
 trust each other, but loses on large ones (wasmtime's adapter copies lists byte by byte), so it
 is not the answer for bulk throughput. At large credits the remaining time is the stages' own
 work (parsing) and copies between linear memories (`memmove`, about 5%); until issue #13 the
@@ -107,6 +114,7 @@ pub struct Report {
     pub cpu: Vec<(u32, Vec<crate::resources::CpuRow>)>,
     pub cpu_records: u64,
     pub market_memory: Vec<crate::resources::MarketMemoryRow>,
+    pub stage_memory: Vec<crate::stage_memory::StageMemoryRow>,
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -163,6 +171,7 @@ impl Report {
             cpu: Vec::new(),
             cpu_records: 0,
             market_memory: Vec::new(),
+            stage_memory: Vec::new(),
         }
     }
 
@@ -255,10 +264,38 @@ impl Report {
                 verdict(hi <= lo * 1.25)
             );
         }
-        let _ = writeln!(
-            m,
-            "| ≤ 32 KiB per live stage | not measured yet (issue #13, part 4) | **missed** |"
-        );
+        let per_stage = |stage: &str, path: &str, stages: usize| {
+            self.stage_memory
+                .iter()
+                .find(|r| r.stage == stage && r.path.starts_with(path) && r.stages == stages)
+        };
+        let most = self
+            .stage_memory
+            .iter()
+            .map(|r| r.stages)
+            .max()
+            .unwrap_or(0);
+        if let (Some(sdk), Some(wat)) = (
+            per_stage("sdk-passthrough", "core", 1_000),
+            per_stage("wat-passthrough", "core", 1_000),
+        ) {
+            let _ = writeln!(
+                m,
+                "| ≤ 32 KiB per live stage | the Rust SDK's pass-through {:.1} KiB once it has run ({:.1} KiB primed), of which its own linear memory is about a half; the WAT pass-through {:.1} KiB | {} |",
+                sdk.run_kib,
+                sdk.primed_kib,
+                wat.run_kib,
+                verdict(sdk.run_kib <= 32.0)
+            );
+        }
+        if let Some(all) = per_stage("sdk-passthrough", "core", most) {
+            let _ = writeln!(
+                m,
+                "| {most} live stages well under 1 GiB | {:.0} MiB for the whole process | {} |",
+                all.total_mib,
+                verdict(all.total_mib < 512.0)
+            );
+        }
         m
     }
 
@@ -433,6 +470,32 @@ impl Report {
                     r.input_rss_mib
                         .map(|x| format!("{:.1} MiB", r.peak_rss_mib - x))
                         .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        if !self.stage_memory.is_empty() {
+            let _ = writeln!(m, "\n## Memory: what one more live stage costs\n");
+            let _ = writeln!(
+                m,
+                "Primed pass-through stages held at once, in chains of ten fed by a host source, \
+                 each case in a child process of its own: its resident set (`VmRSS`) before the \
+                 stages exist, once they are all primed, and once every chain has carried ten \
+                 records; the growth over the number of stages is what one more stage costs. It \
+                 is the host's part (the store, its core instances and their contexts, the \
+                 stage's counters, its WASI context) and the guest's (the pages of its linear \
+                 memory it touched: its stack, its data, its heap). The WAT pass-through has no \
+                 runtime of its own, so its figure is nearly all the host's. Before issue #13 \
+                 (component path only): about 74 KiB per stage.\n"
+            );
+            let _ = writeln!(
+                m,
+                "| stage | path | live stages | KiB per stage, primed | KiB per stage, after running | whole process |\n|---|---|---:|---:|---:|---:|"
+            );
+            for r in &self.stage_memory {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {:.1} | {:.1} | {:.0} MiB |",
+                    r.stage, r.path, r.stages, r.primed_kib, r.run_kib, r.total_mib
                 );
             }
         }

@@ -19,6 +19,7 @@
 //! why.
 
 mod abi;
+mod host_funcs;
 mod imports;
 mod instance;
 mod shape;

@@ -12,7 +12,7 @@ mod wasi;
 
 use wasmtime::component::{HasSelf, Linker};
 
-pub(crate) use self::store::{CallReport, KeptInputs, Salvage, Serving, StageCtx};
+pub(crate) use self::store::{CallReport, KeptInputs, Lowering, Salvage, Serving, StageCtx};
 
 /// What a stage may see of the outside world besides its input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -12,10 +12,21 @@ use crate::sandbox::StageCtx;
 pub(super) type Realloc = TypedFunc<(u32, u32, u32, u32), u32>;
 
 /// The memory and allocator named by a `canon lower` or `canon lift` (its options).
-#[derive(Clone)]
-pub(super) struct Options {
-    pub(super) memory: Memory,
-    pub(super) realloc: Option<Realloc>,
+pub(super) use crate::sandbox::Lowering as Options;
+
+/// The options of the host function in slot `slot` of the calling store (the plan gave every
+/// function that touches memory its options; a missing one is an error, never a panic).
+pub(super) fn options(
+    caller: &wasmtime::Caller<'_, StageCtx>,
+    slot: usize,
+) -> wasmtime::Result<Options> {
+    caller
+        .data()
+        .lowerings
+        .get(slot)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| wasmtime::format_err!("the canonical options name no memory"))
 }
 
 /// Refuses a host call while the guest may not leave (inside `cabi_realloc` or a post-return

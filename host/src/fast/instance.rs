@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use wasmtime::{Extern, Func, Memory, Store, TypedFunc};
 
 use super::abi::{self, Options, Realloc};
-use super::imports::HostImport;
 use super::shape::{Alias, CoreFunc, Item, Lift, Plan, Step};
 use crate::sandbox::StageCtx;
 
@@ -49,6 +48,7 @@ struct State {
 impl Plan {
     /// Makes the stage's core instances in `store` (start functions run) and finds its exports.
     pub(crate) fn instantiate(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<CoreCalls> {
+        store.data_mut().lowerings = self.host.no_lowerings();
         let mut built = Built {
             instances: Vec::with_capacity(self.steps.len()),
             funcs: vec![None; self.funcs.len()],
@@ -162,7 +162,7 @@ impl Plan {
                 .into_func()
                 .ok_or_else(|| wasmtime::format_err!("`{}` is not a function", alias.name))?,
             Some(CoreFunc::Host {
-                import,
+                import: _,
                 memory,
                 realloc,
             }) => {
@@ -180,7 +180,7 @@ impl Plan {
                     }),
                     None => None,
                 };
-                host_func(*import, store, options)
+                self.host.get(store, index, options)?
             }
             None => wasmtime::bail!("no core function {index}"),
         };
@@ -199,16 +199,6 @@ impl Plan {
         aliased(built, store, &self.memories, index)?
             .into_memory()
             .ok_or_else(|| wasmtime::format_err!("core memory {index} is not a memory"))
-    }
-}
-
-/// The host function `import`, in `store`, lowered with `options`.
-fn host_func(import: HostImport, store: &mut Store<StageCtx>, options: Option<Options>) -> Func {
-    match import {
-        HostImport::Pull | HostImport::Log | HostImport::Config => {
-            super::stage_calls::func(import, store, options)
-        }
-        _ => super::wasi::func(import, store, options),
     }
 }
 

@@ -3,7 +3,7 @@
 //! same [`UpstreamImports::pull`] the component path calls (R2–R5, X4–X6, the clamp), `log`
 //! the same log gate and [`guest_log::emit`].
 
-use wasmtime::{Caller, Func, Store};
+use wasmtime::{Caller, Linker};
 
 use super::abi::{self, Options};
 use super::imports::HostImport;
@@ -11,27 +11,33 @@ use crate::bindings::{Level, UpstreamImports};
 use crate::guest_log::{self, MAX_LOG_FIELDS};
 use crate::sandbox::StageCtx;
 
-/// The function `import` (one of `Pull`, `Log`, `Config`) in `store`.
-pub(super) fn func(
+/// Defines the function `import` (one of `Pull`, `Log`, `Config`) in `linker` as `name` of
+/// `module`, its options read from slot `slot` of the calling store's lowerings.
+pub(super) fn define(
     import: HostImport,
-    store: &mut Store<StageCtx>,
-    options: Option<Options>,
-) -> Func {
+    slot: usize,
+    linker: &mut Linker<StageCtx>,
+    (module, name): (&str, &str),
+) -> wasmtime::Result<()> {
     match import {
-        HostImport::Pull => Func::wrap(
-            store,
+        HostImport::Pull => linker.func_wrap(
+            module,
+            name,
             move |mut caller: Caller<'_, StageCtx>, credits: u32, retptr: u32| {
+                let options = abi::options(&caller, slot)?;
                 pull(&mut caller, &options, credits, retptr)
             },
         ),
-        HostImport::Log => Func::wrap(
-            store,
+        HostImport::Log => linker.func_wrap(
+            module,
+            name,
             move |caller: Caller<'_, StageCtx>,
                   level: u32,
                   message: u32,
                   message_len: u32,
                   fields: u32,
                   fields_len: u32| {
+                let options = abi::options(&caller, slot)?;
                 log(
                     caller,
                     &options,
@@ -41,33 +47,27 @@ pub(super) fn func(
                 )
             },
         ),
-        _ => Func::wrap(
-            store,
+        _ => linker.func_wrap(
+            module,
+            name,
             move |mut caller: Caller<'_, StageCtx>, retptr: u32| {
+                let options = abi::options(&caller, slot)?;
                 config(&mut caller, &options, retptr)
             },
         ),
-    }
-}
-
-/// The canonical options a lowering that touches memory was given (the plan checked they are
-/// there; a missing one is an error, never a panic).
-fn options(options: &Option<Options>) -> wasmtime::Result<&Options> {
-    options
-        .as_ref()
-        .ok_or_else(|| wasmtime::format_err!("the canonical options name no memory"))
+    }?;
+    Ok(())
 }
 
 /// `pull(credits) -> option<chunk>`: the rules, then the answer written through `retptr`
 /// (tag at 0, pointer at 4, length at 8; the bytes where the guest's realloc says).
 fn pull(
     caller: &mut Caller<'_, StageCtx>,
-    options: &Option<Options>,
+    options: &Options,
     credits: u32,
     retptr: u32,
 ) -> wasmtime::Result<()> {
     abi::check_may_leave(caller.data())?;
-    let options = self::options(options)?;
     let answer = UpstreamImports::pull(caller.data_mut(), credits)?;
     let at = abi::return_area(options.memory.data(&caller), retptr, 4, 12)?;
     match answer {
@@ -86,13 +86,12 @@ fn pull(
 /// at most [`MAX_LOG_FIELDS`] fields, each key and value checked, then the message's UTF-8.
 fn log(
     caller: Caller<'_, StageCtx>,
-    options: &Option<Options>,
+    options: &Options,
     level: u32,
     (message, message_len): (u32, u32),
     (fields, fields_len): (u32, u32),
 ) -> wasmtime::Result<()> {
     abi::check_may_leave(caller.data())?;
-    let options = self::options(options)?;
     let level = match level {
         0 => Level::Trace,
         1 => Level::Debug,
@@ -142,11 +141,10 @@ fn log(
 /// `config() -> list<tuple<string, string>>`, written through `retptr`.
 fn config(
     caller: &mut Caller<'_, StageCtx>,
-    options: &Option<Options>,
+    options: &Options,
     retptr: u32,
 ) -> wasmtime::Result<()> {
     abi::check_may_leave(caller.data())?;
-    let options = self::options(options)?;
     let config = caller.data().config_of(None);
     let at = abi::return_area(options.memory.data(&caller), retptr, 4, 8)?;
     let list = abi::lower_pairs(&mut *caller, options, &config)?;

@@ -87,8 +87,8 @@ impl Budget {
     }
 
     /// Starts the budgets of a call: `cpu` of CPU, `wall` of time it may spend blocked in WASI
-    /// waits. No clock is read: a call that reaches its first epoch tick is charged one tick for
-    /// the time before it (a call ends before its first tick or is charged from there on).
+    /// waits. No clock is read: a call is charged from its first epoch tick on (most calls end
+    /// before one), so it may run up to one tick past its CPU budget, never less than it.
     pub(crate) fn start_call(&mut self, cpu: Duration, wall: Duration) {
         self.cpu_budget = cpu;
         self.wall_budget = wall;
@@ -153,10 +153,10 @@ impl Budget {
     fn on_deadline_at(&mut self, cpu: Duration) -> UpdateDeadline {
         let (base_cpu, base_upstream) = *self.cpu_base.get_or_insert((cpu, self.upstream_ticks));
         let upstream_since = Self::upstream_time(self.upstream_ticks.saturating_sub(base_upstream));
-        // Before the first tick (the baseline) the call is charged one tick, less what its
-        // upstream took meanwhile: at most one tick more than it used, never more.
-        let own = EPOCH_TICK.saturating_sub(Self::upstream_time(base_upstream))
-            + cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
+        // The time before the first tick (the baseline) is not charged: no clock was read when
+        // the call started, and charging a guess could stop a call before it had its budget.
+        // A call may so run at most one tick past its budget, never less than its budget.
+        let own = cpu.saturating_sub(base_cpu).saturating_sub(upstream_since);
         match self.cpu_budget.checked_sub(own) {
             Some(left) if !left.is_zero() => {
                 let ticks = left.as_nanos() / EPOCH_TICK.as_nanos().max(1);
@@ -286,12 +286,26 @@ mod tests {
         let cpu = Duration::from_secs(10);
         budget.on_deadline_at(cpu);
         match budget.on_deadline_at(cpu + Duration::from_millis(400)) {
-            // At most 100 ms (plus the one tick charged before the baseline) remain.
+            // At most 100 ms remain.
             UpdateDeadline::Continue(ticks) => {
                 assert!((1..=20).contains(&ticks), "{ticks} ticks left of 100 ms")
             }
             _ => panic!("400 ms of 500 is within the budget"),
         }
+    }
+
+    #[test]
+    fn a_call_is_never_stopped_before_it_used_its_budget() {
+        let mut budget = budget(Duration::from_millis(500));
+        budget.start_call(Duration::from_millis(500), Duration::from_secs(1));
+        let cpu = Duration::from_secs(10);
+        budget.on_deadline_at(cpu);
+        // 496 ms of its own CPU time since its first tick: still under the budget, whatever
+        // it ran before that tick (no clock was read, so nothing is guessed against it).
+        assert!(matches!(
+            budget.on_deadline_at(cpu + Duration::from_millis(496)),
+            UpdateDeadline::Continue(_)
+        ));
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub(crate) struct CallReport {
     pub(crate) upstream_refused: Option<Error>,
 }
 
+/// The canonical options (memory and allocator) a host function was lowered with on the fast
+/// path, kept in the store so that the function itself can be shared by every store.
+#[derive(Clone)]
+pub(crate) struct Lowering {
+    pub(crate) memory: wasmtime::Memory,
+    pub(crate) realloc: Option<wasmtime::TypedFunc<(u32, u32, u32, u32), u32>>,
+}
+
 /// The data of one stage's store.
 pub(crate) struct StageCtx {
     name: Arc<str>,
@@ -67,6 +75,9 @@ pub(crate) struct StageCtx {
     /// False while the guest may not call the host (inside `cabi_realloc` or a post-return
     /// function called by the fast path, `fast/abi.rs`), as wasmtime's flag of the same name.
     pub(crate) may_leave: bool,
+    /// Fast path: the options of each host function the stage imports, by the function's
+    /// index in the plan (`fast/instance.rs`); `None` where it names no memory.
+    pub(crate) lowerings: Vec<Option<Lowering>>,
 }
 
 impl StageCtx {
@@ -110,6 +121,7 @@ impl StageCtx {
             clock,
             table: wasi::handle_table(),
             may_leave: true,
+            lowerings: Vec::new(),
         }
     }
 
