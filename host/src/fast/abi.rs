@@ -29,6 +29,33 @@ pub(super) fn options(
         .ok_or_else(|| wasmtime::format_err!("the canonical options name no memory"))
 }
 
+/// The options of slot `slot`, moved out of the calling store for the length of a hot call
+/// (`pull`), so that no handle is cloned per call (a typed function's clone counts references
+/// to its type); [`put_options`] moves them back. A call re-entering the same slot meanwhile
+/// finds it empty and fails, as a re-entrant call must.
+pub(super) fn take_options(
+    caller: &mut wasmtime::Caller<'_, StageCtx>,
+    slot: usize,
+) -> wasmtime::Result<Options> {
+    caller
+        .data_mut()
+        .lowerings
+        .get_mut(slot)
+        .and_then(Option::take)
+        .ok_or_else(|| wasmtime::format_err!("the canonical options name no memory"))
+}
+
+/// Moves options taken with [`take_options`] back into their slot.
+pub(super) fn put_options(
+    caller: &mut wasmtime::Caller<'_, StageCtx>,
+    slot: usize,
+    options: Options,
+) {
+    if let Some(lowering) = caller.data_mut().lowerings.get_mut(slot) {
+        *lowering = Some(options);
+    }
+}
+
 /// Refuses a host call while the guest may not leave (inside `cabi_realloc` or a post-return
 /// function), as wasmtime's trampolines do.
 pub(super) fn check_may_leave(ctx: &StageCtx) -> wasmtime::Result<()> {

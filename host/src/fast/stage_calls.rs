@@ -24,8 +24,13 @@ pub(super) fn define(
             module,
             name,
             move |mut caller: Caller<'_, StageCtx>, credits: u32, retptr: u32| {
-                let options = abi::options(&caller, slot)?;
-                pull(&mut caller, &options, credits, retptr)
+                // Refused first, as wasmtime refuses it, while the guest may not leave (a
+                // realloc calling `pull` finds the slot taken by the pull it serves).
+                abi::check_may_leave(caller.data())?;
+                let options = abi::take_options(&mut caller, slot)?;
+                let answer = pull(&mut caller, &options, credits, retptr);
+                abi::put_options(&mut caller, slot, options);
+                answer
             },
         ),
         HostImport::Log => linker.func_wrap(
