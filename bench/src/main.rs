@@ -7,6 +7,7 @@ mod chain;
 mod hops;
 mod languages;
 mod market;
+mod partitions;
 mod report;
 mod resources;
 mod sandbox_cost;
@@ -143,6 +144,26 @@ fn main() -> anyhow::Result<()> {
         });
     }
     report.checksum = format!("{:016x} ({} orders)", native.checksum, native.orders);
+
+    // The same pipeline partitioned by symbol, on the same ticks.
+    let mut rows = partitions::measure(&engine, &ticks, rounds, native.orders)?;
+    for row in &mut rows {
+        let variant = match row.partitions {
+            1 => "market-partitions-1",
+            2 => "market-partitions-2",
+            _ => "market-partitions-4",
+        };
+        let memory = resources::measure_memory(variant, records)?;
+        row.peak_rss_mib = Some(memory.peak_rss_mib - memory.input_rss_mib.unwrap_or(0.0));
+        eprintln!(
+            "  {} partition(s): {:.0} records/s, {:.2} µs CPU per tick, {:.1} MiB peak growth",
+            row.partitions,
+            row.records_per_s,
+            row.cpu_us_per_record,
+            row.peak_rss_mib.unwrap_or(0.0)
+        );
+    }
+    report.partitions = rows;
     if args.market_only {
         println!("{}", report.table());
         return Ok(());

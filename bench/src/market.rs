@@ -66,6 +66,11 @@ impl Ticks {
         })
     }
 
+    /// The ticks, shared.
+    pub fn lines(&self) -> Arc<[Vec<u8>]> {
+        self.lines.clone()
+    }
+
     /// How many ticks.
     pub fn len(&self) -> u64 {
         self.lines.len() as u64

@@ -115,6 +115,7 @@ pub struct Report {
     pub cpu_records: u64,
     pub market_memory: Vec<crate::resources::MarketMemoryRow>,
     pub stage_memory: Vec<crate::stage_memory::StageMemoryRow>,
+    pub partitions: Vec<crate::partitions::PartitionRow>,
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -172,6 +173,7 @@ impl Report {
             cpu_records: 0,
             market_memory: Vec::new(),
             stage_memory: Vec::new(),
+            partitions: Vec::new(),
         }
     }
 
@@ -638,6 +640,73 @@ impl Report {
         t
     }
 
+    /// The partitioned market pipeline against native Rust and Rust threads at 256 credits.
+    fn partitions_markdown(&self) -> String {
+        let mut m = String::new();
+        if self.partitions.is_empty() {
+            return m;
+        }
+        let row = self
+            .market
+            .iter()
+            .find(|r| r.credits == crate::partitions::CREDITS);
+        let _ = writeln!(m, "### Partitions: the same pipeline on every core\n");
+        let _ = writeln!(
+            m,
+            "`[partitions]` (docs/scale-out.md): the same ticks, routed by symbol to 1, 2 or 4 \
+             replicas of the four stages, each replica on a thread of its own, the sink granting \
+             each {} credits; the router is one more thread. Each figure is the median of the \
+             same rounds as above; every run's order count is native Rust's (per-symbol order is \
+             checked by the tests; across symbols the sink's order differs, so the checksum is \
+             not comparable). CPU is the process's user + system time over the run, per tick. \
+             Peak memory is a child process's peak resident set growth over the run (the ticks \
+             it holds are not counted). This machine has {} cores.\n",
+            crate::partitions::CREDITS,
+            command("nproc", &[])
+        );
+        let _ = writeln!(
+            m,
+            "| design | records/s | vs native Rust (1 thread) | vs Rust threads + queues | CPU per tick | peak memory growth |\n|---|---:|---:|---:|---:|---:|"
+        );
+        if let Some(row) = row {
+            let _ = writeln!(
+                m,
+                "| native Rust, one thread | {:.0} | 1.00× | {} | | |",
+                row.native,
+                ratio(row.native, row.threads)
+            );
+            let _ = writeln!(
+                m,
+                "| Rust threads + bounded queues | {:.0} | {} | 1.00× | | |",
+                row.threads,
+                ratio(row.threads, row.native)
+            );
+            let _ = writeln!(
+                m,
+                "| sluicegate, one chain | {:.0} | {} | {} | | |",
+                row.sluicegate,
+                ratio(row.sluicegate, row.native),
+                ratio(row.sluicegate, row.threads)
+            );
+        }
+        for p in &self.partitions {
+            let (native, threads) = row.map_or((0.0, 0.0), |r| (r.native, r.threads));
+            let _ = writeln!(
+                m,
+                "| sluicegate, {} partition(s) | {:.0} | {} | {} | {:.2} µs | {} |",
+                p.partitions,
+                p.records_per_s,
+                ratio(p.records_per_s, native),
+                ratio(p.records_per_s, threads),
+                p.cpu_us_per_record,
+                p.peak_rss_mib
+                    .map(|x| format!("{x:.1} MiB"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        m
+    }
+
     pub fn markdown(&self) -> String {
         let mut m = String::new();
         let glibc =
@@ -719,6 +788,7 @@ impl Report {
             m,
             "\n![records/s vs credits](benchmarks-records-per-s.svg)\n"
         );
+        let _ = writeln!(m, "{}", self.partitions_markdown());
         let _ = writeln!(
             m,
             "Native Rust does no batching and no copies between stages, so credits do not apply to \

@@ -73,6 +73,10 @@ pub fn memory_child(variant: &str, records: u64) -> anyhow::Result<()> {
     if variant == MARKET_CHILD {
         return market_child(records);
     }
+    if let Some(partitions) = variant.strip_prefix(PARTITIONS_CHILD) {
+        crate::partitions::child(partitions.parse()?, records)?;
+        return print_peak_rss();
+    }
     let consumed = match variant {
         "sluicegate" => sluicegate_stream(records)?,
         "threads-bounded" => threaded_stream(records, true),
@@ -104,7 +108,7 @@ fn status_kib(key: &str) -> anyhow::Result<u64> {
 
 /// Resets the process's peak resident set to its current one (Linux: `5` into
 /// /proc/self/clear_refs) and returns that, in KiB; `None` where the peak cannot be reset.
-fn reset_peak_rss() -> Option<u64> {
+pub(crate) fn reset_peak_rss() -> Option<u64> {
     std::fs::write("/proc/self/clear_refs", "5").ok()?;
     status_kib("VmRSS").ok()
 }
@@ -214,7 +218,7 @@ fn threaded_stream(records: u64, bounded_queues: bool) -> u64 {
 }
 
 /// CPU time of the process so far: (user, system) seconds.
-fn process_cpu() -> (f64, f64) {
+pub(crate) fn process_cpu() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
@@ -300,6 +304,9 @@ pub fn measure_cpu(
 
 /// The memory variant that runs the market pipeline in sluicegate (a child process).
 const MARKET_CHILD: &str = "market-sluicegate";
+
+/// The memory variants that run the partitioned market pipeline: this, then the count.
+pub const PARTITIONS_CHILD: &str = "market-partitions-";
 
 /// Credits of the market memory comparison.
 pub const MARKET_MEMORY_CREDITS: u32 = 256;

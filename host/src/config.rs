@@ -20,6 +20,7 @@
 //! ```
 
 mod io;
+mod partitions;
 mod stage;
 
 use std::collections::HashSet;
@@ -31,6 +32,7 @@ pub use self::io::{
     DEFAULT_CREDITS, DEFAULT_STALL_TIMEOUT_MS, RecordFormat, SinkKind, SinkSpec, SourceSpec,
 };
 pub(crate) use self::io::{FILE, FileSource, STDIN, StdinSource};
+pub use self::partitions::{KeySpec, MAX_PARTITIONS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS};
 pub use self::stage::{BUILTIN, LimitsSpec, OnFault, StageSpec};
 pub(crate) use self::stage::{ComponentRef, resolve, stage_config};
 use crate::error::{Error, Result};
@@ -58,6 +60,10 @@ pub struct PipelineSpec {
     /// limits; restart, bypass and dead letters are not available.
     #[serde(default)]
     pub fused: bool,
+    /// Partitions: replicas of the stage chain on threads of their own, each record routed by
+    /// its key (`docs/scale-out.md`). Needs a `[source]`.
+    #[serde(default)]
+    pub partitions: Option<PartitionsSpec>,
 }
 
 impl PipelineSpec {
@@ -118,6 +124,14 @@ impl PipelineSpec {
             return Err(fail(
                 "the pipeline has neither a [source] nor any [[stage]]".into(),
             ));
+        }
+        if let Some(partitions) = &self.partitions {
+            partitions.check().map_err(fail)?;
+            if self.source.is_none() {
+                return Err(fail(
+                    "[partitions] routes the records of a [source]; this pipeline has none".into(),
+                ));
+            }
         }
         let base = base_dir(origin);
         if self.fused {

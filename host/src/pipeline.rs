@@ -5,6 +5,7 @@
 
 mod build;
 mod control;
+mod partitions;
 mod probe;
 mod sink;
 mod source;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use self::build::PipelineBuilder;
 pub use self::control::{Stopper, Swapper};
+use self::probe::ChainProbe;
 pub use self::probe::Probe;
 use self::sink::Sink;
 use self::watchdog::Watchdog;
@@ -54,6 +56,8 @@ pub struct Pipeline {
     stop: Arc<std::sync::atomic::AtomicBool>,
     /// The engine's wasm stack per stage: the pipeline thread's native stack is sized from it.
     max_wasm_stack: usize,
+    /// `[partitions]`: the replicas and their router; `stages` then holds every replica's.
+    partitions: Option<partitions::Partitions>,
 }
 
 impl Pipeline {
@@ -83,6 +87,7 @@ impl Pipeline {
             swaps: Arc::default(),
             stop: Arc::default(),
             max_wasm_stack,
+            partitions: None,
         }
     }
 
@@ -101,6 +106,7 @@ impl Pipeline {
         Swapper {
             stages: self.stages.clone(),
             swaps: self.swaps.clone(),
+            partitioned: self.partitions.is_some(),
         }
     }
 
@@ -112,16 +118,42 @@ impl Pipeline {
 
     /// A handle for reading progress from another thread while the pipeline runs.
     pub fn probe(&self) -> Probe {
+        if let Some(partitions) = &self.partitions {
+            return partitions.probe(&self.name);
+        }
         Probe {
             pipeline: self.name.as_str().into(),
             source: self.source.clone(),
+            chains: vec![ChainProbe {
+                input: None,
+                stages: self.stages.clone(),
+                sink: self.sink.counters(),
+            }],
+        }
+    }
+
+    /// This pipeline as one replica of a partitioned one: its input, stages and sink.
+    fn chain_probe(&self) -> ChainProbe {
+        ChainProbe {
+            input: self.source.clone(),
             stages: self.stages.clone(),
             sink: self.sink.counters(),
         }
     }
 
+    /// The number of replicas of the stage chain: `[partitions]`'s, else 1.
+    pub fn partitions(&self) -> usize {
+        self.partitions.as_ref().map_or(1, |p| p.replicas.len())
+    }
+
     /// Primes every stage, upstream first (rule P1 on each). Idempotent.
     pub fn prime(&mut self) -> Result<()> {
+        if let Some(partitions) = self.partitions.as_mut() {
+            for replica in &mut partitions.replicas {
+                replica.prime()?;
+            }
+            return Ok(());
+        }
         if !self.primed {
             for stage in &self.stages {
                 stage.prime()?;
@@ -133,7 +165,19 @@ impl Pipeline {
 
     /// One round of demand: the sink grants `credits` (0 pauses the whole chain) and writes
     /// what arrives. Returns the records delivered, or `None` once the stream has ended.
+    /// A partitioned pipeline has no single chain to resume: it refuses, and runs with
+    /// [`Pipeline::run`].
     pub fn resume(&mut self, credits: u32) -> Result<Option<u32>> {
+        if self.partitions.is_some() {
+            return Err(Error::Host {
+                stage: "-".into(),
+                message: format!(
+                    "pipeline `{}` is partitioned: its replicas run on threads of their own, \
+                     with `run`",
+                    self.name
+                ),
+            });
+        }
         self.prime()?;
         match self
             .tail
@@ -153,6 +197,9 @@ impl Pipeline {
     /// since stages nest (a stage's pull runs its upstream on the same stack) and running out
     /// of native stack would abort the process instead of faulting the stage.
     pub fn run(&mut self) -> RunReport {
+        if let Some(partitions) = self.partitions.as_mut() {
+            return partitions.run(&self.name, self.credits, &self.stop, &self.swaps);
+        }
         let stack = run_stack(self.stages.len(), self.max_wasm_stack);
         let builder = std::thread::Builder::new()
             .name(format!("sluicegate-{}", self.name))
@@ -219,6 +266,13 @@ impl Pipeline {
     /// Closes every stage exactly once, upstream first, even after a fault, and returns every
     /// error except the "faulted earlier" refusals of stages whose fault was already reported.
     pub fn close(&mut self) -> Vec<Error> {
+        if let Some(partitions) = self.partitions.as_mut() {
+            return partitions
+                .replicas
+                .iter_mut()
+                .flat_map(Pipeline::close)
+                .collect();
+        }
         self.stages
             .iter()
             .map(Stage::close)
@@ -279,6 +333,7 @@ impl Pipeline {
             close_errors: close_errors.iter().map(FailureReport::from).collect(),
             swaps: self.swaps.lock().map(|s| s.clone()).unwrap_or_default(),
             stopped: self.stop.load(std::sync::atomic::Ordering::Relaxed),
+            partitions: Vec::new(),
         }
     }
 }

@@ -64,6 +64,36 @@ pub struct RunReport {
     pub swaps: Vec<crate::stage::SwapReport>,
     /// The run was stopped on request (Ctrl-C) before its stream ended.
     pub stopped: bool,
+    /// A partitioned run: what reached the sink from each partition, in partition order
+    /// (`sink` is their total). Empty for a pipeline without `[partitions]`.
+    pub partitions: Vec<SinkReport>,
+}
+
+impl RunReport {
+    /// The report of a run that failed with `error` before anything ran.
+    pub(crate) fn failed(pipeline: &str, credits: u32, error: &crate::Error) -> RunReport {
+        RunReport {
+            pipeline: pipeline.to_string(),
+            status: RunStatus::Failed,
+            elapsed_s: 0.0,
+            records_per_s: 0.0,
+            credits,
+            hops: Vec::new(),
+            sink: SinkReport {
+                kind: SinkKind::default(),
+                records: 0,
+                chunks: 0,
+                bytes: 0,
+                checksum: String::new(),
+            },
+            failure: Some(FailureReport::from(error)),
+            close_errors: Vec::new(),
+            recovered: Vec::new(),
+            swaps: Vec::new(),
+            stopped: false,
+            partitions: Vec::new(),
+        }
+    }
 }
 
 /// One hop of a report.
@@ -99,6 +129,19 @@ pub struct HopReport {
     /// Which way its calls cross the sandbox boundary: `core` (the fast path) or `component:
     /// <why not the fast path>`; absent for the native source.
     pub path: Option<String>,
+}
+
+impl HopReport {
+    /// The hop of a host-native source named `name`, with counters `stats`.
+    pub(crate) fn source(name: &str, stats: StageStats) -> HopReport {
+        HopReport::from(HopSnapshot {
+            name: name.to_string(),
+            state: None,
+            records_in: 0,
+            stats,
+            path: None,
+        })
+    }
 }
 
 impl From<HopSnapshot> for HopReport {
@@ -195,6 +238,17 @@ impl fmt::Display for RunReport {
                 hop.bytes,
                 hop.resume_p50_us,
                 hop.resume_p99_us
+            )?;
+        }
+        for (replica, sink) in self.partitions.iter().enumerate() {
+            writeln!(
+                f,
+                "{:<16} {:>12} {:>12} {:>9} {:>12}",
+                format!("sink#{replica}"),
+                sink.records,
+                "",
+                sink.chunks,
+                sink.bytes
             )?;
         }
         writeln!(

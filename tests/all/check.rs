@@ -116,6 +116,16 @@ fn counter() {
 }
 
 #[test]
+fn slow_key() {
+    // Slow on the records it is told to be slow on, and otherwise a plain pass-through.
+    passes(&run(
+        a::SLOW_KEY,
+        &[a::COUNTER],
+        &[("key", "1"), ("spin", "1000")],
+    ));
+}
+
+#[test]
 fn passthrough() {
     passes(&run(a::PASSTHROUGH, &[a::COUNTER], &[]));
 }

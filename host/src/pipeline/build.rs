@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Pipeline;
+use super::partitions::{Key, PartitionInput, Partitions, Router, Shared, replica_name};
 use super::sink::Sink;
 use super::source::{CountedSource, OpenSource};
 use crate::component::StageComponent;
@@ -23,6 +24,10 @@ use crate::policy::FaultPolicy;
 use crate::sandbox::Capabilities;
 use crate::stage::{Stage, StageOptions};
 use crate::upstream::Upstream;
+
+/// A stage's spec and component, loaded once for every replica, with the configurations of
+/// the inner stages when it is a fused chain.
+type Loaded = (StageSpec, StageComponent, Vec<Vec<(String, String)>>);
 
 /// Builds pipelines from pipeline files, with the components and source kinds a program adds
 /// to what the library knows (component files; `file` and `stdin` sources).
@@ -81,57 +86,133 @@ impl<'a> PipelineBuilder<'a> {
     /// the pipeline file: relative paths are resolved against its directory.
     pub fn build(&self, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
         spec.validate(origin)?;
-        let config_error = |message: String| Error::Config {
-            file: origin.display().to_string(),
-            message,
-        };
         let base = base_dir(origin);
-        let mut source = match &spec.source {
+        let source = match &spec.source {
             Some(source) => Some(CountedSource::open(source, origin, &self.sources)?),
             None => None,
         };
-        let source_counters = source.as_ref().map(CountedSource::counters);
-        let fused = if spec.fused {
-            Some(self.fuse_stages(spec, origin, &base)?)
-        } else {
-            None
-        };
-        let specs: Vec<&StageSpec> = match &fused {
-            Some((_, spec)) => vec![spec],
-            None => spec.stages.iter().collect(),
-        };
+        let components = self.components(spec, origin, &base)?;
+        let sink = Sink::open(&spec.sink, origin)?;
+        match &spec.partitions {
+            None => self.chain(spec, origin, &components, source, sink, None),
+            Some(partitions) => {
+                let source = source.ok_or_else(|| Error::Config {
+                    file: origin.display().to_string(),
+                    message:
+                        "[partitions] routes the records of a [source]; this pipeline has none"
+                            .into(),
+                })?;
+                let replicas = usize::try_from(partitions.replicas()).unwrap_or(1).max(1);
+                let key = Key {
+                    delimiter: partitions.delimiter(),
+                    field: partitions.key.field,
+                };
+                let shared = Arc::new(Shared::default());
+                let counters = source.counters();
+                let (router, queues) = Router::new(Box::new(source), key, replicas, shared.clone());
+                let mut built = Vec::with_capacity(replicas);
+                for (replica, queue) in queues.into_iter().enumerate() {
+                    let input = PartitionInput::new(queue, shared.clone());
+                    built.push(self.chain(
+                        spec,
+                        origin,
+                        &components,
+                        Some(CountedSource::wrap(Box::new(input))),
+                        sink.replica(),
+                        Some(replica),
+                    )?);
+                }
+                let mut pipeline = Pipeline::new(
+                    spec.name.clone().unwrap_or_else(|| "pipeline".into()),
+                    spec.sink.credits,
+                    None,
+                    Vec::new(),
+                    Box::new(NoInput),
+                    sink,
+                    None,
+                    self.engine.max_wasm_stack(),
+                );
+                for replica in &mut built {
+                    replica.stop = pipeline.stop.clone();
+                }
+                pipeline.stages = built
+                    .iter()
+                    .flat_map(|r| r.stages.iter().cloned())
+                    .collect();
+                pipeline.partitions = Some(Partitions {
+                    replicas: built,
+                    router: Some(router),
+                    shared,
+                    source: counters,
+                });
+                Ok(pipeline)
+            }
+        }
+    }
+
+    /// Every stage's component, loaded (compiled) once for every replica: with the inner
+    /// stages' configurations when the pipeline is fused.
+    fn components(&self, spec: &PipelineSpec, origin: &Path, base: &Path) -> Result<Vec<Loaded>> {
         let config_of = |stage_spec: &StageSpec| {
-            stage_config(stage_spec)
-                .map_err(|message| config_error(format!("stage `{}`: {message}", stage_spec.name)))
+            stage_config(stage_spec).map_err(|message| Error::Config {
+                file: origin.display().to_string(),
+                message: format!("stage `{}`: {message}", stage_spec.name),
+            })
         };
-        let mut stages: Vec<Stage> = Vec::with_capacity(specs.len());
-        for &stage_spec in &specs {
-            // Fused: the last stage's configuration is the fused stage's; each inner stage
-            // gets its own through `inner_config`.
-            let (component, inner) = match &fused {
-                Some((component, _)) => {
-                    let inner = spec.stages[..spec.stages.len().saturating_sub(1)]
-                        .iter()
-                        .map(config_of)
-                        .collect::<Result<Vec<_>>>()?;
-                    (component.clone(), inner)
-                }
-                None => {
-                    let bytes =
-                        self.component_bytes(&stage_spec.name, &stage_spec.component, &base)?;
-                    (
-                        self.engine.load_bytes(&stage_spec.name, &bytes)?,
-                        Vec::new(),
-                    )
-                }
-            };
-            let mut options = stage_options(stage_spec, &base)?;
-            for (key, value) in config_of(stage_spec)? {
+        if spec.fused {
+            let (component, fused) = self.fuse_stages(spec, origin, base)?;
+            // The last stage's configuration is the fused stage's; each inner stage gets its
+            // own through `inner_config`.
+            let inner = spec.stages[..spec.stages.len().saturating_sub(1)]
+                .iter()
+                .map(config_of)
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(vec![(fused, component, inner)]);
+        }
+        spec.stages
+            .iter()
+            .map(|stage_spec| {
+                let bytes = self.component_bytes(&stage_spec.name, &stage_spec.component, base)?;
+                let component = self.engine.load_bytes(&stage_spec.name, &bytes)?;
+                Ok((stage_spec.clone(), component, Vec::new()))
+            })
+            .collect()
+    }
+
+    /// One chain of `components` from `source` to `sink`; `replica` names its stages
+    /// `name#replica` and its dead-letter files `path.replica`.
+    fn chain(
+        &self,
+        spec: &PipelineSpec,
+        origin: &Path,
+        components: &[Loaded],
+        mut source: Option<CountedSource>,
+        sink: Sink,
+        replica: Option<usize>,
+    ) -> Result<Pipeline> {
+        let base = base_dir(origin);
+        let source_counters = source.as_ref().map(CountedSource::counters);
+        let mut stages: Vec<Stage> = Vec::with_capacity(components.len());
+        for (stage_spec, component, inner) in components {
+            let mut stage_spec = stage_spec.clone();
+            if let Some(replica) = replica
+                && let Some(path) = stage_spec.dead_letter.as_mut()
+            {
+                let mut name = path.clone().into_os_string();
+                name.push(format!(".{replica}"));
+                *path = name.into();
+            }
+            let mut options = stage_options(&stage_spec, &base)?;
+            let config = stage_config(&stage_spec).map_err(|message| Error::Config {
+                file: origin.display().to_string(),
+                message: format!("stage `{}`: {message}", stage_spec.name),
+            })?;
+            for (key, value) in config {
                 options = options.config(key, value);
             }
-            for (index, config) in inner.into_iter().enumerate() {
+            for (index, config) in inner.iter().enumerate() {
                 for (key, value) in config {
-                    options = options.inner_config(index, key, value);
+                    options = options.inner_config(index, key.clone(), value.clone());
                 }
             }
             options = match (stages.last(), source.take()) {
@@ -139,16 +220,16 @@ impl<'a> PipelineBuilder<'a> {
                 (None, Some(native)) => options.upstream(native),
                 (None, None) => options,
             };
-            stages.push(component.instantiate(&stage_spec.name, options)?);
+            let name = match replica {
+                Some(replica) => replica_name(&stage_spec.name, replica),
+                None => stage_spec.name.clone(),
+            };
+            stages.push(component.instantiate(&name, options)?);
         }
         let tail: Box<dyn Upstream> = match (stages.last(), source) {
             (Some(last), _) => Box::new(last.clone()),
             (None, Some(native)) => Box::new(native),
-            (None, None) => {
-                return Err(config_error(
-                    "the pipeline has neither a source nor a stage".into(),
-                ));
-            }
+            (None, None) => Box::new(NoInput),
         };
         Ok(Pipeline::new(
             spec.name.clone().unwrap_or_else(|| "pipeline".into()),
@@ -156,7 +237,7 @@ impl<'a> PipelineBuilder<'a> {
             source_counters,
             stages,
             tail,
-            Sink::open(&spec.sink, origin)?,
+            sink,
             (spec.sink.stall_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.sink.stall_timeout_ms)),
             self.engine.max_wasm_stack(),
@@ -280,5 +361,15 @@ fn limits(spec: &LimitsSpec) -> Limits {
         max_chunk_records: spec.max_chunk_records,
         max_pull_records: spec.max_pull_records.unwrap_or(d.max_pull_records),
         log_lines_per_s: spec.log_lines_per_s.unwrap_or(d.log_lines_per_s),
+    }
+}
+
+/// The input of the top of a partitioned pipeline, which runs no chain itself (its replicas
+/// have their inputs), and of a chain with neither source nor stage (validation refuses it).
+struct NoInput;
+
+impl Upstream for NoInput {
+    fn pull(&mut self, _demand: crate::upstream::Demand) -> Result<Option<crate::chunk::Chunk>> {
+        Ok(None)
     }
 }

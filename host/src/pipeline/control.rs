@@ -13,24 +13,38 @@ use crate::stage::{Stage, SwapReport};
 pub struct Swapper {
     pub(super) stages: Vec<Stage>,
     pub(super) swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
+    /// Partitioned: a stage's name names its replica in every partition (`name#N`).
+    pub(super) partitioned: bool,
 }
 
 impl Swapper {
-    /// Replaces the component of the stage named `stage` at its next chunk boundary.
+    /// Replaces the component of the stage named `stage` at its next chunk boundary; in a
+    /// partitioned pipeline, in every partition, one after the other, each at its own chunk
+    /// boundary with its own state handoff. Returns the first partition's report (every one
+    /// is in the run's report); stops at the first partition that refuses it.
     pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
-        let target = self
-            .stages
-            .iter()
-            .find(|s| s.name() == stage)
-            .ok_or_else(|| Error::SwapRefused {
-                stage: stage.to_string(),
-                reason: "the pipeline has no stage of that name".into(),
-            })?;
-        let report = target.swap(component)?;
-        if let Ok(mut swaps) = self.swaps.lock() {
-            swaps.push(report.clone());
+        let mut first = None;
+        for target in self.stages.iter().filter(|s| self.names(s, stage)) {
+            let report = target.swap(component)?;
+            if let Ok(mut swaps) = self.swaps.lock() {
+                swaps.push(report.clone());
+            }
+            first.get_or_insert(report);
         }
-        Ok(report)
+        first.ok_or_else(|| Error::SwapRefused {
+            stage: stage.to_string(),
+            reason: "the pipeline has no stage of that name".into(),
+        })
+    }
+
+    /// True if `candidate` is the stage `stage` names (or, partitioned, one of its replicas).
+    fn names(&self, candidate: &Stage, stage: &str) -> bool {
+        candidate.name() == stage
+            || (self.partitioned
+                && candidate
+                    .name()
+                    .rsplit_once('#')
+                    .is_some_and(|(base, _)| base == stage))
     }
 }
 

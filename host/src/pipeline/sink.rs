@@ -16,7 +16,8 @@ pub(crate) const SINK: &str = "sink";
 pub(crate) struct Sink {
     kind: SinkKind,
     format: RecordFormat,
-    output: Option<Box<dyn Write + Send>>,
+    /// Shared by the replicas of a partitioned pipeline, each writing whole chunks.
+    output: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
     checksum: Arc<Mutex<Checksum>>,
     counters: Arc<Counters>,
 }
@@ -39,10 +40,22 @@ impl Sink {
         Ok(Sink {
             kind: spec.kind,
             format: spec.format,
-            output,
+            output: output.map(|out| Arc::new(Mutex::new(out))),
             checksum: Arc::default(),
             counters: Arc::new(Counters::default()),
         })
+    }
+
+    /// A sink for one replica of a partitioned pipeline: the same output (each chunk written
+    /// whole, so the records of one replica stay in its order), its own counters and checksum.
+    pub(crate) fn replica(&self) -> Sink {
+        Sink {
+            kind: self.kind,
+            format: self.format,
+            output: self.output.clone(),
+            checksum: Arc::default(),
+            counters: Arc::new(Counters::default()),
+        }
     }
 
     pub(crate) fn kind(&self) -> SinkKind {
@@ -63,9 +76,12 @@ impl Sink {
         if let Ok(mut checksum) = self.checksum.lock() {
             checksum.add_framed(chunk.as_bytes());
         }
-        let Some(out) = self.output.as_mut() else {
+        let Some(output) = self.output.as_ref() else {
             return Ok(());
         };
+        let mut out = output
+            .lock()
+            .map_err(|_| io_error("a replica panicked while writing records".into()))?;
         let written = match self.format {
             RecordFormat::Framed => out.write_all(chunk.as_bytes()),
             RecordFormat::Lines => chunk.records().try_for_each(|record| {
@@ -82,8 +98,10 @@ impl Sink {
     }
 
     pub(crate) fn flush(&mut self) -> Result<()> {
-        match self.output.as_mut() {
-            Some(out) => out
+        match self.output.as_ref() {
+            Some(output) => output
+                .lock()
+                .map_err(|_| io_error("a replica panicked while writing records".into()))?
                 .flush()
                 .map_err(|e| io_error(format!("flushing records: {e}"))),
             None => Ok(()),

@@ -73,6 +73,15 @@ impl CountedSource {
         })
     }
 
+    /// Counts `inner` like a source (a partition's input, say).
+    pub(crate) fn wrap(inner: Box<dyn Upstream>) -> Self {
+        CountedSource {
+            inner,
+            counters: Arc::new(Counters::default()),
+            done: false,
+        }
+    }
+
     pub(crate) fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
     }

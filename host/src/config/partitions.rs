@@ -1,0 +1,124 @@
+//! `[partitions]`: how many replicas of the stage chain a pipeline runs, and how the router
+//! reads each record's key. Records with the same key always go to the same replica, in the
+//! order the source gave them; docs/scale-out.md says what is ordered and what is not.
+
+use serde::{Deserialize, Serialize};
+
+/// The most replicas a pipeline may ask for.
+pub const MAX_PARTITIONS: u32 = 256;
+
+/// Records the router asks the source for at a time (and so the most in one routed chunk).
+pub const ROUTE_RECORDS: u32 = 1024;
+
+/// Routed chunks a replica's queue holds before the router waits for the replica. What a
+/// partitioned pipeline holds between its source and its replicas is bounded by
+/// `(replicas × (QUEUE_CHUNKS + 1) + 1) × ROUTE_RECORDS` records: the queues, what each replica's
+/// input has left of a chunk, and the chunk in the router's hand.
+pub const QUEUE_CHUNKS: usize = 4;
+
+/// `[partitions]` of a pipeline file.
+///
+/// ```toml
+/// [partitions]
+/// count = 4                               # default: one per core
+/// key = { delimiter = ",", field = 1 }    # the second comma-separated field
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PartitionsSpec {
+    /// Replicas of the stage chain, each on a thread of its own; default: the cores this
+    /// process may use.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// How a record's key is read.
+    pub key: KeySpec,
+}
+
+/// Where a record's key is: for text records, a field between delimiters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeySpec {
+    /// The one-byte character between fields; default `,`.
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// The key's field, counted from 0. A record with fewer fields has the empty key.
+    pub field: usize,
+}
+
+fn comma() -> String {
+    ",".into()
+}
+
+impl PartitionsSpec {
+    /// `count` replicas keyed by field `field` of `delimiter`-separated records.
+    pub fn new(count: Option<u32>, delimiter: u8, field: usize) -> Self {
+        PartitionsSpec {
+            count,
+            key: KeySpec {
+                delimiter: char::from(delimiter).to_string(),
+                field,
+            },
+        }
+    }
+
+    /// The number of replicas: `count`, or the cores this process may use.
+    pub fn replicas(&self) -> u32 {
+        self.count.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(MAX_PARTITIONS))
+                .unwrap_or(1)
+                .min(MAX_PARTITIONS)
+        })
+    }
+
+    /// The delimiter as a byte (validated to be one).
+    pub(crate) fn delimiter(&self) -> u8 {
+        self.key
+            .delimiter
+            .as_bytes()
+            .first()
+            .copied()
+            .unwrap_or(b',')
+    }
+
+    /// What is wrong with the section, in one sentence.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match self.count {
+            Some(0) => return Err("[partitions] count must be at least 1".into()),
+            Some(n) if n > MAX_PARTITIONS => {
+                return Err(format!(
+                    "[partitions] count is {n}; at most {MAX_PARTITIONS} replicas are allowed"
+                ));
+            }
+            _ => {}
+        }
+        if self.key.delimiter.len() != 1 {
+            return Err(format!(
+                "[partitions] key delimiter {:?} must be exactly one byte",
+                self.key.delimiter
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_of_zero_or_a_long_delimiter_is_refused() {
+        assert!(PartitionsSpec::new(Some(0), b',', 1).check().is_err());
+        assert!(
+            PartitionsSpec::new(Some(MAX_PARTITIONS + 1), b',', 1)
+                .check()
+                .is_err()
+        );
+        let mut spec = PartitionsSpec::new(Some(2), b',', 1);
+        spec.key.delimiter = "::".into();
+        assert!(spec.check().is_err());
+        assert!(PartitionsSpec::new(Some(2), b'\t', 0).check().is_ok());
+    }
+}

@@ -1,0 +1,190 @@
+//! Partitions: one pipeline on every core. A `[partitions]` pipeline runs N replicas of its
+//! stage chain, each on a thread of its own, and a router that reads the source once and hands
+//! each record to the replica its key hashes to (`router.rs`), through a bounded queue that the
+//! replica's first stage pulls from like any source (`input.rs`). Records with the same key
+//! reach the same replica in source order, so per-key order holds end to end; records of
+//! different keys may reach the sink in another order than the source's. Every replica follows
+//! docs/protocol.md on its own: its own demand, its own faults and supervision, its own state.
+
+mod input;
+mod router;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub(crate) use self::input::PartitionInput;
+pub(crate) use self::router::{Key, Router, Shared};
+use super::{Pipeline, Probe};
+use crate::checksum::Checksum;
+use crate::counters::Counters;
+use crate::error::Error;
+use crate::report::{FailureReport, RunReport, RunStatus, SinkReport};
+use crate::stage::SwapReport;
+
+/// The name a replica's stage takes: `decode#2` is stage `decode` of replica 2.
+pub(crate) fn replica_name(stage: &str, replica: usize) -> String {
+    format!("{stage}#{replica}")
+}
+
+/// A partitioned pipeline, built by [`PipelineBuilder::build`](crate::PipelineBuilder::build)
+/// from a file with `[partitions]`; run it with [`Pipeline::run`].
+pub(crate) struct Partitions {
+    pub(crate) replicas: Vec<Pipeline>,
+    pub(crate) router: Option<Router>,
+    pub(crate) shared: Arc<Shared>,
+    /// The source's counters (what the router pulled).
+    pub(crate) source: Arc<Counters>,
+}
+
+impl Partitions {
+    /// Runs the router and every replica, each on its own thread, until the stream ends, a
+    /// replica fails (the router then stops and the others finish what they hold) or `stop`
+    /// is set; reports the whole run, every replica's hops in it.
+    pub(crate) fn run(
+        &mut self,
+        name: &str,
+        credits: u32,
+        stop: &Arc<AtomicBool>,
+        swaps: &Mutex<Vec<SwapReport>>,
+    ) -> RunReport {
+        let started = Instant::now();
+        let router = self.router.take();
+        let shared = &self.shared;
+        let reports: Vec<RunReport> = std::thread::scope(|scope| {
+            if let Some(router) = router {
+                let stop = stop.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("sluicegate-{name}-router"))
+                    .spawn_scoped(scope, move || router.run(&stop));
+                if spawned.is_err() {
+                    shared.abandoned.store(true, Ordering::Relaxed);
+                }
+            }
+            let runs: Vec<_> = self
+                .replicas
+                .iter_mut()
+                .map(|replica| {
+                    scope.spawn(move || {
+                        let report = replica.run();
+                        if report.status == RunStatus::Failed {
+                            shared.abandoned.store(true, Ordering::Relaxed);
+                            shared.wake_router();
+                        }
+                        report
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().unwrap_or_else(|_| panicked(name, credits)))
+                .collect()
+        });
+        self.combine(name, credits, started, reports, stop, swaps)
+    }
+
+    /// One report of the whole run from the replicas' reports.
+    fn combine(
+        &self,
+        name: &str,
+        credits: u32,
+        started: Instant,
+        reports: Vec<RunReport>,
+        stop: &AtomicBool,
+        swaps: &Mutex<Vec<SwapReport>>,
+    ) -> RunReport {
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let source = self.source.snapshot();
+        let mut hops = vec![crate::report::HopReport::source(
+            super::source::SOURCE,
+            source,
+        )];
+        let mut checksum = Checksum::default();
+        let (mut records, mut chunks, mut bytes) = (0, 0, 0);
+        let mut partition_sinks = Vec::with_capacity(reports.len());
+        let mut failure: Option<FailureReport> = None;
+        let (mut recovered, mut close_errors) = (Vec::new(), Vec::new());
+        let mut stopped = stop.load(Ordering::Relaxed);
+        let kind = self
+            .replicas
+            .first()
+            .map(|r| r.sink.kind())
+            .unwrap_or_default();
+        for (replica, report) in reports.into_iter().enumerate() {
+            for mut hop in report.hops {
+                if hop.state.is_none() {
+                    hop.name = replica_name("partition", replica);
+                    hop.records_in = hop.records_out;
+                }
+                hops.push(hop);
+            }
+            records += report.sink.records;
+            chunks += report.sink.chunks;
+            bytes += report.sink.bytes;
+            checksum.add(report.sink.checksum.as_bytes());
+            partition_sinks.push(report.sink);
+            if failure.is_none() {
+                failure = report.failure;
+            }
+            recovered.extend(report.recovered);
+            close_errors.extend(report.close_errors);
+            stopped |= report.stopped;
+        }
+        if failure.is_none()
+            && let Some(error) = self.shared.failure.lock().ok().and_then(|f| f.clone())
+        {
+            failure = Some(FailureReport::from(&error));
+        }
+        let failed = failure.is_some() || !close_errors.is_empty();
+        RunReport {
+            pipeline: name.to_string(),
+            status: if failed {
+                RunStatus::Failed
+            } else {
+                RunStatus::Ok
+            },
+            elapsed_s,
+            records_per_s: if elapsed_s > 0.0 {
+                source.records as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            credits,
+            hops,
+            sink: SinkReport {
+                kind,
+                records,
+                chunks,
+                bytes,
+                // One partition: its own checksum, the single chain's.
+                checksum: match partition_sinks.as_slice() {
+                    [only] => only.checksum.clone(),
+                    _ => format!("{:016x}", checksum.value()),
+                },
+            },
+            failure,
+            close_errors,
+            recovered,
+            swaps: swaps.lock().map(|s| s.clone()).unwrap_or_default(),
+            stopped,
+            partitions: partition_sinks,
+        }
+    }
+
+    /// A probe over the source and every replica.
+    pub(crate) fn probe(&self, name: &str) -> Probe {
+        Probe {
+            pipeline: name.into(),
+            source: Some(self.source.clone()),
+            chains: self.replicas.iter().map(Pipeline::chain_probe).collect(),
+        }
+    }
+}
+
+/// The report of a replica whose thread panicked (a host bug).
+fn panicked(name: &str, credits: u32) -> RunReport {
+    let error = Error::Host {
+        stage: "-".into(),
+        message: "a replica's thread panicked (a host bug); its stages may not be closed".into(),
+    };
+    RunReport::failed(name, credits, &error)
+}

@@ -1,0 +1,379 @@
+//! Partitions (docs/scale-out.md): replicas of the stage chain on threads of their own, each
+//! record routed by its key. K1: a key's records reach one replica in source order, so every
+//! symbol's orders are the single chain's. K2: every replica keeps its own state, also across a
+//! hot swap and a supervised restart. K3: the router never holds more than a bounded number of
+//! records, however slow a replica is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use market_data::Order;
+use sluicegate::config::{PipelineSpec, QUEUE_CHUNKS, ROUTE_RECORDS};
+use sluicegate::report::{RunReport, RunStatus};
+use sluicegate::{Pipeline, StageState};
+use sluicegate_tests::{artifacts as a, component, pipelines, within};
+
+/// Longer than any of these runs takes on a loaded machine: a run still going then hangs.
+const HANG: std::time::Duration = std::time::Duration::from_secs(120);
+
+const PARTITIONED: &str = include_str!("../../examples/market-partitioned.toml");
+
+/// The example pipeline on `records` ticks with `partitions` replicas (`None`: no
+/// `[partitions]` at all), `front` (stages) before its first stage, its orders written framed
+/// to a file of its own.
+fn market(partitions: Option<u32>, records: u64, front: &str) -> (Pipeline, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluicegate-partitions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join(format!(
+        "orders-{}-{}.bin",
+        partitions.map_or("none".to_string(), |n| n.to_string()),
+        front.len()
+    ));
+    let mut toml = PARTITIONED.replace(
+        "kind = \"discard\"",
+        &format!(
+            "kind = \"file\"\npath = {:?}\nformat = \"framed\"",
+            out.display().to_string()
+        ),
+    );
+    toml = match partitions {
+        Some(n) => toml.replace("count = 2", &format!("count = {n}")),
+        None => toml
+            .replace("[partitions]\n", "")
+            .replace("count = 2\n", "")
+            .replace("key = { delimiter = \",\", field = 2 }\n", ""),
+    };
+    toml = toml.replacen("[[stage]]", &format!("{front}[[stage]]"), 1);
+    let origin = dir.join("market-partitioned.toml");
+    let mut spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    spec.set_records(records);
+    let pipeline = pipelines().build(&spec, &origin).expect("build");
+    (pipeline, out)
+}
+
+/// Every order in the file, grouped by symbol, each symbol's in file order.
+fn orders_by_symbol(path: &Path) -> BTreeMap<String, Vec<Order>> {
+    let bytes = std::fs::read(path).expect("orders file");
+    let mut by_symbol: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    let mut rest = bytes.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let (record, tail) = tail.split_at(len);
+        let order = Order::decode(record).expect("an order");
+        by_symbol
+            .entry(order.symbol.as_str().to_string())
+            .or_default()
+            .push(order);
+        rest = tail;
+    }
+    by_symbol
+}
+
+fn run(pipeline: &mut Pipeline) -> RunReport {
+    let report = pipeline.run();
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    report
+}
+
+#[test]
+fn k1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
+    let (mut single, path) = market(None, 30_000, "");
+    let reference = run(&mut single);
+    let expected = orders_by_symbol(&path);
+    assert!(
+        expected.len() > 1 && reference.sink.records > 0,
+        "{reference}"
+    );
+    for n in [1, 2, 4] {
+        let (mut partitioned, path) = market(Some(n), 30_000, "");
+        assert_eq!(partitioned.partitions(), n as usize);
+        let report = run(&mut partitioned);
+        assert_eq!(report.partitions.len(), n as usize, "{report}");
+        assert_eq!(report.sink.records, reference.sink.records, "{report}");
+        assert_eq!(
+            report.hops.first().map(|h| h.records_out),
+            Some(30_000),
+            "the source was read once: {report}"
+        );
+        assert_eq!(orders_by_symbol(&path), expected, "{n} partitions");
+        if n > 1 {
+            assert!(
+                report.partitions.iter().filter(|p| p.records > 0).count() > 1,
+                "orders came from more than one partition: {report}"
+            );
+        }
+    }
+}
+
+/// decode -> vwap on `records` generated ticks, every VWAP update framed to `path`.
+fn vwap_chain(partitions: &str, records: u64, path: &str) -> String {
+    format!(
+        "[source]\nkind = \"generate\"\nrecords = {records}\n\n{partitions}\
+         [[stage]]\nname = \"decode\"\ncomponent = {:?}\n\n\
+         [[stage]]\nname = \"vwap\"\ncomponent = {:?}\nconfig = {{ window = 32 }}\n\n\
+         [sink]\nkind = \"file\"\npath = {path:?}\nformat = \"framed\"\ncredits = 64\n",
+        a::DECODE,
+        a::VWAP
+    )
+}
+
+/// Framed records grouped by the symbol at bytes 8..16 (a VWAP update's or an order's), each
+/// symbol's in order.
+fn by_symbol(records: Vec<Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
+    let mut grouped: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for record in records {
+        grouped
+            .entry(record[8..16].to_vec())
+            .or_default()
+            .push(record);
+    }
+    grouped
+}
+
+#[test]
+fn k2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_own_state() {
+    // Every VWAP update goes to a FIFO that the test reads only once the swap is done: the
+    // output is far larger than a pipe holds, so both replicas are stopped mid-stream on the
+    // sink when `vwap` is swapped (for itself), each at its own chunk boundary, each handing
+    // its own windows over. If a replica's windows were lost or mixed up with the other's,
+    // some symbol's VWAP updates would differ from the single chain's.
+    let dir = std::env::temp_dir().join(format!("sluicegate-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let origin = dir.join("swap.toml");
+    let reference = dir.join("reference.bin");
+    let spec = PipelineSpec::from_toml(
+        &vwap_chain("", 30_000, &reference.display().to_string()),
+        &origin,
+    )
+    .expect("spec");
+    run(&mut pipelines().build(&spec, &origin).expect("build"));
+    let expected = by_symbol(framed_records(&reference));
+
+    let fifo = dir.join("vwap.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&fifo).expect("open the fifo");
+            let _ = wait.recv();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes).expect("read the fifo");
+            bytes
+        })
+    };
+    let partitions = "[partitions]\ncount = 2\nkey = { delimiter = \",\", field = 2 }\n\n";
+    let spec = PipelineSpec::from_toml(
+        &vwap_chain(partitions, 30_000, &fifo.display().to_string()),
+        &origin,
+    )
+    .expect("spec");
+    let mut pipeline = pipelines().build(&spec, &origin).expect("build");
+    let (swapper, probe) = (pipeline.swapper(), pipeline.probe());
+    let running = std::thread::spawn(move || pipeline.run());
+    let delivered = |hop: &str| {
+        probe
+            .snapshot()
+            .iter()
+            .find(|h| h.name == hop)
+            .map_or(0, |h| h.stats.records)
+    };
+    while delivered("vwap#0") == 0 || delivered("vwap#1") == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let swapped = swapper.swap("vwap", &component(a::VWAP));
+    go.send(()).expect("reader waits");
+    let report = running.join().expect("run thread");
+    let written = reader.join().expect("reader thread");
+    assert!(swapped.is_ok(), "{swapped:?}");
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert_eq!(report.swaps.len(), 2, "one swap per partition: {report}");
+    assert!(
+        report
+            .swaps
+            .iter()
+            .all(|s| s.state_carried && s.state_lost.is_none()),
+        "{report}"
+    );
+    let fifo_records = {
+        std::fs::write(dir.join("partitioned.bin"), &written).expect("write");
+        framed_records(&dir.join("partitioned.bin"))
+    };
+    assert_eq!(by_symbol(fifo_records), expected);
+}
+
+#[test]
+fn k3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
+    // A first stage that spins on every AAPL tick makes the partition that has AAPL slow:
+    // the router blocks on its queue, while the other drains its own. At no point are more
+    // records in flight between the source and the replicas than the queues, the inputs'
+    // remainders and the router's hand can hold.
+    let slow = format!(
+        "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 20000 }}\n",
+        a::SLOW_KEY
+    );
+    let (mut single, path) = market(None, 200_000, "");
+    run(&mut single);
+    let expected = orders_by_symbol(&path);
+    let (mut partitioned, path) = market(Some(2), 200_000, &slow);
+    assert!(
+        partitioned
+            .stages()
+            .iter()
+            .all(|s| s.state() == StageState::Created)
+    );
+    let probe = partitioned.probe();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watch = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut most_in_flight = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let hops = probe.snapshot();
+                let routed = hops.first().map_or(0, |h| h.stats.records);
+                let taken: u64 = hops
+                    .iter()
+                    .filter(|h| h.name.starts_with("partition#"))
+                    .map(|h| h.stats.records)
+                    .sum();
+                most_in_flight = most_in_flight.max(routed.saturating_sub(taken));
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            most_in_flight
+        })
+    };
+    let report = run(&mut partitioned);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most_in_flight = watch.join().expect("watcher");
+    let bound = (2 * (QUEUE_CHUNKS + 1) + 1) * ROUTE_RECORDS as usize;
+    assert!(
+        most_in_flight <= bound as u64,
+        "{most_in_flight} records in flight, more than {bound}: {report}"
+    );
+    assert_eq!(orders_by_symbol(&path), expected);
+}
+
+/// Every record of a framed file.
+fn framed_records(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut records = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let (record, tail) = tail.split_at(u32::from_le_bytes(*len) as usize);
+        records.push(record.to_vec());
+        rest = tail;
+    }
+    records
+}
+
+/// A partitioned pipeline of `count` replicas of one poison-pill stage over `records`
+/// generated ticks, poisoned by the `nth` tick, with the stage's extra settings `policy`;
+/// returns it with the ticks and its directory.
+fn poisoned(
+    name: &str,
+    count: u32,
+    records: u64,
+    nth: usize,
+    policy: &str,
+) -> (Pipeline, Vec<Vec<u8>>, PathBuf) {
+    let mut feed = market_data::Feed::new(market_data::FeedConfig {
+        records,
+        ..market_data::FeedConfig::default()
+    });
+    let mut ticks = Vec::new();
+    let mut line = Vec::new();
+    while feed.next_into(&mut line) {
+        ticks.push(line.clone());
+    }
+    let poison = String::from_utf8(ticks[nth].clone()).expect("a text tick");
+    let dir = std::env::temp_dir().join(format!("sluicegate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let toml = format!(
+        "[source]\nkind = \"generate\"\nrecords = {records}\n\n\
+         [partitions]\ncount = {count}\nkey = {{ delimiter = \",\", field = 2 }}\n\n\
+         [[stage]]\nname = \"poison\"\ncomponent = {:?}\nconfig = {{ poison = {poison:?} }}\n\
+         {policy}\n\n\
+         [sink]\nkind = \"file\"\npath = \"out.bin\"\nformat = \"framed\"\ncredits = 64\n",
+        a::POISON_PILL
+    );
+    let origin = dir.join(format!("{name}.toml"));
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let pipeline = pipelines().build(&spec, &origin).expect("build");
+    (pipeline, ticks, dir)
+}
+
+#[test]
+fn a_failed_partition_stops_the_router_the_others_finish_and_the_run_names_the_stage() {
+    // Three partitions: the run fails, naming the replica's stage, and ends.
+    let (mut pipeline, _, _) = poisoned("fail", 3, 20_000, 4_999, "");
+    let report = within(HANG, move || pipeline.run());
+    assert_eq!(report.status, RunStatus::Failed, "{report}");
+    let failure = report.failure.as_ref().expect("a failure");
+    assert!(failure.stage.starts_with("poison#"), "{report}");
+    // One partition: nobody else drains the router, whose queue is full when the replica
+    // fails; it must see the failure and stop, long before the end of the source (the queue
+    // bound keeps it within a few thousand records of the failure).
+    let (mut pipeline, _, _) = poisoned("fail-one", 1, 200_000, 4_999, "");
+    let stages = pipeline.stages().to_vec();
+    let report = within(HANG, move || pipeline.run());
+    assert_eq!(report.status, RunStatus::Failed, "{report}");
+    let routed = report.hops.first().map_or(0, |h| h.records_out);
+    let bound = 5_000 + (QUEUE_CHUNKS + 2) as u64 * u64::from(ROUTE_RECORDS);
+    assert!(routed <= bound, "the router went on to {routed}: {report}");
+    assert!(
+        stages
+            .iter()
+            .all(|s| matches!(s.state(), StageState::Closed | StageState::Faulted)),
+        "every stage closed or faulted"
+    );
+}
+
+#[test]
+fn a_stopped_partitioned_run_closes_every_stage_and_says_so() {
+    let (mut pipeline, _, _) = poisoned("stop", 2, 20_000, 19_999, "");
+    pipeline.stopper().stop();
+    let report = pipeline.run();
+    assert!(report.stopped, "{report}");
+    assert!(
+        pipeline
+            .stages()
+            .iter()
+            .all(|s| s.state() == StageState::Closed),
+        "{report}"
+    );
+}
+
+#[test]
+fn k2_a_restart_in_one_partition_loses_and_repeats_nothing() {
+    // The 5,000th tick poisons the stage of whichever partition it is routed to; that replica
+    // restarts (its failed call's input quarantined to its own dead-letter file) and the run
+    // goes on. Every tick is then either at the sink or in a dead-letter file, exactly once.
+    let (mut pipeline, ticks, dir) = poisoned(
+        "restart",
+        3,
+        20_000,
+        4_999,
+        "on_fault = \"restart\"\ndead_letter = \"dead.bin\"",
+    );
+    let report = run(&mut pipeline);
+    assert_eq!(report.recovered.len(), 1, "one restart: {report}");
+    let mut seen = framed_records(&dir.join("out.bin"));
+    let delivered = seen.len();
+    for replica in 0..3 {
+        seen.extend(framed_records(&dir.join(format!("dead.bin.{replica}"))));
+    }
+    let quarantined = seen.len() - delivered;
+    assert!(
+        quarantined >= 1,
+        "the poisoned call's input was quarantined: {report}"
+    );
+    let restarted: Vec<_> = report.hops.iter().filter(|h| h.restarts > 0).collect();
+    assert_eq!(restarted.len(), 1, "one partition restarted: {report}");
+    assert_eq!(restarted[0].quarantined_records, quarantined as u64);
+    seen.sort();
+    let mut all = ticks;
+    all.sort();
+    assert_eq!(seen, all, "every tick once, at the sink or quarantined");
+}
