@@ -189,7 +189,8 @@ pub enum Error {
     },
     /// The conformance kit (`sluicegate check`) saw behaviour the protocol rules out but the
     /// host cannot see in a pipeline: data after `none` when probed (E1), two runs on the same
-    /// input that differ (K1), a stage that never finishes after its upstream ended (R5).
+    /// input that differ (K1), a stage that never finishes after its upstream ended (R5); or a
+    /// key stage did not answer one key per record (Q4, docs/scale-out.md).
     #[error("stage `{stage}`: {check}: {detail}")]
     Nonconforming {
         /// The stage.

@@ -9,6 +9,7 @@ mod partitions;
 mod probe;
 mod sink;
 mod source;
+mod stage_settings;
 mod watchdog;
 
 use std::sync::Arc;
@@ -198,7 +199,14 @@ impl Pipeline {
     /// of native stack would abort the process instead of faulting the stage.
     pub fn run(&mut self) -> RunReport {
         if let Some(partitions) = self.partitions.as_mut() {
-            return partitions.run(&self.name, self.credits, &self.stop, &self.swaps);
+            let router_stack = run_stack(1, self.max_wasm_stack);
+            return partitions.run(
+                &self.name,
+                self.credits,
+                &self.stop,
+                &self.swaps,
+                router_stack,
+            );
         }
         let stack = run_stack(self.stages.len(), self.max_wasm_stack);
         let builder = std::thread::Builder::new()

@@ -116,6 +116,12 @@ fn counter() {
 }
 
 #[test]
+fn field_key() {
+    // A key stage is a plain 1:1 map: it passes the kit.
+    passes(&run(a::FIELD_KEY, &[a::COUNTER], &[("field", "0")]));
+}
+
+#[test]
 fn slow_key() {
     // Slow on the records it is told to be slow on, and otherwise a plain pass-through.
     passes(&run(

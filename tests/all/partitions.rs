@@ -1,7 +1,7 @@
 //! Partitions (docs/scale-out.md): replicas of the stage chain on threads of their own, each
-//! record routed by its key. K1: a key's records reach one replica in source order, so every
-//! symbol's orders are the single chain's. K2: every replica keeps its own state, also across a
-//! hot swap and a supervised restart. K3: the router never holds more than a bounded number of
+//! record routed by its key. Q1: a key's records reach one replica in source order, so every
+//! symbol's orders are the single chain's. Q2: every replica keeps its own state, also across a
+//! hot swap and a supervised restart. Q3: the router never holds more than a bounded number of
 //! records, however slow a replica is.
 
 use std::collections::BTreeMap;
@@ -76,7 +76,7 @@ fn run(pipeline: &mut Pipeline) -> RunReport {
 }
 
 #[test]
-fn k1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
+fn q1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
     let (mut single, path) = market(None, 30_000, "");
     let reference = run(&mut single);
     let expected = orders_by_symbol(&path);
@@ -131,7 +131,63 @@ fn by_symbol(records: Vec<Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
 }
 
 #[test]
-fn k2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_own_state() {
+fn q4_a_key_stage_of_the_authors_choosing_routes_exactly_as_the_field_it_names() {
+    // A key stage answering the symbol field routes every tick where `field = 2` does: the same
+    // orders per symbol, and the same orders per partition.
+    let (mut by_field, _) = market(Some(2), 30_000, "");
+    let by_field = run(&mut by_field);
+    let dir = std::env::temp_dir().join(format!("sluicegate-keystage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("orders.bin");
+    let toml = PARTITIONED
+        .replace(
+            "key = { delimiter = \",\", field = 2 }",
+            &format!(
+                "key = {{ stage = {{ name = \"symbol-key\", component = {:?}, config = {{ field = 2 }} }} }}",
+                a::FIELD_KEY
+            ),
+        )
+        .replace(
+            "kind = \"discard\"",
+            &format!("kind = \"file\"\npath = {:?}\nformat = \"framed\"", out.display().to_string()),
+        );
+    let origin = dir.join("keystage.toml");
+    let mut spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    spec.set_records(30_000);
+    let report = run(&mut pipelines().build(&spec, &origin).expect("build"));
+    let (mut single, path) = market(None, 30_000, "");
+    run(&mut single);
+    assert_eq!(orders_by_symbol(&out), orders_by_symbol(&path));
+    let per_partition = |r: &RunReport| r.partitions.iter().map(|p| p.records).collect::<Vec<_>>();
+    assert_eq!(per_partition(&report), per_partition(&by_field), "{report}");
+}
+
+#[test]
+fn q4_a_key_stage_that_does_not_answer_one_key_per_record_fails_the_run_by_name() {
+    // `counter` ignores its input and counts: keys for records it never pulled.
+    let dir = std::env::temp_dir().join(format!("sluicegate-badkey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let toml = format!(
+        "[source]\nkind = \"generate\"\nrecords = 5000\n\n\
+         [partitions]\ncount = 2\nkey = {{ stage = {{ name = \"bad-key\", component = {:?}, config = {{ records = 100000 }} }} }}\n\n\
+         [[stage]]\nname = \"pass\"\ncomponent = {:?}\n",
+        a::COUNTER,
+        a::PASSTHROUGH
+    );
+    let origin = dir.join("badkey.toml");
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let mut pipeline = pipelines().build(&spec, &origin).expect("build");
+    let report = within(HANG, move || pipeline.run());
+    assert_eq!(report.status, RunStatus::Failed, "{report}");
+    let failure = report.failure.as_ref().expect("a failure");
+    assert!(
+        failure.message.contains("bad-key") && failure.message.contains("Q4"),
+        "{report}"
+    );
+}
+
+#[test]
+fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_own_state() {
     // Every VWAP update goes to a FIFO that the test reads only once the swap is done: the
     // output is far larger than a pipe holds, so both replicas are stopped mid-stream on the
     // sink when `vwap` is swapped (for itself), each at its own chunk boundary, each handing
@@ -205,7 +261,7 @@ fn k2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
 }
 
 #[test]
-fn k3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
+fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
     // A first stage that spins on every AAPL tick makes the partition that has AAPL slow:
     // the router blocks on its queue, while the other drains its own. At no point are more
     // records in flight between the source and the replicas than the queues, the inputs'
@@ -346,7 +402,7 @@ fn a_stopped_partitioned_run_closes_every_stage_and_says_so() {
 }
 
 #[test]
-fn k2_a_restart_in_one_partition_loses_and_repeats_nothing() {
+fn q2_a_restart_in_one_partition_loses_and_repeats_nothing() {
     // The 5,000th tick poisons the stage of whichever partition it is routed to; that replica
     // restarts (its failed call's input quarantined to its own dead-letter file) and the run
     // goes on. Every tick is then either at the sink or in a dead-letter file, exactly once.

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::StageSpec;
+
 /// The most replicas a pipeline may ask for.
 pub const MAX_PARTITIONS: u32 = 256;
 
@@ -23,7 +25,7 @@ pub const QUEUE_CHUNKS: usize = 4;
 /// count = 4                               # default: one per core
 /// key = { delimiter = ",", field = 1 }    # the second comma-separated field
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PartitionsSpec {
@@ -35,8 +37,14 @@ pub struct PartitionsSpec {
     pub key: KeySpec,
 }
 
-/// Where a record's key is: for text records, a field between delimiters.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Where a record's key is: a field between delimiters (text records), or what a key stage of
+/// the author's choosing answers for it.
+///
+/// ```toml
+/// key = { delimiter = ",", field = 2 }
+/// key = { stage = { name = "key", component = "symbol-key.wasm" } }
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KeySpec {
@@ -44,7 +52,14 @@ pub struct KeySpec {
     #[serde(default = "comma")]
     pub delimiter: String,
     /// The key's field, counted from 0. A record with fewer fields has the empty key.
-    pub field: usize,
+    #[serde(default)]
+    pub field: Option<usize>,
+    /// A key stage: a stage (any language, the same world) that answers, for every record it
+    /// pulls, exactly one record, that record's key, in order (rule Q4 of docs/scale-out.md).
+    /// It runs on the router's thread under its own limits; whatever format the records are
+    /// in, the host never needs to read them.
+    #[serde(default)]
+    pub stage: Option<StageSpec>,
 }
 
 fn comma() -> String {
@@ -58,7 +73,8 @@ impl PartitionsSpec {
             count,
             key: KeySpec {
                 delimiter: char::from(delimiter).to_string(),
-                field,
+                field: Some(field),
+                stage: None,
             },
         }
     }
@@ -94,6 +110,16 @@ impl PartitionsSpec {
             }
             _ => {}
         }
+        match (&self.key.field, &self.key.stage) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(
+                    "[partitions] key names either a `field` (with its `delimiter`) or a key \
+                     `stage`, not both, not neither"
+                        .into(),
+                );
+            }
+        }
         if self.key.delimiter.len() != 1 {
             return Err(format!(
                 "[partitions] key delimiter {:?} must be exactly one byte",
@@ -120,5 +146,8 @@ mod tests {
         spec.key.delimiter = "::".into();
         assert!(spec.check().is_err());
         assert!(PartitionsSpec::new(Some(2), b'\t', 0).check().is_ok());
+        let mut spec = PartitionsSpec::new(Some(2), b',', 1);
+        spec.key.field = None;
+        assert!(spec.check().is_err(), "neither a field nor a stage");
     }
 }

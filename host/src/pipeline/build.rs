@@ -9,20 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Pipeline;
-use super::partitions::{Key, PartitionInput, Partitions, Router, Shared, replica_name};
+use super::partitions::{
+    Key, KeyStage, Keys, PartitionInput, Partitions, Router, Shared, replica_name,
+};
 use super::sink::Sink;
 use super::source::{CountedSource, OpenSource};
+use super::stage_settings::stage_options;
 use crate::component::StageComponent;
 use crate::config::{
-    BUILTIN, ComponentRef, LimitsSpec, OnFault, PipelineSpec, SourceSpec, StageSpec, base_dir,
-    resolve, stage_config,
+    BUILTIN, ComponentRef, PipelineSpec, SourceSpec, StageSpec, base_dir, resolve, stage_config,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::limits::Limits;
-use crate::policy::FaultPolicy;
-use crate::sandbox::Capabilities;
-use crate::stage::{Stage, StageOptions};
+use crate::stage::Stage;
 use crate::upstream::Upstream;
 
 /// A stage's spec and component, loaded once for every replica, with the configurations of
@@ -103,13 +102,17 @@ impl<'a> PipelineBuilder<'a> {
                             .into(),
                 })?;
                 let replicas = usize::try_from(partitions.replicas()).unwrap_or(1).max(1);
-                let key = Key {
-                    delimiter: partitions.delimiter(),
-                    field: partitions.key.field,
+                let keys = match (&partitions.key.stage, partitions.key.field) {
+                    (Some(stage_spec), _) => Keys::Stage(self.key_stage(stage_spec, &base)?),
+                    (None, field) => Keys::Field(Key {
+                        delimiter: partitions.delimiter(),
+                        field: field.unwrap_or(0),
+                    }),
                 };
                 let shared = Arc::new(Shared::default());
                 let counters = source.counters();
-                let (router, queues) = Router::new(Box::new(source), key, replicas, shared.clone());
+                let (router, queues) =
+                    Router::new(Box::new(source), keys, replicas, shared.clone());
                 let mut built = Vec::with_capacity(replicas);
                 for (replica, queue) in queues.into_iter().enumerate() {
                     let input = PartitionInput::new(queue, shared.clone());
@@ -148,6 +151,26 @@ impl<'a> PipelineBuilder<'a> {
                 Ok(pipeline)
             }
         }
+    }
+
+    /// The key stage of `[partitions]`, instantiated on the router's feed with its own
+    /// settings (limits, capabilities, configuration).
+    fn key_stage(&self, spec: &StageSpec, base: &Path) -> Result<KeyStage> {
+        let bytes = self.component_bytes(&spec.name, &spec.component, base)?;
+        let component = self.engine.load_bytes(&spec.name, &bytes)?;
+        let (feeder, feed) = KeyStage::feeder();
+        let mut options = stage_options(spec, base)?.upstream(feeder);
+        let config = stage_config(spec).map_err(|message| Error::Config {
+            file: base.display().to_string(),
+            message: format!("key stage `{}`: {message}", spec.name),
+        })?;
+        for (key, value) in config {
+            options = options.config(key, value);
+        }
+        Ok(KeyStage::new(
+            component.instantiate(&spec.name, options)?,
+            feed,
+        ))
     }
 
     /// Every stage's component, loaded (compiled) once for every replica: with the inner
@@ -311,56 +334,6 @@ impl Pipeline {
     /// kinds.
     pub fn build(engine: &Engine, spec: &PipelineSpec, origin: &Path) -> Result<Pipeline> {
         PipelineBuilder::new(engine).build(spec, origin)
-    }
-}
-
-/// A stage's limits, capabilities, fault policy and dead-letter file, as its spec gives them.
-fn stage_options(spec: &StageSpec, base: &Path) -> Result<StageOptions> {
-    let mut options = StageOptions::new()
-        .limits(limits(&spec.limits))
-        .capabilities(Capabilities {
-            real_time_and_random: spec.real_time_and_random,
-        })
-        .on_fault(fault_policy(spec));
-    if let Some(path) = &spec.dead_letter {
-        let path = base.join(path);
-        let file = std::fs::File::create(&path).map_err(|e| Error::Io {
-            stage: spec.name.clone(),
-            message: format!("cannot create dead-letter file {}: {e}", path.display()),
-        })?;
-        options = options.dead_letter(std::io::BufWriter::new(file));
-    }
-    Ok(options)
-}
-
-/// The fault policy a stage's settings describe.
-fn fault_policy(spec: &StageSpec) -> FaultPolicy {
-    match spec.on_fault {
-        OnFault::Fail => FaultPolicy::Fail,
-        OnFault::Restart => FaultPolicy::Restart {
-            max_restarts: spec.max_restarts,
-            backoff: Duration::from_millis(spec.restart_backoff_ms),
-        },
-        OnFault::Bypass => FaultPolicy::Bypass,
-    }
-}
-
-/// The limits a stage's `limits` table describes, defaults filled in.
-fn limits(spec: &LimitsSpec) -> Limits {
-    let d = Limits::default();
-    let ms = |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
-    let bytes = |v: Option<u64>| v.map(|b| usize::try_from(b).unwrap_or(usize::MAX));
-    Limits {
-        cpu_per_call: ms(spec.cpu_ms, d.cpu_per_call),
-        wall_per_call: ms(spec.wall_ms, d.wall_per_call),
-        cpu_per_handoff: ms(spec.handoff_cpu_ms, d.cpu_per_handoff),
-        fuel_per_call: spec.fuel,
-        memory_bytes: bytes(spec.memory_mib.map(|mib| mib.saturating_mul(1 << 20)))
-            .unwrap_or(d.memory_bytes),
-        max_chunk_bytes: bytes(spec.max_chunk_bytes).unwrap_or(d.max_chunk_bytes),
-        max_chunk_records: spec.max_chunk_records,
-        max_pull_records: spec.max_pull_records.unwrap_or(d.max_pull_records),
-        log_lines_per_s: spec.log_lines_per_s.unwrap_or(d.log_lines_per_s),
     }
 }
 

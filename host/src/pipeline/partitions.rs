@@ -7,6 +7,7 @@
 //! docs/protocol.md on its own: its own demand, its own faults and supervision, its own state.
 
 mod input;
+mod key_stage;
 mod router;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub(crate) use self::input::PartitionInput;
-pub(crate) use self::router::{Key, Router, Shared};
+pub(crate) use self::key_stage::KeyStage;
+pub(crate) use self::router::{Key, Keys, Router, Shared};
 use super::{Pipeline, Probe};
 use crate::checksum::Checksum;
 use crate::counters::Counters;
@@ -47,6 +49,7 @@ impl Partitions {
         credits: u32,
         stop: &Arc<AtomicBool>,
         swaps: &Mutex<Vec<SwapReport>>,
+        router_stack: usize,
     ) -> RunReport {
         let started = Instant::now();
         let router = self.router.take();
@@ -56,6 +59,8 @@ impl Partitions {
                 let stop = stop.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("sluicegate-{name}-router"))
+                    // A key stage runs on it: room for its wasm stack.
+                    .stack_size(router_stack)
                     .spawn_scoped(scope, move || router.run(&stop));
                 if spawned.is_err() {
                     shared.abandoned.store(true, Ordering::Relaxed);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
+use super::key_stage::KeyStage;
 use crate::chunk::Chunk;
 use crate::config::{QUEUE_CHUNKS, ROUTE_RECORDS};
 use crate::error::{Error, Result};
@@ -36,15 +37,26 @@ impl Key {
             .unwrap_or_default()
     }
 
-    /// The replica of `replicas` that `record` goes to: FNV-1a of its key, so that a key goes
-    /// to the same replica in every run.
+    /// The replica of `replicas` that `record` goes to.
     pub(crate) fn replica(&self, record: &[u8], replicas: usize) -> usize {
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        for &byte in self.of(record) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        usize::try_from(hash % replicas.max(1) as u64).unwrap_or(0)
+        replica_of(self.of(record), replicas)
     }
+}
+
+/// The replica of `replicas` that records with `key` go to: FNV-1a of the key, so that a key
+/// goes to the same replica in every run.
+pub(crate) fn replica_of(key: &[u8], replicas: usize) -> usize {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in key {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    usize::try_from(hash % replicas.max(1) as u64).unwrap_or(0)
+}
+
+/// How the router reads keys: a field of text records, or a key stage.
+pub(crate) enum Keys {
+    Field(Key),
+    Stage(KeyStage),
 }
 
 /// What replicas and router share: the router's thread (woken when a replica takes a chunk),
@@ -70,7 +82,7 @@ impl Shared {
 /// The routing half: the source, the key, a queue per replica.
 pub(crate) struct Router {
     source: Box<dyn Upstream>,
-    key: Key,
+    keys: Keys,
     queues: Vec<SyncSender<Chunk>>,
     shared: Arc<Shared>,
 }
@@ -79,7 +91,7 @@ impl Router {
     /// A router over `source` for `replicas` replicas, with each replica's receiving end.
     pub(crate) fn new(
         source: Box<dyn Upstream>,
-        key: Key,
+        keys: Keys,
         replicas: usize,
         shared: Arc<Shared>,
     ) -> (Router, Vec<Receiver<Chunk>>) {
@@ -87,7 +99,7 @@ impl Router {
         (
             Router {
                 source,
-                key,
+                keys,
                 queues,
                 shared,
             },
@@ -99,7 +111,20 @@ impl Router {
     /// end of its input). Stops early, closing the queues too, when the run is abandoned.
     pub(crate) fn run(mut self, stop: &AtomicBool) {
         let _ = self.shared.router.set(std::thread::current());
-        if let Err(error) = self.route(stop)
+        let mut outcome = match &self.keys {
+            Keys::Stage(stage) => stage.prime(),
+            Keys::Field(_) => Ok(()),
+        };
+        if outcome.is_ok() {
+            outcome = self.route(stop);
+        }
+        if let Keys::Stage(stage) = &self.keys
+            && let Err(error) = stage.close()
+            && outcome.is_ok()
+        {
+            outcome = Err(error);
+        }
+        if let Err(error) = outcome
             && let Ok(mut failure) = self.shared.failure.lock()
         {
             *failure = Some(error);
@@ -118,9 +143,21 @@ impl Router {
                 return Ok(());
             };
             let mut parts = vec![Chunk::empty(); replicas];
-            for record in chunk.records() {
-                if let Some(part) = parts.get_mut(self.key.replica(record, replicas)) {
-                    part.push(record);
+            match &mut self.keys {
+                Keys::Field(key) => {
+                    for record in chunk.records() {
+                        if let Some(part) = parts.get_mut(key.replica(record, replicas)) {
+                            part.push(record);
+                        }
+                    }
+                }
+                Keys::Stage(stage) => {
+                    let keys = stage.keys(&chunk)?;
+                    for (record, key) in chunk.records().zip(&keys) {
+                        if let Some(part) = parts.get_mut(replica_of(key, replicas)) {
+                            part.push(record);
+                        }
+                    }
                 }
             }
             for (replica, part) in parts.into_iter().enumerate() {
