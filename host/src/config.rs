@@ -161,51 +161,12 @@ impl PipelineSpec {
                     stage.name
                 )));
             }
-            stage_config(stage).map_err(|m| fail(format!("stage `{}`: {m}", stage.name)))?;
-            // A `builtin:` name is checked when the pipeline is built, against the components
-            // the program running it provides.
-            match resolve(&stage.component, &base) {
-                ComponentRef::Builtin(_) => {}
-                ComponentRef::File(path) if !path.is_file() => {
-                    return Err(fail(format!(
-                        "stage `{}`: component file {} does not exist",
-                        stage.name,
-                        path.display()
-                    )));
-                }
-                _ => {}
-            }
-            if stage.on_fault == OnFault::Bypass && !stage.optional {
-                return Err(fail(format!(
-                    "stage `{}`: on_fault = \"bypass\" needs `optional = true`: only a stage the \
-                     pipeline is correct without may be taken out",
-                    stage.name
-                )));
-            }
-            if stage.on_fault == OnFault::Restart && stage.max_restarts == 0 {
-                return Err(fail(format!(
-                    "stage `{}`: on_fault = \"restart\" with max_restarts = 0 never restarts",
-                    stage.name
-                )));
-            }
-            let limits = &stage.limits;
-            for (key, value) in [
-                ("cpu_ms", limits.cpu_ms),
-                ("wall_ms", limits.wall_ms),
-                ("handoff_cpu_ms", limits.handoff_cpu_ms),
-                ("max_pull_records", limits.max_pull_records.map(u64::from)),
-                ("fuel", limits.fuel),
-                ("memory_mib", limits.memory_mib),
-                ("max_chunk_bytes", limits.max_chunk_bytes),
-                ("max_chunk_records", limits.max_chunk_records.map(u64::from)),
-                ("log_lines_per_s", limits.log_lines_per_s.map(u64::from)),
-            ] {
-                if value == Some(0) {
-                    return Err(fail(format!(
-                        "stage `{}`: limits.{key} must be greater than 0",
-                        stage.name
-                    )));
-                }
+            check_stage(stage, &base).map_err(&fail)?;
+        }
+        if let Some(partitions) = &self.partitions {
+            partitions.check_stages(&self.stages).map_err(&fail)?;
+            if let Some(key) = &partitions.key.stage {
+                check_stage(key, &base).map_err(|m| fail(format!("[partitions] key: {m}")))?;
             }
         }
         match self.source.as_ref().map(|s| (s, s.kind.as_str())) {
@@ -234,6 +195,58 @@ impl PipelineSpec {
         }
         Ok(())
     }
+}
+
+/// What is wrong with one stage's settings, in one sentence naming it (every stage, and a
+/// partitioned pipeline's key stage).
+fn check_stage(stage: &StageSpec, base: &Path) -> std::result::Result<(), String> {
+    stage_config(stage).map_err(|m| format!("stage `{}`: {m}", stage.name))?;
+    // A `builtin:` name is checked when the pipeline is built, against the components
+    // the program running it provides.
+    match resolve(&stage.component, base) {
+        ComponentRef::Builtin(_) => {}
+        ComponentRef::File(path) if !path.is_file() => {
+            return Err(format!(
+                "stage `{}`: component file {} does not exist",
+                stage.name,
+                path.display()
+            ));
+        }
+        _ => {}
+    }
+    if stage.on_fault == OnFault::Bypass && !stage.optional {
+        return Err(format!(
+            "stage `{}`: on_fault = \"bypass\" needs `optional = true`: only a stage the \
+                 pipeline is correct without may be taken out",
+            stage.name
+        ));
+    }
+    if stage.on_fault == OnFault::Restart && stage.max_restarts == 0 {
+        return Err(format!(
+            "stage `{}`: on_fault = \"restart\" with max_restarts = 0 never restarts",
+            stage.name
+        ));
+    }
+    let limits = &stage.limits;
+    for (key, value) in [
+        ("cpu_ms", limits.cpu_ms),
+        ("wall_ms", limits.wall_ms),
+        ("handoff_cpu_ms", limits.handoff_cpu_ms),
+        ("max_pull_records", limits.max_pull_records.map(u64::from)),
+        ("fuel", limits.fuel),
+        ("memory_mib", limits.memory_mib),
+        ("max_chunk_bytes", limits.max_chunk_bytes),
+        ("max_chunk_records", limits.max_chunk_records.map(u64::from)),
+        ("log_lines_per_s", limits.log_lines_per_s.map(u64::from)),
+    ] {
+        if value == Some(0) {
+            return Err(format!(
+                "stage `{}`: limits.{key} must be greater than 0",
+                stage.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The directory relative paths in a pipeline file are anchored to.

@@ -9,7 +9,9 @@ use crate::report::HopSnapshot;
 impl Probe {
     /// Every hop's counters in the Prometheus text exposition format (version 0.0.4).
     pub fn prometheus(&self) -> String {
-        prometheus(self.pipeline(), &self.snapshot(), &self.sink())
+        let mut page = prometheus(self.pipeline(), &self.snapshot(), &self.sink());
+        page += &partition_sinks(self.pipeline(), &self.partition_sinks());
+        page
     }
 }
 
@@ -147,9 +149,65 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A partitioned pipeline's sink, per partition (`partition="N"`; nothing for one chain).
+fn partition_sinks(pipeline: &str, sinks: &[StageStats]) -> String {
+    if sinks.is_empty() {
+        return String::new();
+    }
+    let pipeline = escape_label(pipeline);
+    let mut out = String::new();
+    type Field = fn(&StageStats) -> u64;
+    let families: [(&str, &str, Field); 3] = [
+        (
+            "partition_sink_records_total",
+            "Records that reached the sink from each partition.",
+            |s| s.records,
+        ),
+        (
+            "partition_sink_chunks_total",
+            "Chunks that reached the sink from each partition.",
+            |s| s.chunks,
+        ),
+        (
+            "partition_sink_bytes_total",
+            "Bytes that reached the sink from each partition.",
+            |s| s.bytes,
+        ),
+    ];
+    for (name, help, field) in families {
+        out += &format!("# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} counter\n");
+        for (partition, sink) in sinks.iter().enumerate() {
+            out += &format!(
+                "sluicegate_{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {}\n",
+                field(sink)
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partitioned_pipeline_has_a_sink_series_per_partition() {
+        let sink = |records| StageStats {
+            records,
+            ..StageStats::default()
+        };
+        let page = partition_sinks("p", &[sink(3), sink(4)]);
+        assert!(
+            page.contains(
+                "sluicegate_partition_sink_records_total{pipeline=\"p\",partition=\"1\"} 4\n"
+            ),
+            "{page}"
+        );
+        assert!(
+            partition_sinks("p", &[]).is_empty(),
+            "nothing for one chain"
+        );
+    }
 
     #[test]
     fn prometheus_text_has_one_sample_per_hop_and_escapes_label_values() {

@@ -125,6 +125,7 @@ impl Pipeline {
         Probe {
             pipeline: self.name.as_str().into(),
             source: self.source.clone(),
+            key: None,
             chains: vec![ChainProbe {
                 input: None,
                 stages: self.stages.clone(),

@@ -180,7 +180,10 @@ pub struct SinkReport {
     pub chunks: u64,
     /// Bytes received, framing included.
     pub bytes: u64,
-    /// FNV-1a 64 over the records, in hex: equal runs give equal checksums.
+    /// FNV-1a 64 over the records in the order they arrived, in hex: equal runs give equal
+    /// checksums. For a partitioned run's total, the wrapping sum of every record's own
+    /// FNV-1a instead, which does not depend on the order the partitions' records arrive in:
+    /// the same for any partition count on the same input (each partition's own is ordered).
     pub checksum: String,
 }
 

@@ -116,6 +116,12 @@ fn counter() {
 }
 
 #[test]
+fn ends_on_key() {
+    // Ending early is allowed: the kit's rules hold for a stage that never sees its key.
+    passes(&run(a::ENDS_ON_KEY, &[a::COUNTER], &[("key", "never")]));
+}
+
+#[test]
 fn field_key() {
     // A key stage is a plain 1:1 map: it passes the kit.
     passes(&run(a::FIELD_KEY, &[a::COUNTER], &[("field", "0")]));

@@ -21,13 +21,12 @@ const PARTITIONED: &str = include_str!("../../examples/market-partitioned.toml")
 /// The example pipeline on `records` ticks with `partitions` replicas (`None`: no
 /// `[partitions]` at all), `front` (stages) before its first stage, its orders written framed
 /// to a file of its own.
-fn market(partitions: Option<u32>, records: u64, front: &str) -> (Pipeline, PathBuf) {
+fn market(tag: &str, partitions: Option<u32>, records: u64, front: &str) -> (Pipeline, PathBuf) {
     let dir = std::env::temp_dir().join(format!("sluicegate-partitions-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join(format!(
-        "orders-{}-{}.bin",
-        partitions.map_or("none".to_string(), |n| n.to_string()),
-        front.len()
+        "orders-{tag}-{}.bin",
+        partitions.map_or("none".to_string(), |n| n.to_string())
     ));
     let mut toml = PARTITIONED.replace(
         "kind = \"discard\"",
@@ -44,7 +43,7 @@ fn market(partitions: Option<u32>, records: u64, front: &str) -> (Pipeline, Path
             .replace("key = { delimiter = \",\", field = 2 }\n", ""),
     };
     toml = toml.replacen("[[stage]]", &format!("{front}[[stage]]"), 1);
-    let origin = dir.join("market-partitioned.toml");
+    let origin = dir.join(format!("market-{tag}.toml"));
     let mut spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
     spec.set_records(records);
     let pipeline = pipelines().build(&spec, &origin).expect("build");
@@ -69,25 +68,39 @@ fn orders_by_symbol(path: &Path) -> BTreeMap<String, Vec<Order>> {
     by_symbol
 }
 
-fn run(pipeline: &mut Pipeline) -> RunReport {
-    let report = pipeline.run();
+/// Runs `pipeline` (failing the test if it takes longer than [`HANG`]), which must succeed.
+fn run(pipeline: Pipeline) -> RunReport {
+    run_keep(pipeline).0
+}
+
+/// [`run`], giving the pipeline back.
+fn run_keep(mut pipeline: Pipeline) -> (RunReport, Pipeline) {
+    let (report, pipeline) = within(HANG, move || (pipeline.run(), pipeline));
     assert_eq!(report.status, RunStatus::Ok, "{report}");
-    report
+    (report, pipeline)
 }
 
 #[test]
 fn q1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
-    let (mut single, path) = market(None, 30_000, "");
-    let reference = run(&mut single);
+    let (single, path) = market("q1", None, 30_000, "");
+    let reference = run(single);
     let expected = orders_by_symbol(&path);
     assert!(
         expected.len() > 1 && reference.sink.records > 0,
         "{reference}"
     );
+    let mut checksums: Option<String> = None;
     for n in [1, 2, 4] {
-        let (mut partitioned, path) = market(Some(n), 30_000, "");
+        let (partitioned, path) = market("q1", Some(n), 30_000, "");
         assert_eq!(partitioned.partitions(), n as usize);
-        let report = run(&mut partitioned);
+        let report = run(partitioned);
+        assert_eq!(
+            report.sink.checksum,
+            checksums
+                .get_or_insert_with(|| report.sink.checksum.clone())
+                .clone(),
+            "the order-independent checksum is the same for every partition count: {report}"
+        );
         assert_eq!(report.partitions.len(), n as usize, "{report}");
         assert_eq!(report.sink.records, reference.sink.records, "{report}");
         assert_eq!(
@@ -134,8 +147,8 @@ fn by_symbol(records: Vec<Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
 fn q4_a_key_stage_of_the_authors_choosing_routes_exactly_as_the_field_it_names() {
     // A key stage answering the symbol field routes every tick where `field = 2` does: the same
     // orders per symbol, and the same orders per partition.
-    let (mut by_field, _) = market(Some(2), 30_000, "");
-    let by_field = run(&mut by_field);
+    let (by_field, _) = market("q4", Some(2), 30_000, "");
+    let by_field = run(by_field);
     let dir = std::env::temp_dir().join(format!("sluicegate-keystage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join("orders.bin");
@@ -154,9 +167,9 @@ fn q4_a_key_stage_of_the_authors_choosing_routes_exactly_as_the_field_it_names()
     let origin = dir.join("keystage.toml");
     let mut spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
     spec.set_records(30_000);
-    let report = run(&mut pipelines().build(&spec, &origin).expect("build"));
-    let (mut single, path) = market(None, 30_000, "");
-    run(&mut single);
+    let report = run(pipelines().build(&spec, &origin).expect("build"));
+    let (single, path) = market("q4", None, 30_000, "");
+    run(single);
     assert_eq!(orders_by_symbol(&out), orders_by_symbol(&path));
     let per_partition = |r: &RunReport| r.partitions.iter().map(|p| p.records).collect::<Vec<_>>();
     assert_eq!(per_partition(&report), per_partition(&by_field), "{report}");
@@ -202,7 +215,7 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
         &origin,
     )
     .expect("spec");
-    run(&mut pipelines().build(&spec, &origin).expect("build"));
+    run(pipelines().build(&spec, &origin).expect("build"));
     let expected = by_symbol(framed_records(&reference));
 
     let fifo = dir.join("vwap.fifo");
@@ -236,7 +249,9 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
             .find(|h| h.name == hop)
             .map_or(0, |h| h.stats.records)
     };
+    let waiting = std::time::Instant::now();
     while delivered("vwap#0") == 0 || delivered("vwap#1") == 0 {
+        assert!(waiting.elapsed() < HANG, "the replicas never delivered");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let swapped = swapper.swap("vwap", &component(a::VWAP));
@@ -270,10 +285,10 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
         "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 20000 }}\n",
         a::SLOW_KEY
     );
-    let (mut single, path) = market(None, 200_000, "");
-    run(&mut single);
+    let (single, path) = market("q3", None, 200_000, "");
+    run(single);
     let expected = orders_by_symbol(&path);
-    let (mut partitioned, path) = market(Some(2), 200_000, &slow);
+    let (partitioned, path) = market("q3", Some(2), 200_000, &slow);
     assert!(
         partitioned
             .stages()
@@ -300,7 +315,7 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
             most_in_flight
         })
     };
-    let report = run(&mut partitioned);
+    let report = run(partitioned);
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let most_in_flight = watch.join().expect("watcher");
     let bound = (2 * (QUEUE_CHUNKS + 1) + 1) * ROUTE_RECORDS as usize;
@@ -390,7 +405,7 @@ fn a_failed_partition_stops_the_router_the_others_finish_and_the_run_names_the_s
 fn a_stopped_partitioned_run_closes_every_stage_and_says_so() {
     let (mut pipeline, _, _) = poisoned("stop", 2, 20_000, 19_999, "");
     pipeline.stopper().stop();
-    let report = pipeline.run();
+    let (report, pipeline) = within(HANG, move || (pipeline.run(), pipeline));
     assert!(report.stopped, "{report}");
     assert!(
         pipeline
@@ -402,18 +417,177 @@ fn a_stopped_partitioned_run_closes_every_stage_and_says_so() {
 }
 
 #[test]
+fn a_partitioned_run_stopped_mid_stream_stops_every_partition_and_says_so() {
+    // Held on a FIFO sink that is read only after the stop, the run cannot end first.
+    let dir = std::env::temp_dir().join(format!("sluicegate-stopmid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("out.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&fifo).expect("open the fifo");
+            let _ = wait.recv();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes).expect("read the fifo");
+            bytes.len()
+        })
+    };
+    let partitions = "[partitions]\ncount = 2\nkey = { delimiter = \",\", field = 2 }\n\n";
+    let origin = dir.join("stop.toml");
+    let spec = PipelineSpec::from_toml(
+        &vwap_chain(partitions, 100_000, &fifo.display().to_string()),
+        &origin,
+    )
+    .expect("spec");
+    let pipeline = pipelines().build(&spec, &origin).expect("build");
+    let (stopper, probe) = (pipeline.stopper(), pipeline.probe());
+    let running = std::thread::spawn(move || run_keep_stopped(pipeline));
+    let waiting = std::time::Instant::now();
+    while probe
+        .snapshot()
+        .iter()
+        .filter(|h| h.name.starts_with("vwap#"))
+        .any(|h| h.stats.records == 0)
+    {
+        assert!(waiting.elapsed() < HANG, "the replicas never delivered");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    stopper.stop();
+    go.send(()).expect("reader waits");
+    let (report, pipeline) = running.join().expect("run thread");
+    let closed = pipeline
+        .stages()
+        .iter()
+        .all(|s| s.state() == StageState::Closed);
+    drop(pipeline); // closes the FIFO's writing end: the reader sees its end
+    reader.join().expect("reader thread");
+    assert!(report.stopped, "{report}");
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert!(
+        report.hops.first().map_or(0, |h| h.records_out) < 100_000,
+        "stopped before the end of the source: {report}"
+    );
+    assert!(closed, "every stage closed: {report}");
+}
+
+/// Runs `pipeline` within [`HANG`], whatever its outcome.
+fn run_keep_stopped(mut pipeline: Pipeline) -> (RunReport, Pipeline) {
+    within(HANG, move || (pipeline.run(), pipeline))
+}
+
+#[test]
+fn a_partition_whose_chain_ends_early_does_not_end_the_others() {
+    // The first AAPL tick ends the chain of AAPL's partition (as a stage that takes the first
+    // N records would); every other partition still gets every one of its records.
+    let mut feed = market_data::Feed::new(market_data::FeedConfig {
+        records: 20_000,
+        ..market_data::FeedConfig::default()
+    });
+    let (mut ticks, mut line) = (Vec::new(), Vec::new());
+    while feed.next_into(&mut line) {
+        ticks.push(line.clone());
+    }
+    let dir = std::env::temp_dir().join(format!("sluicegate-ends-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let toml = format!(
+        "[source]\nkind = \"generate\"\nrecords = 20000\n\n\
+         [partitions]\ncount = 3\nkey = {{ field = 2 }}\n\n\
+         [[stage]]\nname = \"ends\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\" }}\n\n\
+         [sink]\nkind = \"file\"\npath = \"out.bin\"\nformat = \"framed\"\n",
+        a::ENDS_ON_KEY
+    );
+    let origin = dir.join("ends.toml");
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let report = run(pipelines().build(&spec, &origin).expect("build"));
+    let delivered: std::collections::HashSet<Vec<u8>> =
+        framed_records(&dir.join("out.bin")).into_iter().collect();
+    let key = |tick: &[u8]| {
+        tick.split(|&b| b == b',')
+            .nth(2)
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let aapl = ticks
+        .iter()
+        .find(|t| key(t) == b"AAPL")
+        .map(|t| key(t))
+        .expect("AAPL trades");
+    let ended: std::collections::HashSet<Vec<u8>> = ticks
+        .iter()
+        .filter(|t| !delivered.contains(*t))
+        .map(|t| key(t))
+        .collect();
+    assert!(ended.contains(&aapl), "AAPL's partition ended: {report}");
+    // Every tick that is missing belongs to the one partition that ended: the keys of all
+    // the missing ticks hash to AAPL's partition, so no other partition lost a record.
+    let routed = report.partitions.iter().filter(|p| p.records > 0).count();
+    assert_eq!(routed, 3, "every partition delivered: {report}");
+    let missing_partitions: std::collections::HashSet<u64> = ticks
+        .iter()
+        .filter(|t| !delivered.contains(*t))
+        .map(|t| fnv(&key(t)) % 3)
+        .collect();
+    assert_eq!(missing_partitions.len(), 1, "{report}");
+}
+
+/// FNV-1a 64 of `bytes`, as the router hashes keys.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[test]
+fn partition_settings_that_cannot_work_are_refused_by_name() {
+    let refused = |partitions: &str, stage_name: &str| -> String {
+        let toml = format!(
+            "[source]\nkind = \"generate\"\n\n{partitions}\n\
+             [[stage]]\nname = {stage_name:?}\ncomponent = {:?}\n",
+            a::PASSTHROUGH
+        );
+        let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("p.toml");
+        match PipelineSpec::from_toml(&toml, &origin) {
+            Ok(_) => panic!("accepted: {toml}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let field = "[partitions]\nkey = { field = 2 }";
+    assert!(refused("[partitions]\ncount = 0\nkey = { field = 2 }", "s").contains("at least 1"));
+    assert!(refused(field, "s#1").contains("`#`"));
+    assert!(refused(field, "partition").contains("partition"));
+    assert!(
+        refused("[partitions]\nkey = { delimiter = \"::\", field = 2 }", "s").contains("one byte")
+    );
+    assert!(refused("[partitions]\ncount = 2\nkey = {}", "s").contains("either a `field`"));
+    let bypassed = format!(
+        "[partitions]\nkey = {{ stage = {{ name = \"k\", component = {:?}, on_fault = \"bypass\", optional = true }} }}",
+        a::FIELD_KEY
+    );
+    assert!(refused(&bypassed, "s").contains("on_fault must be \"fail\""));
+    let same_name = format!(
+        "[partitions]\nkey = {{ stage = {{ name = \"s\", component = {:?} }} }}",
+        a::FIELD_KEY
+    );
+    assert!(refused(&same_name, "s").contains("its own"));
+}
+
+#[test]
 fn q2_a_restart_in_one_partition_loses_and_repeats_nothing() {
     // The 5,000th tick poisons the stage of whichever partition it is routed to; that replica
     // restarts (its failed call's input quarantined to its own dead-letter file) and the run
     // goes on. Every tick is then either at the sink or in a dead-letter file, exactly once.
-    let (mut pipeline, ticks, dir) = poisoned(
+    let (pipeline, ticks, dir) = poisoned(
         "restart",
         3,
         20_000,
         4_999,
         "on_fault = \"restart\"\ndead_letter = \"dead.bin\"",
     );
-    let report = run(&mut pipeline);
+    let report = run(pipeline);
     assert_eq!(report.recovered.len(), 1, "one restart: {report}");
     let mut seen = framed_records(&dir.join("out.bin"));
     let delivered = seen.len();

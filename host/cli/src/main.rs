@@ -217,7 +217,14 @@ fn run_file(args: &RunArgs, engine: sluicegate::EngineBuilder) -> anyhow::Result
 fn swap(args: &SwapArgs) -> anyhow::Result<()> {
     let answer = swap_control::request(&args.control, &args.stage, &args.component)?;
     println!("{answer}");
-    anyhow::ensure!(answer.starts_with("ok"), "the swap did not happen");
+    anyhow::ensure!(
+        answer.starts_with("ok"),
+        if answer.contains("PARTIAL") {
+            "the swap happened in some partitions only (see above)"
+        } else {
+            "the swap did not happen"
+        }
+    );
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StageSpec;
+use super::{OnFault, StageSpec};
 
 /// The most replicas a pipeline may ask for.
 pub const MAX_PARTITIONS: u32 = 256;
@@ -15,7 +15,8 @@ pub const ROUTE_RECORDS: u32 = 1024;
 /// Routed chunks a replica's queue holds before the router waits for the replica. What a
 /// partitioned pipeline holds between its source and its replicas is bounded by
 /// `(replicas × (QUEUE_CHUNKS + 1) + 1) × ROUTE_RECORDS` records: the queues, what each replica's
-/// input has left of a chunk, and the chunk in the router's hand.
+/// input has left of a chunk, and the chunk in the router's hand (held twice while it is split
+/// into the replicas' parts).
 pub const QUEUE_CHUNKS: usize = 4;
 
 /// `[partitions]` of a pipeline file.
@@ -48,9 +49,9 @@ pub struct PartitionsSpec {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KeySpec {
-    /// The one-byte character between fields; default `,`.
-    #[serde(default = "comma")]
-    pub delimiter: String,
+    /// The one-byte character between fields; default `,`. Only with `field`.
+    #[serde(default)]
+    pub delimiter: Option<String>,
     /// The key's field, counted from 0. A record with fewer fields has the empty key.
     #[serde(default)]
     pub field: Option<usize>,
@@ -62,17 +63,14 @@ pub struct KeySpec {
     pub stage: Option<StageSpec>,
 }
 
-fn comma() -> String {
-    ",".into()
-}
-
 impl PartitionsSpec {
-    /// `count` replicas keyed by field `field` of `delimiter`-separated records.
+    /// `count` replicas keyed by field `field` of `delimiter`-separated records (an ASCII
+    /// delimiter: the file's `delimiter` is one byte of UTF-8).
     pub fn new(count: Option<u32>, delimiter: u8, field: usize) -> Self {
         PartitionsSpec {
             count,
             key: KeySpec {
-                delimiter: char::from(delimiter).to_string(),
+                delimiter: Some(char::from(delimiter).to_string()),
                 field: Some(field),
                 stage: None,
             },
@@ -93,9 +91,8 @@ impl PartitionsSpec {
     pub(crate) fn delimiter(&self) -> u8 {
         self.key
             .delimiter
-            .as_bytes()
-            .first()
-            .copied()
+            .as_deref()
+            .and_then(|d| d.as_bytes().first().copied())
             .unwrap_or(b',')
     }
 
@@ -120,10 +117,53 @@ impl PartitionsSpec {
                 );
             }
         }
-        if self.key.delimiter.len() != 1 {
+        match (&self.key.delimiter, &self.key.stage) {
+            (Some(d), None) if d.len() != 1 => {
+                return Err(format!(
+                    "[partitions] key delimiter {d:?} must be exactly one byte"
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(
+                    "[partitions] key: a `delimiter` goes with a `field`; a key stage reads its \
+                     own records"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(key) = &self.key.stage
+            && (key.on_fault != OnFault::Fail || key.dead_letter.is_some())
+        {
             return Err(format!(
-                "[partitions] key delimiter {:?} must be exactly one byte",
-                self.key.delimiter
+                "[partitions] key stage `{}`: on_fault must be \"fail\" and there is no \
+                 dead_letter: a key it did not answer would route records wrongly",
+                key.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// What is wrong with the stage names of a partitioned pipeline: `name#N` names a
+    /// stage's replica and `partition#N` a partition's input, so `#` and `partition` are
+    /// reserved; the key stage needs a name of its own.
+    pub(crate) fn check_stages(&self, stages: &[StageSpec]) -> Result<(), String> {
+        let key = self.key.stage.iter();
+        for stage in stages.iter().chain(key) {
+            if stage.name.contains('#') || stage.name == "partition" {
+                return Err(format!(
+                    "stage `{}`: in a partitioned pipeline a stage name may not contain `#` \
+                     nor be `partition` (they name replicas and partitions)",
+                    stage.name
+                ));
+            }
+        }
+        if let Some(key) = &self.key.stage
+            && stages.iter().any(|s| s.name == key.name)
+        {
+            return Err(format!(
+                "[partitions] key stage `{}` has the name of a [[stage]]; it needs its own",
+                key.name
             ));
         }
         Ok(())
@@ -143,7 +183,7 @@ mod tests {
                 .is_err()
         );
         let mut spec = PartitionsSpec::new(Some(2), b',', 1);
-        spec.key.delimiter = "::".into();
+        spec.key.delimiter = Some("::".into());
         assert!(spec.check().is_err());
         assert!(PartitionsSpec::new(Some(2), b'\t', 0).check().is_ok());
         let mut spec = PartitionsSpec::new(Some(2), b',', 1);

@@ -102,17 +102,24 @@ impl<'a> PipelineBuilder<'a> {
                             .into(),
                 })?;
                 let replicas = usize::try_from(partitions.replicas()).unwrap_or(1).max(1);
+                let mut key_stage = None;
                 let keys = match (&partitions.key.stage, partitions.key.field) {
-                    (Some(stage_spec), _) => Keys::Stage(self.key_stage(stage_spec, &base)?),
+                    (Some(stage_spec), _) => {
+                        let stage = self.key_stage(stage_spec, &base)?;
+                        key_stage = Some(stage.stage());
+                        Keys::Stage(stage)
+                    }
                     (None, field) => Keys::Field(Key {
                         delimiter: partitions.delimiter(),
                         field: field.unwrap_or(0),
                     }),
                 };
                 let shared = Arc::new(Shared::default());
+                let stall = (spec.sink.stall_timeout_ms > 0)
+                    .then(|| Duration::from_millis(spec.sink.stall_timeout_ms));
                 let counters = source.counters();
                 let (router, queues) =
-                    Router::new(Box::new(source), keys, replicas, shared.clone());
+                    Router::new(Box::new(source), keys, replicas, shared.clone(), stall);
                 let mut built = Vec::with_capacity(replicas);
                 for (replica, queue) in queues.into_iter().enumerate() {
                     let input = PartitionInput::new(queue, shared.clone());
@@ -147,6 +154,7 @@ impl<'a> PipelineBuilder<'a> {
                     router: Some(router),
                     shared,
                     source: counters,
+                    key_stage,
                 });
                 Ok(pipeline)
             }

@@ -20,15 +20,34 @@ pub struct Swapper {
 impl Swapper {
     /// Replaces the component of the stage named `stage` at its next chunk boundary; in a
     /// partitioned pipeline, in every partition, one after the other, each at its own chunk
-    /// boundary with its own state handoff. Returns the first partition's report (every one
-    /// is in the run's report); stops at the first partition that refuses it.
+    /// boundary with its own state handoff (`name#N` swaps partition N's alone). Returns the
+    /// first partition's report (every one is in the run's report); stops at the first
+    /// partition that refuses it, and then says which partitions run the new version.
     pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
         let mut first = None;
+        let mut swapped: Vec<&str> = Vec::new();
         for target in self.stages.iter().filter(|s| self.names(s, stage)) {
-            let report = target.swap(component)?;
+            let report = match target.swap(component) {
+                Ok(report) => report,
+                // Earlier partitions run the new version already: say so, never "unchanged".
+                Err(error) if !swapped.is_empty() => {
+                    return Err(Error::SwapRefused {
+                        stage: target.name().to_string(),
+                        reason: format!(
+                            "{error}; the swap is PARTIAL: {} run(s) the new version, `{}` and \
+                             the partitions after it the old one (swap again to finish, or \
+                             swap the old version back)",
+                            swapped.join(", "),
+                            target.name()
+                        ),
+                    });
+                }
+                Err(error) => return Err(error),
+            };
             if let Ok(mut swaps) = self.swaps.lock() {
                 swaps.push(report.clone());
             }
+            swapped.push(target.name());
             first.get_or_insert(report);
         }
         first.ok_or_else(|| Error::SwapRefused {

@@ -18,7 +18,6 @@ pub(crate) use self::input::PartitionInput;
 pub(crate) use self::key_stage::KeyStage;
 pub(crate) use self::router::{Key, Keys, Router, Shared};
 use super::{Pipeline, Probe};
-use crate::checksum::Checksum;
 use crate::counters::Counters;
 use crate::error::Error;
 use crate::report::{FailureReport, RunReport, RunStatus, SinkReport};
@@ -37,6 +36,8 @@ pub(crate) struct Partitions {
     pub(crate) shared: Arc<Shared>,
     /// The source's counters (what the router pulled).
     pub(crate) source: Arc<Counters>,
+    /// The key stage, if the key is a stage's answer.
+    pub(crate) key_stage: Option<crate::stage::Stage>,
 }
 
 impl Partitions {
@@ -52,38 +53,72 @@ impl Partitions {
         router_stack: usize,
     ) -> RunReport {
         let started = Instant::now();
-        let router = self.router.take();
+        // Stage logs go to the caller's subscriber, whichever thread runs them.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        if let Some(router) = self.router.take() {
+            // Not scoped: a router blocked in its source's read (an idle live feed) must not
+            // keep the run from ending once every replica has; it ends with its read.
+            let (stop, dispatch) = (stop.clone(), dispatch.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("sluicegate-{name}-router"))
+                // A key stage runs on it: room for its wasm stack.
+                .stack_size(router_stack)
+                .spawn(move || {
+                    tracing::dispatcher::with_default(&dispatch, || router.run(&stop));
+                });
+            if let Err(e) = spawned {
+                self.shared.fail(Error::Host {
+                    stage: "-".into(),
+                    message: format!("cannot start the router thread: {e}"),
+                });
+            }
+        }
         let shared = &self.shared;
         let reports: Vec<RunReport> = std::thread::scope(|scope| {
-            if let Some(router) = router {
-                let stop = stop.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("sluicegate-{name}-router"))
-                    // A key stage runs on it: room for its wasm stack.
-                    .stack_size(router_stack)
-                    .spawn_scoped(scope, move || router.run(&stop));
-                if spawned.is_err() {
-                    shared.abandoned.store(true, Ordering::Relaxed);
-                }
-            }
             let runs: Vec<_> = self
                 .replicas
                 .iter_mut()
-                .map(|replica| {
-                    scope.spawn(move || {
-                        let report = replica.run();
-                        if report.status == RunStatus::Failed {
-                            shared.abandoned.store(true, Ordering::Relaxed);
-                            shared.wake_router();
-                        }
-                        report
-                    })
+                .enumerate()
+                .map(|(index, replica)| {
+                    let dispatch = dispatch.clone();
+                    std::thread::Builder::new()
+                        .name(format!("sluicegate-{name}-{index}"))
+                        .spawn_scoped(scope, move || {
+                            let report =
+                                tracing::dispatcher::with_default(&dispatch, || replica.run());
+                            if report.status == RunStatus::Failed {
+                                shared.abandoned.store(true, Ordering::Relaxed);
+                                shared.wake_router();
+                            }
+                            report
+                        })
+                        .map_err(|e| (index, e))
                 })
                 .collect();
             runs.into_iter()
-                .map(|run| run.join().unwrap_or_else(|_| panicked(name, credits)))
+                .map(|run| match run {
+                    Ok(run) => run.join().unwrap_or_else(|_| panicked(name, credits)),
+                    Err((index, e)) => {
+                        shared.abandoned.store(true, Ordering::Relaxed);
+                        let error = Error::Host {
+                            stage: "-".into(),
+                            message: format!("cannot start the thread of partition {index}: {e}"),
+                        };
+                        RunReport::failed(name, credits, &error)
+                    }
+                })
                 .collect()
         });
+        // The router stops when it next looks, if it has not ended already.
+        self.shared.abandoned.store(true, Ordering::Relaxed);
+        self.shared.wake_router();
+        let unrouted = self.shared.unrouted.load(Ordering::Relaxed);
+        if unrouted > 0 {
+            tracing::warn!(
+                "{unrouted} record(s) were not routed: their partition's chain had ended \
+                 (a stage answered none before its input did)"
+            );
+        }
         self.combine(name, credits, started, reports, stop, swaps)
     }
 
@@ -103,7 +138,6 @@ impl Partitions {
             super::source::SOURCE,
             source,
         )];
-        let mut checksum = Checksum::default();
         let (mut records, mut chunks, mut bytes) = (0, 0, 0);
         let mut partition_sinks = Vec::with_capacity(reports.len());
         let mut failure: Option<FailureReport> = None;
@@ -125,7 +159,6 @@ impl Partitions {
             records += report.sink.records;
             chunks += report.sink.chunks;
             bytes += report.sink.bytes;
-            checksum.add(report.sink.checksum.as_bytes());
             partition_sinks.push(report.sink);
             if failure.is_none() {
                 failure = report.failure;
@@ -160,11 +193,13 @@ impl Partitions {
                 records,
                 chunks,
                 bytes,
-                // One partition: its own checksum, the single chain's.
-                checksum: match partition_sinks.as_slice() {
-                    [only] => only.checksum.clone(),
-                    _ => format!("{:016x}", checksum.value()),
-                },
+                // Order-independent: the same for any partition count on the same input.
+                checksum: format!(
+                    "{:016x}",
+                    self.replicas
+                        .iter()
+                        .fold(0u64, |sum, r| sum.wrapping_add(r.sink.unordered()))
+                ),
             },
             failure,
             close_errors,
@@ -180,6 +215,7 @@ impl Partitions {
         Probe {
             pipeline: name.into(),
             source: Some(self.source.clone()),
+            key: self.key_stage.clone(),
             chains: self.replicas.iter().map(Pipeline::chain_probe).collect(),
         }
     }

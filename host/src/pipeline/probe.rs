@@ -16,6 +16,8 @@ use crate::stage::Stage;
 pub struct Probe {
     pub(super) pipeline: Arc<str>,
     pub(super) source: Option<Arc<Counters>>,
+    /// A partitioned pipeline's key stage, if it has one.
+    pub(super) key: Option<Stage>,
     /// One chain of stages, or one per partition.
     pub(super) chains: Vec<ChainProbe>,
 }
@@ -44,6 +46,9 @@ impl Probe {
                 path: None,
             });
         }
+        if let Some(key) = &self.key {
+            out.push(stage_hop(key, source_out));
+        }
         let partitioned = self.chains.len() > 1 || self.chains.iter().any(|c| c.input.is_some());
         for (replica, chain) in self.chains.iter().enumerate() {
             let mut upstream_out = source_out;
@@ -61,15 +66,9 @@ impl Probe {
                 upstream_out = 0;
             }
             for stage in &chain.stages {
-                let stats = stage.stats();
-                out.push(HopSnapshot {
-                    name: stage.name().to_string(),
-                    state: Some(stage.state()),
-                    records_in: upstream_out,
-                    stats,
-                    path: Some(stage.execution_path()),
-                });
-                upstream_out = stats.records;
+                let hop = stage_hop(stage, upstream_out);
+                upstream_out = hop.stats.records;
+                out.push(hop);
             }
         }
         out
@@ -89,8 +88,27 @@ impl Probe {
         total
     }
 
+    /// A partitioned pipeline's sink counters, per partition; empty for one chain.
+    pub fn partition_sinks(&self) -> Vec<StageStats> {
+        if self.chains.iter().all(|c| c.input.is_none()) {
+            return Vec::new();
+        }
+        self.chains.iter().map(|c| c.sink.snapshot()).collect()
+    }
+
     /// The pipeline's name.
     pub fn pipeline(&self) -> &str {
         &self.pipeline
+    }
+}
+
+/// The hop of `stage`, which received `records_in` records.
+pub(super) fn stage_hop(stage: &Stage, records_in: u64) -> HopSnapshot {
+    HopSnapshot {
+        name: stage.name().to_string(),
+        state: Some(stage.state()),
+        records_in,
+        stats: stage.stats(),
+        path: Some(stage.execution_path()),
     }
 }

@@ -2,6 +2,7 @@
 //! be compared; `file` and `stdout` also write the records.
 
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::checksum::Checksum;
@@ -20,6 +21,9 @@ pub(crate) struct Sink {
     output: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
     checksum: Arc<Mutex<Checksum>>,
     counters: Arc<Counters>,
+    /// A replica's sink: the wrapping sum of every record's own FNV-1a, which does not depend
+    /// on the order the replicas' records reach the sink in (`None` for a single chain).
+    unordered: Option<Arc<AtomicU64>>,
 }
 
 impl Sink {
@@ -43,6 +47,7 @@ impl Sink {
             output: output.map(|out| Arc::new(Mutex::new(out))),
             checksum: Arc::default(),
             counters: Arc::new(Counters::default()),
+            unordered: None,
         })
     }
 
@@ -55,7 +60,15 @@ impl Sink {
             output: self.output.clone(),
             checksum: Arc::default(),
             counters: Arc::new(Counters::default()),
+            unordered: Some(Arc::default()),
         }
+    }
+
+    /// A replica's order-independent checksum so far (see `unordered`).
+    pub(crate) fn unordered(&self) -> u64 {
+        self.unordered
+            .as_ref()
+            .map_or(0, |sum| sum.load(Ordering::Relaxed))
     }
 
     pub(crate) fn kind(&self) -> SinkKind {
@@ -75,6 +88,15 @@ impl Sink {
         self.counters.delivered(chunk.len(), chunk.as_bytes().len());
         if let Ok(mut checksum) = self.checksum.lock() {
             checksum.add_framed(chunk.as_bytes());
+        }
+        if let Some(sum) = &self.unordered {
+            let mut total = sum.load(Ordering::Relaxed);
+            for record in chunk.records() {
+                let mut one = Checksum::default();
+                one.add(record);
+                total = total.wrapping_add(one.value());
+            }
+            sum.store(total, Ordering::Relaxed);
         }
         let Some(output) = self.output.as_ref() else {
             return Ok(());

@@ -3,18 +3,19 @@
 //! docs/protocol.md as any pipeline's does.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
 use super::router::Shared;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, PREFIX_LEN};
 use crate::error::Result;
 use crate::upstream::{Demand, Upstream};
 
 /// The receiving end of one replica's queue.
 pub(crate) struct PartitionInput {
     queue: Receiver<Chunk>,
-    /// What the last chunk had left after a demand smaller than it.
-    pending: Option<Chunk>,
+    /// The chunk being served, and how far into it (bytes, records) the demands went.
+    pending: Option<(Chunk, usize, u32)>,
     shared: Arc<Shared>,
 }
 
@@ -33,44 +34,56 @@ impl Upstream for PartitionInput {
         if demand.records == 0 {
             return Ok(Some(Chunk::empty()));
         }
-        let chunk = match self.pending.take() {
-            Some(chunk) => chunk,
+        let (chunk, at, served) = match self.pending.take() {
+            Some(pending) => pending,
             None => match self.queue.recv() {
                 Ok(chunk) => {
                     self.shared.wake_router();
-                    chunk
+                    (chunk, 0, 0)
                 }
-                // The router is done: the end of the stream, or the source's error.
+                // The router is done: its error, a stop (nothing now, not an end: no stage
+                // flushes as if its stream had ended), or the end of the stream.
                 Err(_) => {
-                    return match self.shared.failure.lock().ok().and_then(|f| f.clone()) {
-                        Some(error) => Err(error),
-                        None => Ok(None),
-                    };
+                    if let Some(error) = self.shared.failure.lock().ok().and_then(|f| f.clone()) {
+                        return Err(error);
+                    }
+                    if self.shared.stopped.load(Ordering::Relaxed) {
+                        return Ok(Some(Chunk::empty()));
+                    }
+                    return Ok(None);
                 }
             },
         };
-        let (now, later) = split(chunk, demand);
-        self.pending = later;
+        if at == 0 && chunk.len() <= demand.records && chunk.as_bytes().len() <= demand.bytes {
+            return Ok(Some(chunk));
+        }
+        let (now, end, records) = take(&chunk, at, demand);
+        let served = served + records;
+        if served < chunk.len() {
+            self.pending = Some((chunk, end, served));
+        }
         Ok(Some(now))
     }
 }
 
-/// The first records of `chunk` that `demand` allows (at least one), and the rest, if any.
-fn split(chunk: Chunk, demand: Demand) -> (Chunk, Option<Chunk>) {
-    if chunk.len() <= demand.records && chunk.as_bytes().len() <= demand.bytes {
-        return (chunk, None);
-    }
-    let (mut now, mut later) = (Chunk::empty(), Chunk::empty());
-    for record in chunk.records() {
-        let fits = now.len() < demand.records
-            && (now.is_empty() || now.as_bytes().len() + 4 + record.len() <= demand.bytes);
-        if fits && later.is_empty() {
-            now.push(record);
-        } else {
-            later.push(record);
+/// The records of `chunk` from byte `at` on that `demand` allows (at least one), copied, with
+/// the byte offset after them and their count.
+fn take(chunk: &Chunk, at: usize, demand: Demand) -> (Chunk, usize, u32) {
+    let bytes = chunk.as_bytes();
+    let (mut end, mut records) = (at, 0u32);
+    while records < demand.records && end < bytes.len() {
+        let len = bytes
+            .get(end..end + PREFIX_LEN)
+            .map_or(0, |p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize);
+        let next = end + PREFIX_LEN + len;
+        if records > 0 && next - at > demand.bytes {
+            break;
         }
+        end = next.min(bytes.len());
+        records += 1;
     }
-    (now, (!later.is_empty()).then_some(later))
+    let now = Chunk::from_checked(bytes.get(at..end).unwrap_or_default().to_vec(), records);
+    (now, end, records)
 }
 
 #[cfg(test)]
@@ -80,17 +93,24 @@ mod tests {
     #[test]
     fn a_demand_smaller_than_the_chunk_gets_the_first_records_and_the_rest_waits() {
         let chunk = Chunk::from_records([b"a".as_slice(), b"bb", b"ccc"]);
-        let (now, later) = split(chunk.clone(), Demand::records(2));
-        assert_eq!(now, Chunk::from_records([b"a".as_slice(), b"bb"]));
-        assert_eq!(later, Some(Chunk::from_records([b"ccc".as_slice()])));
-        let (now, later) = split(chunk.clone(), Demand::records(9).with_max_bytes(6));
+        let (now, at, n) = take(&chunk, 0, Demand::records(2));
+        assert_eq!((now, n), (Chunk::from_records([b"a".as_slice(), b"bb"]), 2));
+        let (rest, end, n) = take(&chunk, at, Demand::records(9));
         assert_eq!(
-            now,
-            Chunk::from_records([b"a".as_slice()]),
-            "5 + 6 bytes > 6"
+            (rest, end, n),
+            (Chunk::from_records([b"ccc".as_slice()]), 18, 1)
         );
-        assert_eq!(later.map(|c| c.len()), Some(2));
-        let (now, later) = split(chunk.clone(), Demand::records(3));
-        assert_eq!((now, later), (chunk, None));
+        let (now, _, n) = take(&chunk, 0, Demand::records(9).with_max_bytes(6));
+        assert_eq!(
+            (now, n),
+            (Chunk::from_records([b"a".as_slice()]), 1),
+            "5 + 6 > 6"
+        );
+        let (now, _, n) = take(&chunk, 5, Demand::records(9).with_max_bytes(1));
+        assert_eq!(
+            (now, n),
+            (Chunk::from_records([b"bb".as_slice()]), 1),
+            "the first record always"
+        );
     }
 }

@@ -15,6 +15,9 @@ use crate::upstream::{Demand, Upstream};
 /// before it calls the stage broken (a key stage has no reason to answer "nothing now").
 const IDLE_ANSWERS: u32 = 3;
 
+/// The longest key a key stage may answer (a key names a record; it is not the record).
+pub(crate) const MAX_KEY_BYTES: usize = 4096;
+
 /// The records of the current chunk that the key stage has not pulled yet.
 #[derive(Default)]
 struct Feed {
@@ -32,10 +35,14 @@ impl Upstream for Feeder {
         })?;
         let mut chunk = Chunk::empty();
         while chunk.len() < demand.records {
-            let Some(record) = feed.records.pop_front() else {
+            let Some(record) = feed.records.front() else {
                 break;
             };
-            chunk.push(&record);
+            if !demand.admits(&chunk, record.len()) {
+                break;
+            }
+            chunk.push(record);
+            feed.records.pop_front();
         }
         Ok(Some(chunk))
     }
@@ -91,7 +98,24 @@ impl KeyStage {
             } else {
                 idle = 0;
             }
-            keys.extend(answer.records().map(<[u8]>::to_vec));
+            for key in answer.records() {
+                if key.len() > MAX_KEY_BYTES {
+                    return Err(self.broken(format!(
+                        "it answered a key of {} bytes; a key may have at most {MAX_KEY_BYTES}",
+                        key.len()
+                    )));
+                }
+                keys.push(key.to_vec());
+            }
+            // Never more keys than records pulled so far: checked on every answer, so a stage
+            // answering keys it never pulled cannot make the host hold them.
+            let pulled = wanted as usize - self.feed().records.len();
+            if keys.len() > pulled {
+                return Err(self.broken(format!(
+                    "it answered {} key(s) for the {pulled} record(s) it pulled",
+                    keys.len()
+                )));
+            }
         }
         let pulled = wanted as usize - self.feed().records.len();
         if pulled != keys.len() {
@@ -115,6 +139,11 @@ impl KeyStage {
             check: "Q4 one key per record",
             detail,
         }
+    }
+
+    /// The key stage itself, for the probe and the report.
+    pub(crate) fn stage(&self) -> Stage {
+        self.stage.clone()
     }
 
     /// Primes the key stage.

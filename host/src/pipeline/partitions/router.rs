@@ -2,13 +2,14 @@
 //! and hands the record to the replica the key hashes to, through a bounded queue per replica.
 //! A full queue blocks the router (nothing is buffered without bound): a replica that falls
 //! behind holds the source back once the router reaches one of its records, and the others
-//! drain what they already hold.
+//! drain what they already hold. A replica whose chain ended (a stage answered `none` before
+//! its input did) takes no more records: they are counted, not routed, and the others go on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::key_stage::KeyStage;
 use crate::chunk::Chunk;
@@ -17,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
 use crate::upstream::{Demand, Upstream};
 
-/// Longest the router sleeps on a full queue before it looks again (it is woken sooner when
-/// a replica takes a chunk).
-const FULL_WAIT: Duration = Duration::from_millis(1);
+/// Longest the router sleeps on a full queue, or after the source had nothing, before it
+/// looks again (a replica taking a chunk wakes it sooner).
+const WAIT: Duration = Duration::from_millis(1);
 
 /// How a record's key is read: field `field` between `delimiter` bytes.
 #[derive(Debug, Clone, Copy)]
@@ -59,15 +60,21 @@ pub(crate) enum Keys {
     Stage(KeyStage),
 }
 
-/// What replicas and router share: the router's thread (woken when a replica takes a chunk),
-/// whether the run is over for the router, and the source's error if it failed.
+/// What replicas and router share.
 #[derive(Default)]
 pub(crate) struct Shared {
+    /// The router's thread, woken when a replica takes a chunk.
     router: OnceLock<Thread>,
-    /// Set when a replica ended or the run was stopped: the router stops routing.
+    /// Set when a replica failed: the router stops routing.
     pub(crate) abandoned: AtomicBool,
-    /// The source's error, for every replica to report as its input's.
+    /// Set when the router stopped because the run was stopped (Ctrl-C): a replica's input
+    /// then answers "nothing now", not the end of its stream, so no stage flushes as if the
+    /// stream had ended.
+    pub(crate) stopped: AtomicBool,
+    /// The source's (or the key stage's) error, for every replica to report as its input's.
     pub(crate) failure: Mutex<Option<Error>>,
+    /// Records not routed because their replica's chain had ended.
+    pub(crate) unrouted: AtomicU64,
 }
 
 impl Shared {
@@ -77,14 +84,24 @@ impl Shared {
             router.unpark();
         }
     }
+
+    /// Records the router's error, for the replicas and the report.
+    pub(crate) fn fail(&self, error: Error) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(error);
+        }
+    }
 }
 
 /// The routing half: the source, the key, a queue per replica.
 pub(crate) struct Router {
     source: Box<dyn Upstream>,
     keys: Keys,
-    queues: Vec<SyncSender<Chunk>>,
+    /// `None` once the replica's chain ended.
+    queues: Vec<Option<SyncSender<Chunk>>>,
     shared: Arc<Shared>,
+    /// How long the source may have nothing before the run is called stalled.
+    stall_timeout: Option<Duration>,
 }
 
 impl Router {
@@ -94,21 +111,29 @@ impl Router {
         keys: Keys,
         replicas: usize,
         shared: Arc<Shared>,
+        stall_timeout: Option<Duration>,
     ) -> (Router, Vec<Receiver<Chunk>>) {
-        let (queues, receivers) = (0..replicas).map(|_| sync_channel(QUEUE_CHUNKS)).unzip();
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..replicas)
+            .map(|_| {
+                let (sender, receiver) = sync_channel(QUEUE_CHUNKS);
+                (Some(sender), receiver)
+            })
+            .unzip();
         (
             Router {
                 source,
                 keys,
                 queues,
                 shared,
+                stall_timeout,
             },
             receivers,
         )
     }
 
     /// Routes every record of the source, then closes the queues (each replica then sees the
-    /// end of its input). Stops early, closing the queues too, when the run is abandoned.
+    /// end of its input). Stops early, closing the queues too, when a replica failed or the
+    /// run was stopped; an error of the source or the key stage goes to every replica.
     pub(crate) fn run(mut self, stop: &AtomicBool) {
         let _ = self.shared.router.set(std::thread::current());
         let mut outcome = match &self.keys {
@@ -118,22 +143,24 @@ impl Router {
         if outcome.is_ok() {
             outcome = self.route(stop);
         }
+        if stop.load(Ordering::Relaxed) {
+            self.shared.stopped.store(true, Ordering::Relaxed);
+        }
         if let Keys::Stage(stage) = &self.keys
             && let Err(error) = stage.close()
             && outcome.is_ok()
         {
             outcome = Err(error);
         }
-        if let Err(error) = outcome
-            && let Ok(mut failure) = self.shared.failure.lock()
-        {
-            *failure = Some(error);
+        if let Err(error) = outcome {
+            self.shared.fail(error);
         }
         // Dropping the senders ends every replica's input.
     }
 
     fn route(&mut self, stop: &AtomicBool) -> Result<()> {
         let replicas = self.queues.len();
+        let mut progress = Instant::now();
         loop {
             if self.over(stop) {
                 return Ok(());
@@ -142,6 +169,21 @@ impl Router {
             let Some(chunk) = self.source.pull(demand)? else {
                 return Ok(());
             };
+            if chunk.is_empty() {
+                // Nothing now: wait a little rather than spin, and call a source that has had
+                // nothing for the whole stall timeout stalled, as a single chain would.
+                if let Some(after) = self.stall_timeout
+                    && progress.elapsed() >= after
+                {
+                    return Err(Error::Stalled {
+                        stage: super::super::source::SOURCE.into(),
+                        after,
+                    });
+                }
+                std::thread::park_timeout(WAIT);
+                continue;
+            }
+            progress = Instant::now();
             let mut parts = vec![Chunk::empty(); replicas];
             match &mut self.keys {
                 Keys::Field(key) => {
@@ -160,10 +202,14 @@ impl Router {
                     }
                 }
             }
+            drop(chunk);
             for (replica, part) in parts.into_iter().enumerate() {
                 if !part.is_empty() && !self.send(replica, part, stop) {
                     return Ok(());
                 }
+            }
+            if self.queues.iter().all(Option::is_none) {
+                return Ok(());
             }
         }
     }
@@ -173,21 +219,30 @@ impl Router {
     }
 
     /// Hands `part` to `replica`, waiting while its queue is full; false if the run is over
-    /// (stopped, or a replica ended) before it could.
-    fn send(&self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> bool {
-        let Some(queue) = self.queues.get(replica) else {
-            return false;
-        };
+    /// (stopped, or a replica failed) before it could. A replica whose chain ended takes
+    /// nothing more: its records are counted as unrouted.
+    fn send(&mut self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> bool {
         loop {
+            let Some(Some(queue)) = self.queues.get(replica) else {
+                self.shared
+                    .unrouted
+                    .fetch_add(u64::from(part.len()), Ordering::Relaxed);
+                return true;
+            };
             match queue.try_send(part) {
                 Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Disconnected(back)) => {
+                    if let Some(slot) = self.queues.get_mut(replica) {
+                        *slot = None;
+                    }
+                    part = back;
+                }
                 Err(TrySendError::Full(back)) => {
                     if self.over(stop) {
                         return false;
                     }
                     part = back;
-                    std::thread::park_timeout(FULL_WAIT);
+                    std::thread::park_timeout(WAIT);
                 }
             }
         }
