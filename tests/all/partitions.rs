@@ -118,6 +118,30 @@ fn q1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
     }
 }
 
+/// A FIFO at `path` and a thread that opens it for reading at once (so that a sink can open
+/// it) but reads it only once told to, to its end: a pipeline writing to it stops on its sink
+/// mid-stream, deterministically, until the test lets it go.
+fn held_fifo(
+    path: &Path,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    let _ = std::fs::remove_file(path);
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let path = path.to_path_buf();
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::open(&path).expect("open the fifo");
+        let _ = wait.recv();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).expect("read the fifo");
+        bytes
+    });
+    (go, reader)
+}
+
 /// decode -> vwap on `records` generated ticks, every VWAP update framed to `path`.
 fn vwap_chain(partitions: &str, records: u64, path: &str) -> String {
     format!(
@@ -219,20 +243,7 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
     let expected = by_symbol(framed_records(&reference));
 
     let fifo = dir.join("vwap.fifo");
-    let _ = std::fs::remove_file(&fifo);
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::open(&fifo).expect("open the fifo");
-            let _ = wait.recv();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut file, &mut bytes).expect("read the fifo");
-            bytes
-        })
-    };
+    let (go, reader) = held_fifo(&fifo);
     let partitions = "[partitions]\ncount = 2\nkey = { delimiter = \",\", field = 2 }\n\n";
     let spec = PipelineSpec::from_toml(
         &vwap_chain(partitions, 30_000, &fifo.display().to_string()),
@@ -339,6 +350,19 @@ fn framed_records(path: &Path) -> Vec<Vec<u8>> {
     records
 }
 
+/// The first `records` ticks of the `generate` source's feed (its default settings).
+fn ticks(records: u64) -> Vec<Vec<u8>> {
+    let mut feed = market_data::Feed::new(market_data::FeedConfig {
+        records,
+        ..market_data::FeedConfig::default()
+    });
+    let (mut ticks, mut line) = (Vec::new(), Vec::new());
+    while feed.next_into(&mut line) {
+        ticks.push(line.clone());
+    }
+    ticks
+}
+
 /// A partitioned pipeline of `count` replicas of one poison-pill stage over `records`
 /// generated ticks, poisoned by the `nth` tick, with the stage's extra settings `policy`;
 /// returns it with the ticks and its directory.
@@ -349,15 +373,7 @@ fn poisoned(
     nth: usize,
     policy: &str,
 ) -> (Pipeline, Vec<Vec<u8>>, PathBuf) {
-    let mut feed = market_data::Feed::new(market_data::FeedConfig {
-        records,
-        ..market_data::FeedConfig::default()
-    });
-    let mut ticks = Vec::new();
-    let mut line = Vec::new();
-    while feed.next_into(&mut line) {
-        ticks.push(line.clone());
-    }
+    let ticks = ticks(records);
     let poison = String::from_utf8(ticks[nth].clone()).expect("a text tick");
     let dir = std::env::temp_dir().join(format!("sluicegate-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -422,20 +438,7 @@ fn a_partitioned_run_stopped_mid_stream_stops_every_partition_and_says_so() {
     let dir = std::env::temp_dir().join(format!("sluicegate-stopmid-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let fifo = dir.join("out.fifo");
-    let _ = std::fs::remove_file(&fifo);
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            let mut file = std::fs::File::open(&fifo).expect("open the fifo");
-            let _ = wait.recv();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut file, &mut bytes).expect("read the fifo");
-            bytes.len()
-        })
-    };
+    let (go, reader) = held_fifo(&fifo);
     let partitions = "[partitions]\ncount = 2\nkey = { delimiter = \",\", field = 2 }\n\n";
     let origin = dir.join("stop.toml");
     let spec = PipelineSpec::from_toml(
@@ -483,14 +486,7 @@ fn run_keep_stopped(mut pipeline: Pipeline) -> (RunReport, Pipeline) {
 fn a_partition_whose_chain_ends_early_does_not_end_the_others() {
     // The first AAPL tick ends the chain of AAPL's partition (as a stage that takes the first
     // N records would); every other partition still gets every one of its records.
-    let mut feed = market_data::Feed::new(market_data::FeedConfig {
-        records: 20_000,
-        ..market_data::FeedConfig::default()
-    });
-    let (mut ticks, mut line) = (Vec::new(), Vec::new());
-    while feed.next_into(&mut line) {
-        ticks.push(line.clone());
-    }
+    let ticks = ticks(20_000);
     let dir = std::env::temp_dir().join(format!("sluicegate-ends-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let toml = format!(
