@@ -32,7 +32,9 @@ pub use self::io::{
     DEFAULT_CREDITS, DEFAULT_STALL_TIMEOUT_MS, RecordFormat, SinkKind, SinkSpec, SourceSpec,
 };
 pub(crate) use self::io::{FILE, FileSource, STDIN, StdinSource};
-pub use self::partitions::{KeySpec, MAX_PARTITIONS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS};
+pub use self::partitions::{
+    KeySpec, MAX_PARTITIONS, MAX_QUEUE_CHUNKS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS,
+};
 pub use self::stage::{BUILTIN, LimitsSpec, OnFault, StageSpec};
 pub(crate) use self::stage::{ComponentRef, resolve, stage_config};
 use crate::error::{Error, Result};

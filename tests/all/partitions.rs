@@ -21,12 +21,17 @@ const PARTITIONED: &str = include_str!("../../examples/market-partitioned.toml")
 /// The example pipeline on `records` ticks with `partitions` replicas (`None`: no
 /// `[partitions]` at all), `front` (stages) before its first stage, its orders written framed
 /// to a file of its own.
-fn market(tag: &str, partitions: Option<u32>, records: u64, front: &str) -> (Pipeline, PathBuf) {
+fn market(
+    tag: &str,
+    partitions: Option<(u32, usize, usize)>,
+    records: u64,
+    front: &str,
+) -> (Pipeline, PathBuf) {
     let dir = std::env::temp_dir().join(format!("sluicegate-partitions-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join(format!(
         "orders-{tag}-{}.bin",
-        partitions.map_or("none".to_string(), |n| n.to_string())
+        partitions.map_or("none".to_string(), |(n, _, _)| n.to_string())
     ));
     let mut toml = PARTITIONED.replace(
         "kind = \"discard\"",
@@ -36,7 +41,9 @@ fn market(tag: &str, partitions: Option<u32>, records: u64, front: &str) -> (Pip
         ),
     );
     toml = match partitions {
-        Some(n) => toml.replace("count = 2", &format!("count = {n}")),
+        Some((n, queue, field)) => toml
+            .replace("count = 2", &format!("count = {n}\nqueue_chunks = {queue}"))
+            .replace("field = 2 }", &format!("field = {field} }}")),
         None => toml
             .replace("[partitions]\n", "")
             .replace("count = 2\n", "")
@@ -91,7 +98,7 @@ fn q1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
     );
     let mut checksums: Option<String> = None;
     for n in [1, 2, 4] {
-        let (partitioned, path) = market("q1", Some(n), 30_000, "");
+        let (partitioned, path) = market("q1", Some((n, QUEUE_CHUNKS, 2)), 30_000, "");
         assert_eq!(partitioned.partitions(), n as usize);
         let report = run(partitioned);
         assert_eq!(
@@ -171,7 +178,7 @@ fn by_symbol(records: Vec<Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
 fn q4_a_key_stage_of_the_authors_choosing_routes_exactly_as_the_field_it_names() {
     // A key stage answering the symbol field routes every tick where `field = 2` does: the same
     // orders per symbol, and the same orders per partition.
-    let (by_field, _) = market("q4", Some(2), 30_000, "");
+    let (by_field, _) = market("q4", Some((2, QUEUE_CHUNKS, 2)), 30_000, "");
     let by_field = run(by_field);
     let dir = std::env::temp_dir().join(format!("sluicegate-keystage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -288,10 +295,10 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
 
 #[test]
 fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
-    // A first stage that spins on every AAPL tick makes the partition that has AAPL slow:
-    // the router blocks on its queue, while the other drains its own. At no point are more
-    // records in flight between the source and the replicas than the queues, the inputs'
-    // remainders and the router's hand can hold.
+    // A first stage that spins on every AAPL tick makes the partition slow: the router blocks
+    // on its queue. At no point are more records in flight between the source and the
+    // replica than its queue (`queue_chunks`), its input's remainder and the router's hand
+    // can hold.
     let slow = format!(
         "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 20000 }}\n",
         a::SLOW_KEY
@@ -299,7 +306,7 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
     let (single, path) = market("q3", None, 200_000, "");
     run(single);
     let expected = orders_by_symbol(&path);
-    let (partitioned, path) = market("q3", Some(2), 200_000, &slow);
+    let (partitioned, path) = market("q3", Some((2, 2, 99)), 200_000, &slow);
     assert!(
         partitioned
             .stages()
@@ -329,7 +336,10 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
     let report = run(partitioned);
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
     let most_in_flight = watch.join().expect("watcher");
-    let bound = (2 * (QUEUE_CHUNKS + 1) + 1) * ROUTE_RECORDS as usize;
+    // Every tick has the empty key (it has no field 99), so one partition gets every record
+    // in whole routed chunks, and the other none: with queue_chunks = 2, at most 2 chunks in
+    // its queue, 1 left in its input, 1 in the router's hand.
+    let bound = (2 + 2) * ROUTE_RECORDS as usize;
     assert!(
         most_in_flight <= bound as u64,
         "{most_in_flight} records in flight, more than {bound}: {report}"
@@ -559,6 +569,10 @@ fn partition_settings_that_cannot_work_are_refused_by_name() {
         refused("[partitions]\nkey = { delimiter = \"::\", field = 2 }", "s").contains("one byte")
     );
     assert!(refused("[partitions]\ncount = 2\nkey = {}", "s").contains("either a `field`"));
+    assert!(
+        refused("[partitions]\nqueue_chunks = 0\nkey = { field = 2 }", "s")
+            .contains("queue_chunks")
+    );
     let bypassed = format!(
         "[partitions]\nkey = {{ stage = {{ name = \"k\", component = {:?}, on_fault = \"bypass\", optional = true }} }}",
         a::FIELD_KEY

@@ -12,12 +12,15 @@ pub const MAX_PARTITIONS: u32 = 256;
 /// Records the router asks the source for at a time (and so the most in one routed chunk).
 pub const ROUTE_RECORDS: u32 = 1024;
 
-/// Routed chunks a replica's queue holds before the router waits for the replica. What a
-/// partitioned pipeline holds between its source and its replicas is bounded by
-/// `(replicas × (QUEUE_CHUNKS + 1) + 1) × ROUTE_RECORDS` records: the queues, what each replica's
-/// input has left of a chunk, and the chunk in the router's hand (held twice while it is split
-/// into the replicas' parts).
+/// Routed chunks a replica's queue holds before the router waits for the replica, unless
+/// `[partitions] queue_chunks` says otherwise. What a partitioned pipeline holds between its
+/// source and its replicas is bounded by `(replicas × (queue_chunks + 1) + 1) × ROUTE_RECORDS`
+/// records: the queues, what each replica's input has left of a chunk, and the chunk in the
+/// router's hand (held twice while it is split into the replicas' parts).
 pub const QUEUE_CHUNKS: usize = 4;
+
+/// The most chunks a replica's queue may be given.
+pub const MAX_QUEUE_CHUNKS: usize = 1024;
 
 /// `[partitions]` of a pipeline file.
 ///
@@ -36,6 +39,11 @@ pub struct PartitionsSpec {
     pub count: Option<u32>,
     /// How a record's key is read.
     pub key: KeySpec,
+    /// Routed chunks (of at most `ROUTE_RECORDS` records) each replica's queue holds: how far
+    /// a replica may fall behind before the router, and so every replica, waits for it.
+    /// Default [`QUEUE_CHUNKS`].
+    #[serde(default)]
+    pub queue_chunks: Option<usize>,
 }
 
 /// Where a record's key is: a field between delimiters (text records), or what a key stage of
@@ -69,6 +77,7 @@ impl PartitionsSpec {
     pub fn new(count: Option<u32>, delimiter: u8, field: usize) -> Self {
         PartitionsSpec {
             count,
+            queue_chunks: None,
             key: KeySpec {
                 delimiter: Some(char::from(delimiter).to_string()),
                 field: Some(field),
@@ -85,6 +94,11 @@ impl PartitionsSpec {
                 .unwrap_or(1)
                 .min(MAX_PARTITIONS)
         })
+    }
+
+    /// Chunks per replica queue: `queue_chunks` or [`QUEUE_CHUNKS`].
+    pub fn queue_chunks(&self) -> usize {
+        self.queue_chunks.unwrap_or(QUEUE_CHUNKS)
     }
 
     /// The delimiter as a byte (validated to be one).
@@ -106,6 +120,13 @@ impl PartitionsSpec {
                 ));
             }
             _ => {}
+        }
+        if let Some(n) = self.queue_chunks
+            && !(1..=MAX_QUEUE_CHUNKS).contains(&n)
+        {
+            return Err(format!(
+                "[partitions] queue_chunks is {n}; it must be from 1 to {MAX_QUEUE_CHUNKS}"
+            ));
         }
         match (&self.key.field, &self.key.stage) {
             (Some(_), None) | (None, Some(_)) => {}

@@ -118,8 +118,13 @@ impl<'a> PipelineBuilder<'a> {
                 let stall = (spec.sink.stall_timeout_ms > 0)
                     .then(|| Duration::from_millis(spec.sink.stall_timeout_ms));
                 let counters = source.counters();
-                let (router, queues) =
-                    Router::new(Box::new(source), keys, replicas, shared.clone(), stall);
+                let (router, queues) = Router::new(
+                    Box::new(source),
+                    keys,
+                    (replicas, partitions.queue_chunks()),
+                    shared.clone(),
+                    stall,
+                );
                 let mut built = Vec::with_capacity(replicas);
                 for (replica, queue) in queues.into_iter().enumerate() {
                     let input = PartitionInput::new(queue, shared.clone());

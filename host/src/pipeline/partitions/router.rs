@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::key_stage::KeyStage;
 use crate::chunk::Chunk;
-use crate::config::{QUEUE_CHUNKS, ROUTE_RECORDS};
+use crate::config::ROUTE_RECORDS;
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
 use crate::upstream::{Demand, Upstream};
@@ -105,17 +105,18 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// A router over `source` for `replicas` replicas, with each replica's receiving end.
+    /// A router over `source` for `replicas` replicas whose queues hold `queue_chunks` chunks,
+    /// with each replica's receiving end.
     pub(crate) fn new(
         source: Box<dyn Upstream>,
         keys: Keys,
-        replicas: usize,
+        (replicas, queue_chunks): (usize, usize),
         shared: Arc<Shared>,
         stall_timeout: Option<Duration>,
     ) -> (Router, Vec<Receiver<Chunk>>) {
         let (queues, receivers): (Vec<_>, Vec<_>) = (0..replicas)
             .map(|_| {
-                let (sender, receiver) = sync_channel(QUEUE_CHUNKS);
+                let (sender, receiver) = sync_channel(queue_chunks);
                 (Some(sender), receiver)
             })
             .unzip();
