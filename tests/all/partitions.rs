@@ -237,7 +237,8 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
     // sink when `vwap` is swapped (for itself), each at its own chunk boundary, each handing
     // its own windows over. If a replica's windows were lost or mixed up with the other's,
     // some symbol's VWAP updates would differ from the single chain's.
-    let dir = std::env::temp_dir().join(format!("sluicegate-swap-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("sluicegate-partitions-swap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let origin = dir.join("swap.toml");
     let reference = dir.join("reference.bin");

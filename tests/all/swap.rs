@@ -193,19 +193,29 @@ fn swaps_from_another_thread_while_the_pipeline_runs() {
     let (v1, v2) = (component(a::TAG_V1), component(a::TAG_V2));
     let report = std::thread::scope(|s| {
         s.spawn(|| {
-            // Each swap waits for records to have flowed since the last one, so every swap
-            // lands mid-stream; after SWAPS of them the run is stopped.
+            // Each swap waits for the tagger to have delivered records since the last one, so
+            // every version tags some records; after SWAPS of them the run is stopped. (The
+            // tagger's own count, not the sink's: a chunk the old version made before the
+            // cut-over can reach the sink after the swap returned, and would let the next swap
+            // come before the new version made anything.)
+            let tagged = || {
+                probe
+                    .snapshot()
+                    .iter()
+                    .find(|h| h.name == "tagger")
+                    .map_or(0, |h| h.stats.records)
+            };
             for i in 0..SWAPS {
-                let seen = probe.sink().records;
-                while probe.sink().records <= seen {
+                let seen = tagged();
+                while tagged() <= seen {
                     std::thread::yield_now();
                 }
                 swapper
                     .swap("tagger", if i % 2 == 0 { &v2 } else { &v1 })
                     .expect("swap");
             }
-            let seen = probe.sink().records;
-            while probe.sink().records <= seen {
+            let seen = tagged();
+            while tagged() <= seen {
                 std::thread::yield_now();
             }
             stopper.stop();
