@@ -109,6 +109,12 @@ fn q1_every_symbol_gets_the_single_chain_orders_with_1_2_and_4_partitions() {
             "the order-independent checksum is the same for every partition count: {report}"
         );
         assert_eq!(report.partitions.len(), n as usize, "{report}");
+        let json = serde_json::to_value(&report).expect("the --json report");
+        assert_eq!(
+            json["partitions"].as_array().map(Vec::len),
+            Some(n as usize),
+            "--json has each partition's sink"
+        );
         assert_eq!(report.sink.records, reference.sink.records, "{report}");
         assert_eq!(
             report.hops.first().map(|h| h.records_out),
