@@ -73,8 +73,10 @@ impl Batch {
             credits,
             overflow: VecDeque::new(),
         };
-        for record in overflow {
-            batch.push(&record);
+        if !overflow.is_empty() {
+            for record in overflow {
+                batch.push(&record);
+            }
         }
         batch
     }
@@ -86,8 +88,7 @@ impl Batch {
                 // Guess the chunk's size from its first record, so that a chunk of many
                 // records is not grown (and copied) a dozen times on its way up.
                 let guess = PREFIX_LEN + record.len();
-                self.bytes
-                    .reserve(guess.saturating_mul(self.remaining().min(64) as usize));
+                self.reserve(guess.saturating_mul(self.remaining().min(64) as usize));
             }
             let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
             self.bytes.extend_from_slice(&len.to_le_bytes());
@@ -120,7 +121,12 @@ impl Batch {
 
     /// Makes room for `bytes` more bytes (a map's input chunk is a good guess at its output).
     pub(crate) fn reserve(&mut self, bytes: usize) {
-        self.bytes.reserve(bytes);
+        if self.bytes.capacity() == 0 {
+            // Allocated at its size at once: cheaper than growing an empty vector.
+            self.bytes = Vec::with_capacity(bytes);
+        } else {
+            self.bytes.reserve(bytes);
+        }
     }
 
     /// Records waiting for a later resume.

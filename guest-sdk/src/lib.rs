@@ -49,7 +49,26 @@ pub use wit_bindgen as __wit_bindgen;
 mod batch;
 mod driver;
 mod host;
+#[cfg(any(
+    test,
+    all(
+        feature = "recycle",
+        target_arch = "wasm32",
+        not(target_feature = "atomics")
+    )
+))]
+mod recycle;
 mod stage;
+
+/// Chunk buffers recycled instead of going through `malloc`/`free` on every hop (the
+/// `recycle` feature, on by default; see `recycle.rs`).
+#[cfg(all(
+    feature = "recycle",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: recycle::Recycle = recycle::Recycle::new();
 
 pub use crate::batch::{Batch, Input, Records};
 pub use crate::host::{Config, Level, Upstream, log, log_with};
