@@ -20,6 +20,7 @@
 //! ```
 
 mod io;
+mod nats;
 mod partitions;
 mod stage;
 
@@ -32,6 +33,11 @@ pub use self::io::{
     DEFAULT_CREDITS, DEFAULT_STALL_TIMEOUT_MS, RecordFormat, SinkKind, SinkSpec, SourceSpec,
 };
 pub(crate) use self::io::{FILE, FileSource, STDIN, StdinSource};
+pub(crate) use self::nats::NATS;
+pub use self::nats::{
+    CHECKPOINT_MS, CHECKPOINT_RECORDS, FETCH_WAIT_MS, NatsSink, NatsSource, SERVER_TIMEOUT_MS,
+    SubjectKey,
+};
 pub use self::partitions::{
     KeySpec, MAX_PARTITIONS, MAX_QUEUE_CHUNKS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS,
 };
@@ -184,6 +190,25 @@ impl PipelineSpec {
             Some((source, STDIN)) => {
                 source.settings::<StdinSource>().map_err(&fail)?;
             }
+            Some((source, NATS)) => {
+                source
+                    .settings::<NatsSource>()
+                    .and_then(|nats| nats.check())
+                    .map_err(&fail)?;
+                if self.partitions.is_some() {
+                    return Err(fail(
+                        "a nats source is partitioned by its stream (`partitions` in [source]);                          [partitions] routes the records of a single source"
+                            .into(),
+                    ));
+                }
+                if self.fused {
+                    return Err(fail(
+                        "a nats source checkpoints every stage's state; `fused = true` is not \
+                         available with it"
+                            .into(),
+                    ));
+                }
+            }
             // Another kind is checked when the pipeline is built, by the program that added it.
             _ => {}
         }
@@ -194,6 +219,9 @@ impl PipelineSpec {
         }
         if self.sink.kind == SinkKind::File && self.sink.path.is_none() {
             return Err(fail("a sink of kind \"file\" needs a `path`".into()));
+        }
+        if self.sink.kind == SinkKind::Nats {
+            self.sink.nats().map_err(&fail)?;
         }
         Ok(())
     }

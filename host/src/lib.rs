@@ -58,6 +58,7 @@ mod fuse;
 mod guest_log;
 pub mod limits;
 mod metrics;
+mod nats;
 mod pipeline;
 mod policy;
 pub mod report;

@@ -4,6 +4,7 @@
 //! whatever failed, reporting every error. `build.rs` makes one from a pipeline file.
 
 mod build;
+mod checkpointer;
 mod control;
 mod partitions;
 mod probe;
@@ -59,6 +60,8 @@ pub struct Pipeline {
     max_wasm_stack: usize,
     /// `[partitions]`: the replicas and their router; `stages` then holds every replica's.
     partitions: Option<partitions::Partitions>,
+    /// A partition of a NATS stream: its checkpoints.
+    checkpointer: Option<checkpointer::Checkpointer>,
 }
 
 impl Pipeline {
@@ -89,6 +92,7 @@ impl Pipeline {
             stop: Arc::default(),
             max_wasm_stack,
             partitions: None,
+            checkpointer: None,
         }
     }
 
@@ -161,6 +165,9 @@ impl Pipeline {
                 stage.prime()?;
             }
             self.primed = true;
+            if let Some(checkpointer) = self.checkpointer.as_mut() {
+                checkpointer.restore(&self.stages, &mut self.sink)?;
+            }
         }
         Ok(())
     }
@@ -249,8 +256,16 @@ impl Pipeline {
                     break;
                 }
                 match self.resume(self.credits) {
+                    Ok(Some(0)) if self.checkpointer.as_ref().is_some_and(|c| c.drained()) => {
+                        break;
+                    }
                     Ok(Some(records)) => {
-                        if let Err(e) = watchdog.observe(records) {
+                        if let Err(e) = watchdog.observe(records).and_then(|()| {
+                            match self.checkpointer.as_mut() {
+                                Some(c) => c.after_resume(&self.stages, &mut self.sink),
+                                None => Ok(()),
+                            }
+                        }) {
                             failure = Some(e);
                             break;
                         }
@@ -265,6 +280,14 @@ impl Pipeline {
         }
         if let Err(e) = self.sink.flush()
             && failure.is_none()
+        {
+            failure = Some(e);
+        }
+        // The last checkpoint of a run that ended well (stopped, or its input drained): a
+        // restart then has nothing to replay.
+        if failure.is_none()
+            && let Some(checkpointer) = self.checkpointer.as_mut()
+            && let Err(e) = checkpointer.take(&self.stages, &mut self.sink)
         {
             failure = Some(e);
         }

@@ -70,6 +70,21 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Records that came in: the first hop's, or, when every partition has an input of its own
+    /// (a NATS stream's partitions), the sum of the partitions' inputs.
+    pub fn records_in(&self) -> u64 {
+        match self.hops.first() {
+            Some(first) if first.name.starts_with("partition#") => self
+                .hops
+                .iter()
+                .filter(|h| h.state.is_none())
+                .map(|h| h.records_out)
+                .sum(),
+            Some(first) => first.records_out,
+            None => 0,
+        }
+    }
+
     /// The report of a run that failed with `error` before anything ran.
     pub(crate) fn failed(pipeline: &str, credits: u32, error: &crate::Error) -> RunReport {
         RunReport {
@@ -264,7 +279,7 @@ impl fmt::Display for RunReport {
             f,
             "pipeline `{}`: {} records in, {} to the sink, in {:.3} s ({:.0} records/s in), credits {}, checksum {}",
             self.pipeline,
-            self.hops.first().map(|h| h.records_out).unwrap_or(0),
+            self.records_in(),
             self.sink.records,
             self.elapsed_s,
             self.records_per_s,

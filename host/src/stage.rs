@@ -3,6 +3,7 @@
 //! and checks what the guest answered (rules C1–C3, P1–P3, S1–S3, E1–E2, D1–D2, F1–F2,
 //! X1–X6) before anything is delivered.
 
+mod checkpoint;
 mod entry;
 mod instance;
 mod lifecycle;

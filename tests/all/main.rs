@@ -9,6 +9,7 @@ mod hostile;
 mod languages;
 mod loading;
 mod model;
+mod nats;
 mod partitions;
 mod pipeline;
 mod protocol;

@@ -86,6 +86,51 @@ pub struct SinkSpec {
     /// (a stage answering empty chunks forever); 0 disables the watchdog.
     #[serde(default = "default_stall_timeout_ms")]
     pub stall_timeout_ms: u64,
+    /// For `kind = "nats"`: the server, `nats://host:port`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `kind = "nats"`: the subject, or with `key` the prefix of `<subject>.<key>`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// For `kind = "nats"`: where a text record's subject key is.
+    #[serde(default)]
+    pub key: Option<super::nats::SubjectKey>,
+    /// For `kind = "nats"`: a stream to create on the subject if it does not exist.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// For `kind = "nats"`, with `stream` and `key`: the stream's partitions.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// For `kind = "nats"`, with `partitions`: the prefix of the partitioned subjects.
+    #[serde(default)]
+    pub partitioned: Option<String>,
+    /// For `kind = "nats"`: how long to wait for an unreachable server before failing.
+    #[serde(default)]
+    pub server_timeout_ms: Option<u64>,
+}
+
+impl SinkSpec {
+    /// The settings of a `nats` sink, or what is missing.
+    pub(crate) fn nats(&self) -> std::result::Result<super::nats::NatsSink, String> {
+        let need = |value: &Option<String>, key: &str| {
+            value
+                .clone()
+                .ok_or_else(|| format!("a sink of kind \"nats\" needs a `{key}`"))
+        };
+        let sink = super::nats::NatsSink {
+            url: need(&self.url, "url")?,
+            subject: need(&self.subject, "subject")?,
+            key: self.key.clone(),
+            stream: self.stream.clone(),
+            partitions: self.partitions,
+            partitioned: self.partitioned.clone(),
+            server_timeout_ms: self
+                .server_timeout_ms
+                .unwrap_or(super::nats::SERVER_TIMEOUT_MS),
+        };
+        sink.check()?;
+        Ok(sink)
+    }
 }
 
 /// Default of `sink.stall_timeout_ms`: 10 seconds.
@@ -107,6 +152,13 @@ impl Default for SinkSpec {
             format: RecordFormat::default(),
             credits: DEFAULT_CREDITS,
             stall_timeout_ms: DEFAULT_STALL_TIMEOUT_MS,
+            url: None,
+            subject: None,
+            key: None,
+            stream: None,
+            partitions: None,
+            partitioned: None,
+            server_timeout_ms: None,
         }
     }
 }
@@ -123,4 +175,6 @@ pub enum SinkKind {
     File,
     /// Write the records to standard output.
     Stdout,
+    /// Publish every record to NATS JetStream, each publish acknowledged (docs/scale-out.md).
+    Nats,
 }

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod nats;
+
 use super::Pipeline;
 use super::partitions::{
     Key, KeyStage, Keys, PartitionInput, Partitions, Router, Shared, replica_name,
@@ -17,7 +19,8 @@ use super::source::{CountedSource, OpenSource};
 use super::stage_settings::stage_options;
 use crate::component::StageComponent;
 use crate::config::{
-    BUILTIN, ComponentRef, PipelineSpec, SourceSpec, StageSpec, base_dir, resolve, stage_config,
+    BUILTIN, ComponentRef, NATS, PipelineSpec, SourceSpec, StageSpec, base_dir, resolve,
+    stage_config,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -87,11 +90,15 @@ impl<'a> PipelineBuilder<'a> {
         spec.validate(origin)?;
         let base = base_dir(origin);
         let source = match &spec.source {
+            Some(source) if source.kind == NATS => None,
             Some(source) => Some(CountedSource::open(source, origin, &self.sources)?),
             None => None,
         };
         let components = self.components(spec, origin, &base)?;
         let sink = Sink::open(&spec.sink, origin)?;
+        if let Some(source) = spec.source.as_ref().filter(|s| s.kind == NATS) {
+            return self.nats_partitions(spec, origin, &components, source, sink);
+        }
         match &spec.partitions {
             None => self.chain(spec, origin, &components, source, sink, None),
             Some(partitions) => {
@@ -133,37 +140,45 @@ impl<'a> PipelineBuilder<'a> {
                         origin,
                         &components,
                         Some(CountedSource::wrap(Box::new(input))),
-                        sink.replica(),
+                        sink.replica(replica),
                         Some(replica),
                     )?);
                 }
-                let mut pipeline = Pipeline::new(
-                    spec.name.clone().unwrap_or_else(|| "pipeline".into()),
-                    spec.sink.credits,
-                    None,
-                    Vec::new(),
-                    Box::new(NoInput),
-                    sink,
-                    None,
-                    self.engine.max_wasm_stack(),
-                );
-                for replica in &mut built {
-                    replica.stop = pipeline.stop.clone();
-                }
-                pipeline.stages = built
-                    .iter()
-                    .flat_map(|r| r.stages.iter().cloned())
-                    .collect();
-                pipeline.partitions = Some(Partitions {
+                let partitions = Partitions {
                     replicas: built,
                     router: Some(router),
                     shared,
-                    source: counters,
+                    source: Some(counters),
                     key_stage,
-                });
-                Ok(pipeline)
+                };
+                Ok(self.partitioned(spec, sink, partitions))
             }
         }
+    }
+
+    /// The top of a partitioned pipeline: it runs no chain itself; its replicas share its stop
+    /// flag, and its stages are every replica's.
+    fn partitioned(&self, spec: &PipelineSpec, sink: Sink, mut partitions: Partitions) -> Pipeline {
+        let mut pipeline = Pipeline::new(
+            spec.name.clone().unwrap_or_else(|| "pipeline".into()),
+            spec.sink.credits,
+            None,
+            Vec::new(),
+            Box::new(NoInput),
+            sink,
+            None,
+            self.engine.max_wasm_stack(),
+        );
+        for replica in &mut partitions.replicas {
+            replica.stop = pipeline.stop.clone();
+        }
+        pipeline.stages = partitions
+            .replicas
+            .iter()
+            .flat_map(|r| r.stages.iter().cloned())
+            .collect();
+        pipeline.partitions = Some(partitions);
+        pipeline
     }
 
     /// The key stage of `[partitions]`, instantiated on the router's feed with its own

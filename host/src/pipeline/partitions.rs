@@ -34,8 +34,9 @@ pub(crate) struct Partitions {
     pub(crate) replicas: Vec<Pipeline>,
     pub(crate) router: Option<Router>,
     pub(crate) shared: Arc<Shared>,
-    /// The source's counters (what the router pulled).
-    pub(crate) source: Arc<Counters>,
+    /// The source's counters (what the router pulled); `None` when every partition reads a
+    /// source of its own (a NATS stream's partitions).
+    pub(crate) source: Option<Arc<Counters>>,
     /// The key stage, if the key is a stage's answer.
     pub(crate) key_stage: Option<crate::stage::Stage>,
 }
@@ -133,11 +134,14 @@ impl Partitions {
         swaps: &Mutex<Vec<SwapReport>>,
     ) -> RunReport {
         let elapsed_s = started.elapsed().as_secs_f64();
-        let source = self.source.snapshot();
-        let mut hops = vec![crate::report::HopReport::source(
-            super::source::SOURCE,
-            source,
-        )];
+        let mut hops = Vec::new();
+        if let Some(source) = &self.source {
+            hops.push(crate::report::HopReport::source(
+                super::source::SOURCE,
+                source.snapshot(),
+            ));
+        }
+        let mut source_records = self.source.as_ref().map_or(0, |s| s.snapshot().records);
         let (mut records, mut chunks, mut bytes) = (0, 0, 0);
         let mut partition_sinks = Vec::with_capacity(reports.len());
         let mut failure: Option<FailureReport> = None;
@@ -153,6 +157,9 @@ impl Partitions {
                 if hop.state.is_none() {
                     hop.name = replica_name("partition", replica);
                     hop.records_in = hop.records_out;
+                    if self.source.is_none() {
+                        source_records += hop.records_out;
+                    }
                 }
                 hops.push(hop);
             }
@@ -182,7 +189,7 @@ impl Partitions {
             },
             elapsed_s,
             records_per_s: if elapsed_s > 0.0 {
-                source.records as f64 / elapsed_s
+                source_records as f64 / elapsed_s
             } else {
                 0.0
             },
@@ -214,7 +221,7 @@ impl Partitions {
     pub(crate) fn probe(&self, name: &str) -> Probe {
         Probe {
             pipeline: name.into(),
-            source: Some(self.source.clone()),
+            source: self.source.clone(),
             key: self.key_stage.clone(),
             chains: self.replicas.iter().map(Pipeline::chain_probe).collect(),
         }

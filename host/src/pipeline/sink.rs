@@ -1,5 +1,5 @@
 //! Sinks: where records end up. Every sink counts and checksums what it receives, so runs can
-//! be compared; `file` and `stdout` also write the records.
+//! be compared; `file` and `stdout` also write the records, `nats` publishes them.
 
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,7 @@ use crate::chunk::Chunk;
 use crate::config::{RecordFormat, SinkKind, SinkSpec, base_dir};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
+use crate::nats::NatsOutput;
 
 /// Name of the sink hop in reports and errors.
 pub(crate) const SINK: &str = "sink";
@@ -24,12 +25,20 @@ pub(crate) struct Sink {
     /// A replica's sink: the wrapping sum of every record's own FNV-1a, which does not depend
     /// on the order the replicas' records reach the sink in (`None` for a single chain).
     unordered: Option<Arc<AtomicU64>>,
+    /// A `nats` sink's publisher (each replica its own, on one connection).
+    nats: Option<NatsOutput>,
 }
 
 impl Sink {
     pub(crate) fn open(spec: &SinkSpec, origin: &std::path::Path) -> Result<Sink> {
+        let mut nats = None;
         let output: Option<Box<dyn Write + Send>> = match (spec.kind, &spec.path) {
             (SinkKind::Discard, _) => None,
+            (SinkKind::Nats, _) => {
+                let settings = spec.nats().map_err(io_error)?;
+                nats = Some(NatsOutput::open(&settings)?);
+                None
+            }
             (SinkKind::Stdout, _) => Some(Box::new(BufWriter::new(std::io::stdout()))),
             (SinkKind::File, Some(path)) => {
                 let path = base_dir(origin).join(path);
@@ -48,12 +57,14 @@ impl Sink {
             checksum: Arc::default(),
             counters: Arc::new(Counters::default()),
             unordered: None,
+            nats,
         })
     }
 
     /// A sink for one replica of a partitioned pipeline: the same output (each chunk written
-    /// whole, so the records of one replica stay in its order), its own counters and checksum.
-    pub(crate) fn replica(&self) -> Sink {
+    /// whole, so the records of one replica stay in its order), its own counters and checksum;
+    /// a `nats` sink's publisher of its own (ids `<prefix>.<replica>.…`).
+    pub(crate) fn replica(&self, replica: usize) -> Sink {
         Sink {
             kind: self.kind,
             format: self.format,
@@ -61,6 +72,21 @@ impl Sink {
             checksum: Arc::default(),
             counters: Arc::new(Counters::default()),
             unordered: Some(Arc::default()),
+            nats: self.nats.as_ref().map(|nats| nats.replica(replica)),
+        }
+    }
+
+    /// A `nats` sink: its ids (and its replicas') start with `prefix`.
+    pub(crate) fn name_ids(&mut self, prefix: &str) {
+        if let Some(nats) = self.nats.as_mut() {
+            nats.name_ids(prefix);
+        }
+    }
+
+    /// A `nats` sink: ids from here on derive from the checkpoint at input sequence `base`.
+    pub(crate) fn rebase(&mut self, base: u64) {
+        if let Some(nats) = self.nats.as_mut() {
+            nats.rebase(base);
         }
     }
 
@@ -98,6 +124,9 @@ impl Sink {
             }
             sum.store(total, Ordering::Relaxed);
         }
+        if let Some(nats) = self.nats.as_mut() {
+            return nats.publish(chunk);
+        }
         let Some(output) = self.output.as_ref() else {
             return Ok(());
         };
@@ -119,7 +148,11 @@ impl Sink {
         flushed.map_err(|e| io_error(format!("writing records: {e}")))
     }
 
+    /// Writes out what is buffered; a `nats` sink waits for every publish's acknowledgement.
     pub(crate) fn flush(&mut self) -> Result<()> {
+        if let Some(nats) = self.nats.as_mut() {
+            return nats.flush();
+        }
         match self.output.as_ref() {
             Some(output) => output
                 .lock()

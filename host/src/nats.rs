@@ -1,0 +1,16 @@
+//! NATS JetStream at the ends of a pipeline (docs/scale-out.md, "Across hosts"): a partition's
+//! input is a durable pull consumer whose fetch sizes are the chain's demand (`input.rs`), the
+//! sink publishes every record with a deduplication id and awaits its acknowledgement
+//! (`output.rs`), and a partition's stages are checkpointed with the input sequence they cover
+//! in a key-value bucket (`checkpoint.rs`). `client.rs` holds the connection and the runtime
+//! the synchronous pipeline threads block on.
+
+mod checkpoint;
+mod client;
+mod input;
+mod output;
+
+pub(crate) use self::checkpoint::{Checkpoint, Checkpoints};
+pub(crate) use self::client::Nats;
+pub(crate) use self::input::{NatsInput, Position};
+pub(crate) use self::output::NatsOutput;

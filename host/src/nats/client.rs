@@ -1,0 +1,129 @@
+//! One connection to a NATS server and the runtime it runs on. The pipeline's threads are
+//! synchronous (a stage's pull nests its upstream on the same stack), so every NATS operation
+//! is a future they block on; an operation that fails for want of the server is retried until
+//! the pipeline's `server_timeout_ms` has passed, then fails naming the operation and the
+//! server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::error::{Error, Result};
+
+/// First pause between two attempts of a failing operation; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A connection to one server, with its JetStream context.
+pub(crate) struct Nats {
+    runtime: tokio::runtime::Runtime,
+    pub(crate) js: jetstream::Context,
+    url: String,
+    /// How long an operation is retried while the server cannot be reached.
+    timeout: Duration,
+    /// `source` or `sink`: who fails when the server does not come back.
+    who: &'static str,
+}
+
+impl Nats {
+    /// Connects to `url`, waiting up to `timeout` for the server.
+    pub(crate) fn connect(url: &str, who: &'static str, timeout: Duration) -> Result<Arc<Nats>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluicegate-nats")
+            .enable_all()
+            .build()
+            .map_err(|e| io_error(who, format!("cannot start the NATS client's runtime: {e}")))?;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = FIRST_BACKOFF;
+        let client = loop {
+            let attempt = runtime.block_on(async {
+                async_nats::ConnectOptions::new()
+                    .connection_timeout(timeout.min(Duration::from_secs(5)))
+                    .name("sluicegate")
+                    .connect(url)
+                    .await
+            });
+            match attempt {
+                Ok(client) => break client,
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::warn!("{who}: NATS server {url} not reachable yet ({e}); retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    return Err(io_error(
+                        who,
+                        format!(
+                            "cannot reach the NATS server {url} within {} ms: {e}",
+                            timeout.as_millis()
+                        ),
+                    ));
+                }
+            }
+        };
+        // The context starts a task of its own: inside the runtime.
+        let js = runtime.block_on(async { jetstream::new(client) });
+        Ok(Arc::new(Nats {
+            runtime,
+            js,
+            url: url.to_string(),
+            timeout,
+            who,
+        }))
+    }
+
+    /// Runs `future` to its end on the client's runtime.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Runs the operation `attempt` makes until it succeeds, retrying while the server does
+    /// not answer, for up to the connection's timeout; then fails naming `what`.
+    pub(crate) fn retry<T, E, F>(&self, what: &str, mut attempt: impl FnMut() -> F) -> Result<T>
+    where
+        E: std::fmt::Display,
+        F: Future<Output = std::result::Result<T, E>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.block_on(attempt()) {
+                Ok(value) => return Ok(value),
+                Err(e) if Instant::now() + backoff < deadline => {
+                    tracing::warn!("{}: {what} failed ({e}); retrying", self.who);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(self.error(format!("{what}: {e}"))),
+            }
+        }
+    }
+
+    /// When an operation started now stops being retried.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// An error of this connection's user, naming the server.
+    pub(crate) fn error(&self, message: String) -> Error {
+        io_error(
+            self.who,
+            format!(
+                "{message} (NATS server {}, retried for {} ms)",
+                self.url,
+                self.timeout.as_millis()
+            ),
+        )
+    }
+}
+
+fn io_error(who: &str, message: String) -> Error {
+    Error::Io {
+        stage: who.to_string(),
+        message,
+    }
+}

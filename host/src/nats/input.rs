@@ -1,0 +1,217 @@
+//! A partition's input: its durable pull consumer, read with the chain's demand. A pull of
+//! `n` records fetches at most `n` messages (what the stream has now), so nothing is taken
+//! from the server that no stage asked for; when there is nothing, it waits up to
+//! `fetch_wait_ms` for one message before it answers "nothing now". The last message handed
+//! to the chain is the partition's [`Position`]: a checkpoint covers the input up to it and
+//! then acknowledges it (the consumer acknowledges everything up to an acknowledged message).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::Acker;
+use futures_util::StreamExt;
+
+use super::Nats;
+use crate::chunk::Chunk;
+use crate::config::NatsSource;
+use crate::error::Result;
+use crate::upstream::{Demand, Upstream};
+
+/// How long the server keeps a message unacknowledged before it offers it again. A partition
+/// has one reader, which acknowledges at every checkpoint; this is only the server's bound.
+const ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// The last input message of a partition handed to its chain: its stream sequence and the
+/// handle that acknowledges it (and so every message before it).
+#[derive(Default)]
+pub(crate) struct Position {
+    inner: Mutex<(u64, Option<Acker>)>,
+    /// With `drain`: the last pull found nothing and the stream holds nothing more for the
+    /// partition.
+    drained: AtomicBool,
+}
+
+impl Position {
+    /// Starts at `sequence` (a checkpoint's), with nothing to acknowledge.
+    pub(crate) fn at(sequence: u64) -> Arc<Self> {
+        Arc::new(Position {
+            inner: Mutex::new((sequence, None)),
+            drained: AtomicBool::new(false),
+        })
+    }
+
+    /// The stream sequence of the last message handed to the chain.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.inner.lock().map(|p| p.0).unwrap_or(0)
+    }
+
+    /// True once a `drain` partition has read everything its stream held: the chain then
+    /// answers nothing, and the run ends without telling the stages the stream ended (more
+    /// may be published; the next run goes on from the checkpoint).
+    pub(crate) fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self, sequence: u64, acker: Acker) {
+        if let Ok(mut position) = self.inner.lock() {
+            *position = (sequence, Some(acker));
+        }
+    }
+
+    /// Takes the handle that acknowledges everything up to the current sequence.
+    pub(crate) fn take_acker(&self) -> Option<Acker> {
+        self.inner.lock().ok().and_then(|mut p| p.1.take())
+    }
+}
+
+/// One message fetched and not yet handed to the chain (a pull's byte bound kept it back).
+struct Held {
+    sequence: u64,
+    payload: bytes::Bytes,
+    acker: Acker,
+}
+
+/// A partition's consumer as the upstream of the partition's first stage.
+pub(crate) struct NatsInput {
+    nats: Arc<Nats>,
+    consumer: PullConsumer,
+    held: VecDeque<Held>,
+    position: Arc<Position>,
+    wait: Duration,
+    drain: bool,
+    partition: u32,
+}
+
+impl NatsInput {
+    /// (Re)creates partition `partition`'s durable consumer so that it delivers from just after
+    /// `position`'s sequence (the last checkpoint's), whatever it delivered before: a new
+    /// owner must not read newer messages ahead of those its predecessor never covered.
+    pub(crate) fn open(
+        nats: Arc<Nats>,
+        settings: &NatsSource,
+        partition: u32,
+        position: Arc<Position>,
+    ) -> Result<Self> {
+        let name = format!("{}-{partition}", settings.consumer);
+        let after = position.sequence();
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: format!("{}.{partition}.>", settings.subjects),
+            deliver_policy: if after == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                }
+            },
+            ack_policy: AckPolicy::All,
+            ack_wait: ACK_WAIT,
+            // Acknowledgements wait for checkpoints: no bound on how many are pending.
+            max_ack_pending: -1,
+            ..Default::default()
+        };
+        let js = nats.js.clone();
+        let stream = nats.retry(&format!("opening stream `{}`", settings.stream), || {
+            js.get_stream(settings.stream.clone())
+        })?;
+        // Deleting a consumer that does not exist fails; that is fine.
+        let _ = nats.block_on(stream.delete_consumer(&name));
+        let consumer: PullConsumer = nats.retry(&format!("creating consumer `{name}`"), || {
+            stream.create_consumer(config.clone())
+        })?;
+        Ok(NatsInput {
+            nats,
+            consumer,
+            held: VecDeque::new(),
+            position,
+            wait: Duration::from_millis(settings.fetch_wait_ms),
+            drain: settings.drain,
+            partition,
+        })
+    }
+
+    /// Fetches up to `n` messages into `held`: what the stream has now, or else the first one
+    /// to arrive within the wait. `false` if there were none.
+    fn fetch(&mut self, n: usize) -> Result<bool> {
+        let what = format!("fetching partition {}'s messages", self.partition);
+        let consumer = &self.consumer;
+        let now = self.nats.retry(&what, || async {
+            let mut batch = consumer.fetch().max_messages(n).messages().await?;
+            collect(&mut batch).await
+        })?;
+        let messages = if now.is_empty() {
+            let wait = self.wait;
+            self.nats.retry(&what, || async {
+                let mut batch = consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await?;
+                collect(&mut batch).await
+            })?
+        } else {
+            now
+        };
+        let found = !messages.is_empty();
+        self.held.extend(messages);
+        Ok(found)
+    }
+
+    /// True when the consumer has delivered everything its stream holds for the partition.
+    fn drained(&self) -> Result<bool> {
+        let what = format!("reading partition {}'s consumer", self.partition);
+        let pending = self.nats.retry(&what, || {
+            let mut consumer = self.consumer.clone();
+            async move { consumer.info().await.map(|info| info.num_pending) }
+        })?;
+        Ok(pending == 0)
+    }
+}
+
+/// Every message of a fetched batch, with its stream sequence.
+async fn collect(
+    batch: &mut async_nats::jetstream::consumer::pull::Batch,
+) -> std::result::Result<Vec<Held>, async_nats::Error> {
+    let mut messages = Vec::new();
+    while let Some(message) = batch.next().await {
+        let message = message?;
+        let sequence = message.info()?.stream_sequence;
+        let (message, acker) = message.split();
+        messages.push(Held {
+            sequence,
+            payload: message.payload,
+            acker,
+        });
+    }
+    Ok(messages)
+}
+
+impl Upstream for NatsInput {
+    fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
+        if demand.records == 0 {
+            return Ok(Some(Chunk::empty()));
+        }
+        if self.held.is_empty() {
+            let n = usize::try_from(demand.records).unwrap_or(usize::MAX);
+            let found = self.fetch(n)?;
+            let drained = !found && self.drain && self.drained()?;
+            self.position.drained.store(drained, Ordering::Relaxed);
+        }
+        let mut chunk = Chunk::empty();
+        while let Some(next) = self.held.front() {
+            if !demand.admits(&chunk, next.payload.len()) {
+                break;
+            }
+            let Some(message) = self.held.pop_front() else {
+                break;
+            };
+            chunk.push(&message.payload);
+            self.position.advance(message.sequence, message.acker);
+        }
+        Ok(Some(chunk))
+    }
+}
