@@ -35,8 +35,8 @@ pub use self::io::{
 pub(crate) use self::io::{FILE, FileSource, STDIN, StdinSource};
 pub(crate) use self::nats::NATS;
 pub use self::nats::{
-    CHECKPOINT_MS, CHECKPOINT_RECORDS, FETCH_WAIT_MS, NatsSink, NatsSource, SERVER_TIMEOUT_MS,
-    SubjectKey,
+    CHECKPOINT_MS, CHECKPOINT_RECORDS, FETCH_WAIT_MS, LEASE_MS, NatsSink, NatsSource,
+    SERVER_TIMEOUT_MS, SubjectKey,
 };
 pub use self::partitions::{
     KeySpec, MAX_PARTITIONS, MAX_QUEUE_CHUNKS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS,

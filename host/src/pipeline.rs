@@ -6,6 +6,7 @@
 mod build;
 mod checkpointer;
 mod control;
+mod fleet;
 mod partitions;
 mod probe;
 mod sink;
@@ -62,6 +63,8 @@ pub struct Pipeline {
     partitions: Option<partitions::Partitions>,
     /// A partition of a NATS stream: its checkpoints.
     checkpointer: Option<checkpointer::Checkpointer>,
+    /// A NATS pipeline: this host's share of the stream's partitions.
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Pipeline {
@@ -93,6 +96,7 @@ impl Pipeline {
             max_wasm_stack,
             partitions: None,
             checkpointer: None,
+            fleet: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl Pipeline {
             stages: self.stages.clone(),
             swaps: self.swaps.clone(),
             partitioned: self.partitions.is_some(),
+            live: self.fleet.as_ref().map(fleet::Fleet::live),
         }
     }
 
@@ -123,6 +128,9 @@ impl Pipeline {
 
     /// A handle for reading progress from another thread while the pipeline runs.
     pub fn probe(&self) -> Probe {
+        if let Some(fleet) = &self.fleet {
+            return fleet.probe(&self.name);
+        }
         if let Some(partitions) = &self.partitions {
             return partitions.probe(&self.name);
         }
@@ -149,11 +157,18 @@ impl Pipeline {
 
     /// The number of replicas of the stage chain: `[partitions]`'s, else 1.
     pub fn partitions(&self) -> usize {
+        if let Some(fleet) = &self.fleet {
+            return fleet.partitions();
+        }
         self.partitions.as_ref().map_or(1, |p| p.replicas.len())
     }
 
     /// Primes every stage, upstream first (rule P1 on each). Idempotent.
     pub fn prime(&mut self) -> Result<()> {
+        // A NATS pipeline's replicas are built and primed when their partitions are taken.
+        if self.fleet.is_some() {
+            return Ok(());
+        }
         if let Some(partitions) = self.partitions.as_mut() {
             for replica in &mut partitions.replicas {
                 replica.prime()?;
@@ -177,7 +192,7 @@ impl Pipeline {
     /// A partitioned pipeline has no single chain to resume: it refuses, and runs with
     /// [`Pipeline::run`].
     pub fn resume(&mut self, credits: u32) -> Result<Option<u32>> {
-        if self.partitions.is_some() {
+        if self.partitions.is_some() || self.fleet.is_some() {
             return Err(Error::Host {
                 stage: "-".into(),
                 message: format!(
@@ -206,6 +221,9 @@ impl Pipeline {
     /// since stages nest (a stage's pull runs its upstream on the same stack) and running out
     /// of native stack would abort the process instead of faulting the stage.
     pub fn run(&mut self) -> RunReport {
+        if let Some(fleet) = self.fleet.as_mut() {
+            return fleet.run(&self.name, self.credits, &self.stop, &self.swaps);
+        }
         if let Some(partitions) = self.partitions.as_mut() {
             let router_stack = run_stack(1, self.max_wasm_stack);
             return partitions.run(
@@ -249,6 +267,8 @@ impl Pipeline {
     fn run_here(&mut self) -> RunReport {
         let started = Instant::now();
         let mut failure = self.prime().err();
+        // A NATS partition that read all its stream held and whose chain answered nothing.
+        let mut quiescent = false;
         if failure.is_none() {
             let mut watchdog = Watchdog::new(self.stall_timeout, self.probe());
             loop {
@@ -257,6 +277,7 @@ impl Pipeline {
                 }
                 match self.resume(self.credits) {
                     Ok(Some(0)) if self.checkpointer.as_ref().is_some_and(|c| c.drained()) => {
+                        quiescent = true;
                         break;
                     }
                     Ok(Some(records)) => {
@@ -287,7 +308,7 @@ impl Pipeline {
         // restart then has nothing to replay.
         if failure.is_none()
             && let Some(checkpointer) = self.checkpointer.as_mut()
-            && let Err(e) = checkpointer.take(&self.stages, &mut self.sink)
+            && let Err(e) = checkpointer.take(&self.stages, &mut self.sink, quiescent)
         {
             failure = Some(e);
         }

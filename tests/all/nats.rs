@@ -1,11 +1,11 @@
 //! Across hosts (docs/scale-out.md): pipelines that read and write NATS JetStream, against a
 //! real `nats-server` started per test. N1–N4: a partition's outputs are acknowledged before
-//! its checkpoint, its checkpoint before its input's acknowledgement, and a host that dies is
-//! replaced by one that restores the checkpoint and replays from its sequence, republishing
-//! under the same ids, so the output stream holds every order exactly once, in order per
-//! symbol.
+//! its checkpoint, its checkpoint before its input's acknowledgement, and a partition starts
+//! from its checkpoint, replaying from its sequence and republishing under the same ids. N5–N6:
+//! hosts share the partitions by leases, and a dead host's are taken over. So the output
+//! stream holds every order exactly once, in order per symbol, whatever host dies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -54,42 +54,55 @@ fn run_here(path: &Path) -> RunReport {
 }
 
 /// The market pipeline of examples/market-nats.toml as consumer `consumer`, writing orders to
-/// `<consumer>.orders` in stream `ORDERS_<consumer>`, ending once its input is drained.
-fn market_file(dir: &Path, url: &str, consumer: &str, checkpoint_records: u64) -> PathBuf {
-    pipeline_file(
-        dir,
-        &format!("market-{consumer}.toml"),
-        MARKET,
-        url,
-        &[
-            (
-                "consumer = \"market\"",
-                &format!("consumer = \"{consumer}\"\ndrain = true"),
+/// `<consumer>.orders` in stream `ORDERS_<consumer>`, ending once its input is drained if
+/// `drain` (else when stopped), its leases (in a bucket of its own) lasting 1.5 s.
+fn market_file(
+    dir: &Path,
+    url: &str,
+    consumer: &str,
+    checkpoint_records: u64,
+    drain: bool,
+    more: &[(&str, &str)],
+) -> PathBuf {
+    let mut edits: Vec<(&str, String)> = vec![
+        (
+            "consumer = \"market\"",
+            format!(
+                "consumer = \"{consumer}\"\ndrain = {drain}\nlease_ms = 1500\n\
+                 lease_bucket = \"leases-{consumer}\""
             ),
-            (
-                "checkpoint_records = 10000",
-                &format!("checkpoint_records = {checkpoint_records}"),
-            ),
-            (
-                "subject = \"orders\"",
-                &format!("subject = \"{consumer}.orders\""),
-            ),
-            (
-                "stream = \"ORDERS\"",
-                &format!("stream = \"ORDERS_{consumer}\""),
-            ),
-        ],
-    )
+        ),
+        (
+            "checkpoint_records = 10000",
+            format!("checkpoint_records = {checkpoint_records}"),
+        ),
+        (
+            "subject = \"orders\"",
+            format!("subject = \"{consumer}.orders\""),
+        ),
+        (
+            "stream = \"ORDERS\"",
+            format!("stream = \"ORDERS_{consumer}\""),
+        ),
+    ];
+    edits.extend(more.iter().map(|(from, to)| (*from, to.to_string())));
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(f, t)| (*f, t.as_str())).collect();
+    let name = format!("market-{consumer}-{drain}.toml");
+    pipeline_file(dir, &name, MARKET, url, &edits)
 }
 
-/// Publishes `records` ticks of the feed into stream `MD` (examples/nats-publish.toml).
-fn publish_feed(dir: &Path, url: &str, records: u64) {
+/// Publishes `records` ticks of the feed seeded with `seed` into stream `MD`
+/// (examples/nats-publish.toml).
+fn publish_feed(dir: &Path, url: &str, records: u64, seed: u64) {
     let path = pipeline_file(
         dir,
         "publish.toml",
         PUBLISH,
         url,
-        &[("records = 200000", &format!("records = {records}"))],
+        &[
+            ("records = 200000", &format!("records = {records}")),
+            ("seed = 42", &format!("seed = {seed}")),
+        ],
     );
     let report = run_here(&path);
     assert_eq!(report.sink.records, records);
@@ -122,6 +135,62 @@ impl Reader {
                 Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.messages),
                 Err(_) => 0,
             }
+        })
+    }
+
+    /// The hosts holding a lease in bucket `bucket` now.
+    fn lease_holders(&self, bucket: &str) -> BTreeSet<String> {
+        self.runtime.block_on(async {
+            let mut holders = BTreeSet::new();
+            let Ok(store) = self.js.get_key_value(bucket).await else {
+                return holders;
+            };
+            let Ok(mut keys) = store.keys().await else {
+                return holders;
+            };
+            while let Some(Ok(key)) = keys.next().await {
+                if key.starts_with("partition.")
+                    && let Ok(Some(value)) = store.get(&key).await
+                {
+                    holders.insert(String::from_utf8_lossy(&value).into_owned());
+                }
+            }
+            holders
+        })
+    }
+
+    /// True when every one of consumer `consumer`'s 8 partitions exists and has delivered
+    /// every message the stream holds for it.
+    fn all_delivered(&self, consumer: &str) -> bool {
+        self.runtime.block_on(async {
+            let Ok(stream) = self.js.get_stream("MD").await else {
+                return false;
+            };
+            for partition in 0..8 {
+                let name = format!("{consumer}-{partition}");
+                match stream.consumer_info(&name).await {
+                    Ok(info) if info.num_pending == 0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+    }
+
+    /// How many partitions are leased in bucket `bucket` now.
+    fn lease_count(&self, bucket: &str) -> usize {
+        self.runtime.block_on(async {
+            let Ok(store) = self.js.get_key_value(bucket).await else {
+                return 0;
+            };
+            let Ok(keys) = store.keys().await else {
+                return 0;
+            };
+            keys.filter(|key| {
+                std::future::ready(key.as_ref().is_ok_and(|k| k.starts_with("partition.")))
+            })
+            .count()
+            .await
         })
     }
 
@@ -175,6 +244,16 @@ fn spawn_host(path: &Path) -> Child {
         .expect("test host starts")
 }
 
+/// Stops `child` as an operator would (SIGINT), and waits for it to exit successfully.
+fn stop_host(child: Child) {
+    let stopped = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(stopped.success());
+    wait_ok(child);
+}
+
 /// Waits for `child` to exit, successfully.
 fn wait_ok(mut child: Child) {
     let deadline = Instant::now() + HANG;
@@ -191,17 +270,59 @@ fn wait_ok(mut child: Child) {
     }
 }
 
-/// N1–N4: a host killed with SIGKILL mid-stream and started again publishes exactly the
-/// orders of an uninterrupted run: none lost, none duplicated, each symbol's in order, through
-/// the stateful VWAP and strategy stages of all 8 partitions.
+/// N1–N6: two hosts share a stream's 8 partitions, checkpointing only when they hand a
+/// partition back. One is killed with SIGKILL once the first third of the feed is read (its
+/// orders published, none of its partitions checkpointed); the other takes its partitions
+/// over, replaying from their checkpoints; the rest of the feed is published; the killed host
+/// starts again, the other is stopped, and the first finishes the stream. The output stream
+/// holds exactly the orders of an uninterrupted single-host run over the same stream: none
+/// lost, none duplicated, each symbol's in order, through the stateful VWAP and strategy
+/// stages.
 #[test]
-fn n1_n4_a_host_killed_mid_stream_and_restarted_loses_and_repeats_nothing() {
+fn n1_n6_two_hosts_one_killed_mid_stream_lose_and_repeat_nothing() {
     let server = NatsServer::start("kill");
     let dir = test_dir("kill");
-    publish_feed(&dir, &server.url, 60_000);
     let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 20_000, 42);
+    let rarely = [
+        (
+            "checkpoint_records = 2000",
+            "checkpoint_records = 100000000",
+        ),
+        ("checkpoint_ms = 1000", "checkpoint_ms = 600000"),
+    ];
+    let running = market_file(&dir, &server.url, "shared", 2_000, false, &rarely);
+    let draining = market_file(&dir, &server.url, "shared", 2_000, true, &rarely);
 
-    let reference = market_file(&dir, &server.url, "reference", 2_000);
+    let mut first = spawn_host(&running);
+    let second = spawn_host(&running);
+    let deadline = Instant::now() + HANG;
+    let mut both = false;
+    while !(both && reader.all_delivered("shared") && reader.count("ORDERS_shared") > 0) {
+        both |= reader.lease_holders("leases-shared").len() == 2;
+        assert!(
+            Instant::now() < deadline,
+            "the hosts did not share the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    // The other host takes every partition over once the dead host's leases age out.
+    while reader.lease_count("leases-shared") < 8 || reader.lease_holders("leases-shared").len() > 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dead host's partitions were not taken over"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publish_feed(&dir, &server.url, 40_000, 43);
+    let restarted = spawn_host(&draining);
+    stop_host(second);
+    wait_ok(restarted);
+
+    let reference = market_file(&dir, &server.url, "reference", 2_000, true, &[]);
     let report = run_here(&reference);
     assert_eq!(report.records_in(), 60_000, "{report}");
     let expected = reader.messages("ORDERS_reference");
@@ -210,30 +331,7 @@ fn n1_n4_a_host_killed_mid_stream_and_restarted_loses_and_repeats_nothing() {
         "too few orders to tell: {}",
         expected.len()
     );
-
-    let crashing = market_file(&dir, &server.url, "crash", 2_000);
-    let mut host = spawn_host(&crashing);
-    // Killed once about a third of the orders are out: after some checkpoints, before the end.
-    let third = expected.len() as u64 / 3;
-    let deadline = Instant::now() + HANG;
-    while reader.count("ORDERS_crash") < third {
-        assert!(
-            host.try_wait().expect("wait").is_none(),
-            "the host ended before it could be killed mid-stream"
-        );
-        assert!(Instant::now() < deadline, "no orders from the host");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    host.kill().expect("SIGKILL");
-    let _ = host.wait();
-    let published = reader.count("ORDERS_crash");
-    assert!(
-        published < expected.len() as u64,
-        "the host had published every order ({published}) before it was killed"
-    );
-    wait_ok(spawn_host(&crashing));
-
-    let got = reader.messages("ORDERS_crash");
+    let got = reader.messages("ORDERS_shared");
     assert_eq!(
         got.len(),
         expected.len(),
@@ -243,17 +341,242 @@ fn n1_n4_a_host_killed_mid_stream_and_restarted_loses_and_repeats_nothing() {
 }
 
 /// N4: a run that ended (its input drained) left a checkpoint of everything: run again, it
-/// reads nothing twice and publishes nothing; fed more ticks, it reads only those.
+/// reads nothing twice and publishes nothing; fed more ticks, it reads only those, its stages
+/// restored from the checkpoint, so that its orders and the first run's are exactly those of
+/// one run over the whole stream.
 #[test]
 fn n4_a_second_run_starts_from_the_checkpoint_of_the_first() {
     let server = NatsServer::start("again");
     let dir = test_dir("again");
-    publish_feed(&dir, &server.url, 5_000);
-    let path = market_file(&dir, &server.url, "again", 1_000);
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 5_000, 42);
+    let path = market_file(&dir, &server.url, "again", 1_000, true, &[]);
     assert_eq!(run_here(&path).records_in(), 5_000);
     let again = run_here(&path);
     assert_eq!(again.records_in(), 0, "{again}");
     assert_eq!(again.sink.records, 0, "{again}");
-    publish_feed(&dir, &server.url, 5_000);
+    publish_feed(&dir, &server.url, 5_000, 43);
     assert_eq!(run_here(&path).records_in(), 5_000);
+
+    let reference = market_file(&dir, &server.url, "reference", 1_000, true, &[]);
+    assert_eq!(run_here(&reference).records_in(), 10_000);
+    let expected = reader.messages("ORDERS_reference");
+    assert!(
+        expected.len() > 10,
+        "too few orders to tell: {}",
+        expected.len()
+    );
+    assert_eq!(
+        by_symbol(&reader.messages("ORDERS_again")),
+        by_symbol(&expected)
+    );
+}
+
+/// A server that stops mid-run and comes back: the host waits (every NATS operation is retried
+/// for `server_timeout_ms`), carries on with what is published after, and loses nothing.
+#[test]
+fn a_server_that_stops_and_comes_back_loses_nothing() {
+    let mut server = NatsServer::start("outage");
+    let dir = test_dir("outage");
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 10_000, 42);
+    let long_leases = [("lease_ms = 1500", "lease_ms = 10000")];
+    let running = market_file(&dir, &server.url, "outage", 1_000, false, &long_leases);
+    let host = spawn_host(&running);
+    let deadline = Instant::now() + HANG;
+    while !(reader.all_delivered("outage") && reader.count("ORDERS_outage") > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not read the stream"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 10_000, 43);
+    while !reader.all_delivered("outage") {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not carry on after the outage"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop_host(host);
+    // What the host still held is in its checkpoints: a drained run finishes it.
+    let finishing = market_file(&dir, &server.url, "outage", 1_000, true, &long_leases);
+    run_here(&finishing);
+
+    let reference = market_file(&dir, &server.url, "reference", 1_000, true, &[]);
+    assert_eq!(run_here(&reference).records_in(), 20_000);
+    let expected = reader.messages("ORDERS_reference");
+    assert!(
+        expected.len() > 10,
+        "too few orders to tell: {}",
+        expected.len()
+    );
+    let got = reader.messages("ORDERS_outage");
+    assert_eq!(got.len(), expected.len(), "orders lost or duplicated");
+    assert_eq!(by_symbol(&got), by_symbol(&expected));
+}
+
+/// A server that does not come back fails the run once `server_timeout_ms` has passed, with
+/// an error naming the server, instead of waiting for ever.
+#[test]
+fn a_server_that_does_not_come_back_fails_the_run_naming_it() {
+    let mut server = NatsServer::start("gone");
+    let dir = test_dir("gone");
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 2_000, 42);
+    let running = market_file(
+        &dir,
+        &server.url,
+        "gone",
+        1_000,
+        false,
+        &[(
+            "consumer = \"gone\"",
+            "consumer = \"gone\"\nserver_timeout_ms = 2000",
+        )],
+    );
+    let host = Command::new(env!("CARGO_BIN_EXE_sluicegate-test-host"))
+        .arg(&running)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("test host starts");
+    let deadline = Instant::now() + HANG;
+    while !reader.all_delivered("gone") {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not read the stream"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let url = server.url.clone();
+    server.stop();
+    let output = within(HANG, move || host.wait_with_output().expect("host output"));
+    assert!(!output.status.success(), "the run did not fail");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("NATS server") && report.contains(&url) && report.contains("2000 ms"),
+        "{report}"
+    );
+}
+
+/// N7: in a NATS run, a stage faulting under `restart` rolls its partition back to the last
+/// checkpoint: a new chain, restored from it, replays what came after, and republishes it
+/// under the same ids, so the stream holds exactly the orders of a run without faults.
+#[test]
+fn n7_a_restart_rolls_the_partition_back_to_its_checkpoint_and_loses_nothing() {
+    let server = NatsServer::start("restart");
+    let dir = test_dir("restart");
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 12_000, 42);
+    // After the strategy: its instance traps once it has passed `after` orders. The sink asks
+    // for one order at a time and a checkpoint follows every one, so each new instance gets
+    // further.
+    let flaky = |after: u64| {
+        format!(
+            "[[stage]]\nname = \"flaky\"\ncomponent = {:?}\nconfig = {{ after = {after} }}\n\
+             on_fault = \"restart\"\nmax_restarts = 100\nrestart_backoff_ms = 1\n\n[sink]",
+            sluicegate_tests::artifacts::FLAKY
+        )
+    };
+    let faulty = flaky(3);
+    let faulting = market_file(
+        &dir,
+        &server.url,
+        "faulting",
+        1,
+        true,
+        &[
+            ("[sink]", faulty.as_str()),
+            ("credits = 256", "credits = 1"),
+        ],
+    );
+    let report = run_here(&faulting);
+    assert!(
+        report
+            .recovered
+            .iter()
+            .any(|f| f.stage.starts_with("flaky#")),
+        "no partition rolled back: {report}"
+    );
+
+    let never = flaky(1_000_000);
+    let reference = market_file(
+        &dir,
+        &server.url,
+        "reference",
+        1,
+        true,
+        &[("[sink]", never.as_str())],
+    );
+    assert_eq!(run_here(&reference).records_in(), 12_000);
+    let expected = reader.messages("ORDERS_reference");
+    assert!(
+        expected.len() > 10,
+        "too few orders to tell: {}",
+        expected.len()
+    );
+    let got = reader.messages("ORDERS_faulting");
+    assert_eq!(got.len(), expected.len(), "orders lost or duplicated");
+    assert_eq!(by_symbol(&got), by_symbol(&expected));
+}
+
+/// A hot swap during a NATS run replaces the stage in every partition this host runs (each
+/// at its own chunk boundary, its state handed over) and in those it takes later, and loses
+/// nothing: the stream holds exactly the orders of a run without swaps.
+#[test]
+fn a_hot_swap_during_a_nats_run_loses_nothing() {
+    let server = NatsServer::start("swap");
+    let dir = test_dir("swap");
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 10_000, 42);
+    let running = market_file(&dir, &server.url, "swapped", 500, false, &[]);
+    let spec = PipelineSpec::from_file(&running).expect("spec");
+    let mut pipeline = pipelines().build(&spec, &running).expect("build");
+    let (swapper, stopper) = (pipeline.swapper(), pipeline.stopper());
+    let runner = std::thread::spawn(move || pipeline.run());
+    let deadline = Instant::now() + HANG;
+    while !(reader.all_delivered("swapped") && reader.count("ORDERS_swapped") > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not read the stream"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let vwap = sluicegate_tests::component(sluicegate_tests::artifacts::VWAP);
+    let first = swapper
+        .swap("vwap", &vwap)
+        .expect("swap between two parts of the feed");
+    assert!(first.state_carried, "{first:?}");
+    publish_feed(&dir, &server.url, 10_000, 43);
+    // Again while the second part streams in.
+    swapper
+        .swap("vwap", &vwap)
+        .expect("swap while records flow");
+    while !reader.all_delivered("swapped") {
+        assert!(Instant::now() < deadline, "the host did not read the rest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stopper.stop();
+    let report = runner.join().expect("the run's thread");
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert!(report.swaps.len() >= 2, "{report}");
+    let finishing = market_file(&dir, &server.url, "swapped", 500, true, &[]);
+    run_here(&finishing);
+
+    let reference = market_file(&dir, &server.url, "reference", 500, true, &[]);
+    assert_eq!(run_here(&reference).records_in(), 20_000);
+    let expected = reader.messages("ORDERS_reference");
+    assert!(
+        expected.len() > 10,
+        "too few orders to tell: {}",
+        expected.len()
+    );
+    let got = reader.messages("ORDERS_swapped");
+    assert_eq!(got.len(), expected.len(), "orders lost or duplicated");
+    assert_eq!(by_symbol(&got), by_symbol(&expected));
 }

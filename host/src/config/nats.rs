@@ -13,6 +13,7 @@
 //! checkpoint_records = 10000 # a checkpoint at least every 10,000 input records …
 //! checkpoint_ms = 1000       # … and every second
 //! drain = false              # true: end once every partition has read what the stream holds
+//! lease_ms = 3000            # a dead host's partitions are taken over within about this
 //!
 //! [sink]
 //! kind = "nats"
@@ -33,6 +34,8 @@ pub const CHECKPOINT_MS: u64 = 1_000;
 /// Default of `server_timeout_ms`: how long the pipeline waits for an unreachable server
 /// before it fails.
 pub const SERVER_TIMEOUT_MS: u64 = 30_000;
+/// Default of `lease_ms`: a dead host's partitions are taken over within about 3 s.
+pub const LEASE_MS: u64 = 3_000;
 /// Default of `fetch_wait_ms`: how long a pull with nothing to fetch waits for a message before
 /// it answers "nothing now".
 pub const FETCH_WAIT_MS: u64 = 100;
@@ -71,6 +74,13 @@ pub struct NatsSource {
     /// How long the pipeline waits for an unreachable server before it fails.
     #[serde(default = "default_server_timeout_ms")]
     pub server_timeout_ms: u64,
+    /// The key-value bucket of the hosts' leases; default `sluicegate-leases`.
+    #[serde(default = "default_lease_bucket")]
+    pub lease_bucket: String,
+    /// How long a host's lease on a partition lasts unless renewed (it is renewed three times
+    /// as often): a dead host's partitions are taken over within about this long.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
 }
 
 /// The NATS settings of a `[sink]` of kind `nats`.
@@ -117,6 +127,14 @@ fn default_bucket() -> String {
     "sluicegate-checkpoints".into()
 }
 
+fn default_lease_bucket() -> String {
+    "sluicegate-leases".into()
+}
+
+fn default_lease_ms() -> u64 {
+    LEASE_MS
+}
+
 fn default_checkpoint_records() -> u64 {
     CHECKPOINT_RECORDS
 }
@@ -140,6 +158,14 @@ impl NatsSource {
         check_name(&self.stream, "[source] stream")?;
         check_name(&self.consumer, "[source] consumer")?;
         check_name(&self.checkpoint_bucket, "[source] checkpoint_bucket")?;
+        check_name(&self.lease_bucket, "[source] lease_bucket")?;
+        if self.lease_bucket == self.checkpoint_bucket {
+            return Err(
+                "[source] lease_bucket and checkpoint_bucket must differ (leases expire, \
+                        checkpoints must not)"
+                    .into(),
+            );
+        }
         check_subject(&self.subjects, "[source] subjects")?;
         if !(1..=super::MAX_PARTITIONS).contains(&self.partitions) {
             return Err(format!(
@@ -153,6 +179,7 @@ impl NatsSource {
             ("checkpoint_ms", self.checkpoint_ms),
             ("fetch_wait_ms", self.fetch_wait_ms),
             ("server_timeout_ms", self.server_timeout_ms),
+            ("lease_ms", self.lease_ms),
         ] {
             if value == 0 {
                 return Err(format!("[source] {key} must be greater than 0"));

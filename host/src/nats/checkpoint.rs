@@ -13,13 +13,16 @@ use super::Nats;
 use crate::error::{Error, Result};
 
 /// The first bytes of an encoded checkpoint (and its format's version).
-const MAGIC: &[u8; 5] = b"SGCK\x01";
+const MAGIC: &[u8; 5] = b"SGCK\x02";
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     /// The stream sequence of the last input message the states cover.
     pub(crate) sequence: u64,
+    /// Taken when the partition had read everything its stream held and its chain answered
+    /// nothing more: no output is still held in a stage (what `drain` waits for).
+    pub(crate) quiescent: bool,
     /// Each stage's name (without its replica suffix) and state, upstream first; an empty
     /// state for a stage that holds nothing.
     pub(crate) states: Vec<(String, Vec<u8>)>,
@@ -29,6 +32,7 @@ impl Checkpoint {
     fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.push(u8::from(self.quiescent));
         out.extend_from_slice(&(self.states.len() as u32).to_le_bytes());
         for (name, state) in &self.states {
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -47,6 +51,7 @@ impl Checkpoint {
             Some(head)
         };
         let sequence = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let quiescent = take(1)?[0] == 1;
         let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let mut states = Vec::new();
         for _ in 0..count {
@@ -55,7 +60,11 @@ impl Checkpoint {
             let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
             states.push((name, take(len)?.to_vec()));
         }
-        Some(Checkpoint { sequence, states })
+        Some(Checkpoint {
+            sequence,
+            quiescent,
+            states,
+        })
     }
 }
 
@@ -122,36 +131,64 @@ impl Checkpoints {
         })
     }
 
-    /// Writes `checkpoint`, if the entry is still the one this host last read or wrote.
-    pub(crate) fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    /// Writes `checkpoint`, if the entry is still the one this host last read or wrote:
+    /// `Ok(false)` if another host wrote it since (it holds the partition now). Retried while
+    /// the server does not answer, for up to the connection's timeout.
+    pub(crate) fn save(&mut self, checkpoint: &Checkpoint) -> Result<bool> {
         let value = bytes::Bytes::from(checkpoint.encode());
-        let (store, key) = (&self.store, &self.key);
-        let revision = self.revision;
-        let written = self.nats.block_on(async {
-            match revision {
-                Some(revision) => store
-                    .update(key, value.clone(), revision)
+        let deadline = self.nats.deadline();
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let (store, key) = (&self.store, &self.key);
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(std::time::Duration::from_millis(100));
+            let written = self.nats.block_on(async {
+                let write =
+                    async {
+                        match self.revision {
+                            Some(revision) => store
+                                .update(key, value.clone(), revision)
+                                .await
+                                .map_err(|e| {
+                                    (
+                                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                                        e.to_string(),
+                                    )
+                                }),
+                            None => store.create(key, value.clone()).await.map_err(|e| {
+                                (
+                                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                                    e.to_string(),
+                                )
+                            }),
+                        }
+                    };
+                tokio::time::timeout(left, write)
                     .await
-                    .map_err(|e| e.to_string()),
-                None => store
-                    .create(key, value.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
+                    .unwrap_or_else(|_| Err((false, "timed out".into())))
+            });
+            match written {
+                Ok(revision) => {
+                    self.revision = Some(revision);
+                    return Ok(true);
+                }
+                Err((true, _)) => return Ok(false),
+                Err((false, e)) if std::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(
+                        "partition {}: checkpoint not written ({e}); retrying",
+                        self.partition
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err((false, e)) => {
+                    return Err(Error::Io {
+                        stage: format!("partition#{}", self.partition),
+                        message: format!("checkpoint `{key}` was not written: {e}"),
+                    });
+                }
             }
-        });
-        match written {
-            Ok(revision) => {
-                self.revision = Some(revision);
-                Ok(())
-            }
-            Err(e) => Err(Error::Io {
-                stage: format!("partition#{}", self.partition),
-                message: format!(
-                    "checkpoint `{key}` was not written ({e}): another host may have taken \
-                     the partition over, or the server is unreachable; the partition stops \
-                     here and resumes from its last checkpoint"
-                ),
-            }),
         }
     }
 }
@@ -160,9 +197,10 @@ impl Checkpoints {
     /// Acknowledges the input up to a checkpoint's sequence. Losing an acknowledgement loses
     /// nothing: the position is the checkpoint's, and the server only keeps more messages.
     pub(crate) fn acknowledge(&self, acker: async_nats::jetstream::message::Acker) {
-        if let Err(e) = self.nats.block_on(acker.ack()) {
+        if !matches!(self.nats.quick(acker.ack()), Some(Ok(()))) {
             tracing::warn!(
-                "partition {}: acknowledging its input up to the checkpoint failed: {e}",
+                "partition {}: its input was not acknowledged up to the checkpoint (the next \
+                 checkpoint will)",
                 self.partition
             );
         }
@@ -177,6 +215,7 @@ mod tests {
     fn a_checkpoint_decodes_to_what_was_encoded_and_garbage_is_refused() {
         let checkpoint = Checkpoint {
             sequence: 1234,
+            quiescent: true,
             states: vec![("decode".into(), vec![]), ("vwap".into(), vec![1, 2, 3])],
         };
         assert_eq!(

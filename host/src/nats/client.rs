@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The least time an attempt is given, even past the deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// How long a best-effort operation may take.
+const QUICK: Duration = Duration::from_secs(1);
 
 /// A connection to one server, with its JetStream context.
 pub(crate) struct Nats {
@@ -82,25 +86,40 @@ impl Nats {
     }
 
     /// Runs the operation `attempt` makes until it succeeds, retrying while the server does
-    /// not answer, for up to the connection's timeout; then fails naming `what`.
+    /// not answer, for up to the connection's timeout (each attempt cut short at it); then
+    /// fails naming `what`.
     pub(crate) fn retry<T, E, F>(&self, what: &str, mut attempt: impl FnMut() -> F) -> Result<T>
     where
         E: std::fmt::Display,
         F: Future<Output = std::result::Result<T, E>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.deadline();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.block_on(attempt()) {
-                Ok(value) => return Ok(value),
-                Err(e) if Instant::now() + backoff < deadline => {
-                    tracing::warn!("{}: {what} failed ({e}); retrying", self.who);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(e) => return Err(self.error(format!("{what}: {e}"))),
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(MIN_ATTEMPT);
+            let attempt = attempt();
+            let outcome = self.block_on(async { tokio::time::timeout(left, attempt).await });
+            let error = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(self.error(format!("{what}: {error}")));
             }
+            tracing::warn!("{}: {what} failed ({error}); retrying", self.who);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Runs `future` for at most [`QUICK`]: for what is worth trying once and harmless to
+    /// miss (an acknowledgement, giving a lease back). `None` if it did not finish in time.
+    pub(crate) fn quick<F: Future>(&self, future: F) -> Option<F::Output> {
+        self.block_on(async { tokio::time::timeout(QUICK, future).await })
+            .ok()
     }
 
     /// When an operation started now stops being retried.

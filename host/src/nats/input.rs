@@ -70,6 +70,9 @@ impl Position {
 /// One message fetched and not yet handed to the chain (a pull's byte bound kept it back).
 struct Held {
     sequence: u64,
+    /// The consumer's own sequence of this delivery: one more than the last, unless
+    /// deliveries were lost on the way (a connection that broke mid-fetch).
+    delivery: u64,
     payload: bytes::Bytes,
     acker: Acker,
 }
@@ -77,29 +80,50 @@ struct Held {
 /// A partition's consumer as the upstream of the partition's first stage.
 pub(crate) struct NatsInput {
     nats: Arc<Nats>,
-    consumer: PullConsumer,
+    settings: NatsSource,
+    consumer: Option<PullConsumer>,
+    /// The consumer sequence the next delivery must have.
+    next_delivery: u64,
     held: VecDeque<Held>,
     position: Arc<Position>,
     wait: Duration,
-    drain: bool,
     partition: u32,
 }
 
 impl NatsInput {
-    /// (Re)creates partition `partition`'s durable consumer so that it delivers from just after
-    /// `position`'s sequence (the last checkpoint's), whatever it delivered before: a new
-    /// owner must not read newer messages ahead of those its predecessor never covered.
+    /// Partition `partition`'s input, delivering from just after `position`'s sequence (the
+    /// last checkpoint's).
     pub(crate) fn open(
         nats: Arc<Nats>,
         settings: &NatsSource,
         partition: u32,
         position: Arc<Position>,
     ) -> Result<Self> {
-        let name = format!("{}-{partition}", settings.consumer);
-        let after = position.sequence();
+        let mut input = NatsInput {
+            nats,
+            settings: settings.clone(),
+            consumer: None,
+            next_delivery: 1,
+            held: VecDeque::new(),
+            position,
+            wait: Duration::from_millis(settings.fetch_wait_ms),
+            partition,
+        };
+        input.reopen()?;
+        Ok(input)
+    }
+
+    /// (Re)creates the partition's durable consumer so that it delivers from just after the
+    /// last message handed to the chain, whatever it delivered before: a new owner must not
+    /// read newer messages ahead of those its predecessor never covered (N4), and after a
+    /// broken connection nothing delivered into it may be skipped.
+    fn reopen(&mut self) -> Result<()> {
+        let settings = &self.settings;
+        let name = format!("{}-{}", settings.consumer, self.partition);
+        let after = self.position.sequence();
         let config = pull::Config {
             durable_name: Some(name.clone()),
-            filter_subject: format!("{}.{partition}.>", settings.subjects),
+            filter_subject: format!("{}.{}.>", settings.subjects, self.partition),
             deliver_policy: if after == 0 {
                 DeliverPolicy::All
             } else {
@@ -113,63 +137,147 @@ impl NatsInput {
             max_ack_pending: -1,
             ..Default::default()
         };
-        let js = nats.js.clone();
-        let stream = nats.retry(&format!("opening stream `{}`", settings.stream), || {
-            js.get_stream(settings.stream.clone())
-        })?;
+        let js = self.nats.js.clone();
+        let stream = self
+            .nats
+            .retry(&format!("opening stream `{}`", settings.stream), || {
+                js.get_stream(settings.stream.clone())
+            })?;
         // Deleting a consumer that does not exist fails; that is fine.
-        let _ = nats.block_on(stream.delete_consumer(&name));
-        let consumer: PullConsumer = nats.retry(&format!("creating consumer `{name}`"), || {
-            stream.create_consumer(config.clone())
-        })?;
-        Ok(NatsInput {
-            nats,
-            consumer,
-            held: VecDeque::new(),
-            position,
-            wait: Duration::from_millis(settings.fetch_wait_ms),
-            drain: settings.drain,
-            partition,
-        })
+        let _ = self.nats.quick(stream.delete_consumer(&name));
+        let consumer: PullConsumer = self
+            .nats
+            .retry(&format!("creating consumer `{name}`"), || {
+                stream.create_consumer(config.clone())
+            })?;
+        self.consumer = Some(consumer);
+        self.next_delivery = 1;
+        self.held.clear();
+        Ok(())
     }
 
     /// Fetches up to `n` messages into `held`: what the stream has now, or else the first one
-    /// to arrive within the wait. `false` if there were none.
+    /// to arrive within the wait. `false` if there were none. A fetch that fails is retried
+    /// (for up to `server_timeout_ms`) on a consumer reopened at the position, so nothing
+    /// that was delivered into a broken connection is skipped.
     fn fetch(&mut self, n: usize) -> Result<bool> {
-        let what = format!("fetching partition {}'s messages", self.partition);
-        let consumer = &self.consumer;
-        let now = self.nats.retry(&what, || async {
-            let mut batch = consumer.fetch().max_messages(n).messages().await?;
-            collect(&mut batch).await
-        })?;
-        let messages = if now.is_empty() {
-            let wait = self.wait;
-            self.nats.retry(&what, || async {
-                let mut batch = consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(wait)
-                    .messages()
-                    .await?;
-                collect(&mut batch).await
-            })?
-        } else {
-            now
-        };
-        let found = !messages.is_empty();
-        self.held.extend(messages);
+        let deadline = self.nats.deadline();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = match &self.consumer {
+                Some(consumer) => {
+                    let (wait, limit) = (self.wait, self.wait + FETCH_TIMEOUT);
+                    self.nats
+                        .block_on(async {
+                            tokio::time::timeout(limit, fetch_now_or_wait(consumer, n, wait)).await
+                        })
+                        .unwrap_or_else(|_| Err("timed out".into()))
+                }
+                None => Err("no consumer".into()),
+            };
+            let error = match attempt {
+                Ok(messages) => return self.accept(messages),
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() + backoff >= deadline {
+                return Err(self.nats.error(format!(
+                    "fetching partition {}'s messages: {error}",
+                    self.partition
+                )));
+            }
+            tracing::warn!(
+                "source: fetching partition {}'s messages failed ({error}); retrying",
+                self.partition
+            );
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            self.consumer = None;
+            self.reopen()?;
+        }
+    }
+
+    /// Keeps the fetched messages that come next: a gap in the consumer's deliveries (lost in
+    /// a broken connection) reopens the consumer at the position and drops what came after it;
+    /// a message already seen (offered again) is dropped.
+    fn accept(&mut self, messages: Vec<Held>) -> Result<bool> {
+        let mut found = false;
+        for message in messages {
+            if message.delivery != self.next_delivery {
+                tracing::warn!(
+                    "source: partition {}'s deliveries skipped from {} to {}; reading again \
+                     from after stream sequence {}",
+                    self.partition,
+                    self.next_delivery,
+                    message.delivery,
+                    self.position.sequence()
+                );
+                self.reopen()?;
+                return Ok(false);
+            }
+            self.next_delivery += 1;
+            let seen = self
+                .held
+                .back()
+                .map_or(self.position.sequence(), |last| last.sequence);
+            if message.sequence > seen {
+                self.held.push_back(message);
+                found = true;
+            }
+        }
         Ok(found)
     }
 
     /// True when the consumer has delivered everything its stream holds for the partition.
     fn drained(&self) -> Result<bool> {
         let what = format!("reading partition {}'s consumer", self.partition);
+        let Some(consumer) = &self.consumer else {
+            return Ok(false);
+        };
         let pending = self.nats.retry(&what, || {
-            let mut consumer = self.consumer.clone();
+            let mut consumer = consumer.clone();
             async move { consumer.info().await.map(|info| info.num_pending) }
         })?;
         Ok(pending == 0)
     }
+}
+
+/// What a fetch may take beyond its wait before it counts as failed.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Up to `n` messages the stream has now, or else the first to arrive within `wait`.
+async fn fetch_now_or_wait(
+    consumer: &PullConsumer,
+    n: usize,
+    wait: Duration,
+) -> std::result::Result<Vec<Held>, async_nats::Error> {
+    let mut batch = consumer.fetch().max_messages(n).messages().await?;
+    let now = collect(&mut batch).await?;
+    if !now.is_empty() {
+        return Ok(now);
+    }
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(wait)
+        .messages()
+        .await?;
+    collect(&mut batch).await
+}
+
+/// True when partition `partition`'s consumer exists and has neither a message to deliver nor
+/// one delivered and unacknowledged: everything the stream holds for it is read and covered by
+/// a checkpoint.
+pub(crate) fn consumer_settled(nats: &Nats, settings: &NatsSource, partition: u32) -> bool {
+    let name = format!("{}-{partition}", settings.consumer);
+    nats.block_on(async {
+        let Ok(stream) = nats.js.get_stream(settings.stream.clone()).await else {
+            return false;
+        };
+        let Ok(info) = stream.consumer_info(&name).await else {
+            return false;
+        };
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
 }
 
 /// Every message of a fetched batch, with its stream sequence.
@@ -179,10 +287,12 @@ async fn collect(
     let mut messages = Vec::new();
     while let Some(message) = batch.next().await {
         let message = message?;
-        let sequence = message.info()?.stream_sequence;
+        let info = message.info()?;
+        let (sequence, delivery) = (info.stream_sequence, info.consumer_sequence);
         let (message, acker) = message.split();
         messages.push(Held {
             sequence,
+            delivery,
             payload: message.payload,
             acker,
         });
@@ -198,7 +308,7 @@ impl Upstream for NatsInput {
         if self.held.is_empty() {
             let n = usize::try_from(demand.records).unwrap_or(usize::MAX);
             let found = self.fetch(n)?;
-            let drained = !found && self.drain && self.drained()?;
+            let drained = !found && self.settings.drain && self.drained()?;
             self.position.drained.store(drained, Ordering::Relaxed);
         }
         let mut chunk = Chunk::empty();

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 mod nats;
 
+pub(crate) use self::nats::Replicas;
+
 use super::Pipeline;
 use super::partitions::{
     Key, KeyStage, Keys, PartitionInput, Partitions, Router, Shared, replica_name,
@@ -29,7 +31,7 @@ use crate::upstream::Upstream;
 
 /// A stage's spec and component, loaded once for every replica, with the configurations of
 /// the inner stages when it is a fused chain.
-type Loaded = (StageSpec, StageComponent, Vec<Vec<(String, String)>>);
+pub(crate) type Loaded = (StageSpec, StageComponent, Vec<Vec<(String, String)>>);
 
 /// Builds pipelines from pipeline files, with the components and source kinds a program adds
 /// to what the library knows (component files; `file` and `stdin` sources).
@@ -97,7 +99,7 @@ impl<'a> PipelineBuilder<'a> {
         let components = self.components(spec, origin, &base)?;
         let sink = Sink::open(&spec.sink, origin)?;
         if let Some(source) = spec.source.as_ref().filter(|s| s.kind == NATS) {
-            return self.nats_partitions(spec, origin, &components, source, sink);
+            return self.nats_partitions(spec, origin, components, source, sink);
         }
         match &spec.partitions {
             None => self.chain(spec, origin, &components, source, sink, None),
@@ -159,16 +161,7 @@ impl<'a> PipelineBuilder<'a> {
     /// The top of a partitioned pipeline: it runs no chain itself; its replicas share its stop
     /// flag, and its stages are every replica's.
     fn partitioned(&self, spec: &PipelineSpec, sink: Sink, mut partitions: Partitions) -> Pipeline {
-        let mut pipeline = Pipeline::new(
-            spec.name.clone().unwrap_or_else(|| "pipeline".into()),
-            spec.sink.credits,
-            None,
-            Vec::new(),
-            Box::new(NoInput),
-            sink,
-            None,
-            self.engine.max_wasm_stack(),
-        );
+        let mut pipeline = self.partitioned_top(spec, sink);
         for replica in &mut partitions.replicas {
             replica.stop = pipeline.stop.clone();
         }
@@ -179,6 +172,21 @@ impl<'a> PipelineBuilder<'a> {
             .collect();
         pipeline.partitions = Some(partitions);
         pipeline
+    }
+
+    /// A pipeline that runs no chain itself: the top of replicas running on threads of their
+    /// own.
+    fn partitioned_top(&self, spec: &PipelineSpec, sink: Sink) -> Pipeline {
+        Pipeline::new(
+            spec.name.clone().unwrap_or_else(|| "pipeline".into()),
+            spec.sink.credits,
+            None,
+            Vec::new(),
+            Box::new(NoInput),
+            sink,
+            None,
+            self.engine.max_wasm_stack(),
+        )
     }
 
     /// The key stage of `[partitions]`, instantiated on the router's feed with its own

@@ -7,6 +7,7 @@
 //! its consumer delivers from just after its sequence (N4).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::sink::Sink;
@@ -30,6 +31,10 @@ pub(crate) struct Checkpointer {
     last_records: u64,
     last_at: Instant,
     last_sequence: u64,
+    last_quiescent: bool,
+    /// Set when this host lost the partition's lease: no checkpoint is written any more (the
+    /// host that took it over owns the checkpoint now).
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -40,8 +45,10 @@ impl Checkpointer {
         input: Arc<Counters>,
         names: Vec<String>,
         (every_records, every): (u64, Duration),
+        abandoned: Arc<AtomicBool>,
     ) -> Self {
         let last_sequence = position.sequence();
+        let last_quiescent = start.as_ref().is_some_and(|c| c.quiescent);
         Checkpointer {
             checkpoints,
             position,
@@ -53,6 +60,8 @@ impl Checkpointer {
             last_records: 0,
             last_at: Instant::now(),
             last_sequence,
+            last_quiescent,
+            abandoned,
         }
     }
 
@@ -93,17 +102,26 @@ impl Checkpointer {
         if records.saturating_sub(self.last_records) >= self.every_records
             || self.last_at.elapsed() >= self.every
         {
-            self.take(stages, sink)?;
+            self.take(stages, sink, false)?;
         }
         Ok(())
     }
 
-    /// Takes a checkpoint now (also at the end of a run), if any input came in since the last.
-    pub(crate) fn take(&mut self, stages: &[Stage], sink: &mut Sink) -> Result<()> {
+    /// Takes a checkpoint now (also at the end of a run), if any input came in since the last
+    /// or the partition just became `quiescent` (drained, its chain answering nothing).
+    pub(crate) fn take(
+        &mut self,
+        stages: &[Stage],
+        sink: &mut Sink,
+        quiescent: bool,
+    ) -> Result<()> {
         self.last_at = Instant::now();
         self.last_records = self.input.snapshot().records;
         let sequence = self.position.sequence();
-        if sequence == self.last_sequence {
+        if (sequence, quiescent) == (self.last_sequence, self.last_quiescent)
+            || (sequence == self.last_sequence && !quiescent)
+            || self.abandoned.load(Ordering::Relaxed)
+        {
             return Ok(());
         }
         // N1: every output derived from the input so far is in the stream before the
@@ -114,8 +132,23 @@ impl Checkpointer {
             .zip(&self.names)
             .map(|(stage, name)| Ok((name.clone(), stage.checkpoint_state()?)))
             .collect::<Result<Vec<_>>>()?;
-        self.checkpoints.save(&Checkpoint { sequence, states })?;
+        let written = self.checkpoints.save(&Checkpoint {
+            sequence,
+            quiescent,
+            states,
+        })?;
+        if !written {
+            // N5: another host holds the partition now; it owns the checkpoint.
+            self.abandoned.store(true, Ordering::Relaxed);
+            return Err(Error::Io {
+                stage: stages.first().map_or("-", |s| s.name()).to_string(),
+                message: "another host took this partition over (its checkpoint changed under \
+                          this one); the partition stops here"
+                    .into(),
+            });
+        }
         self.last_sequence = sequence;
+        self.last_quiescent = quiescent;
         if let Some(acker) = self.position.take_acker() {
             self.checkpoints.acknowledge(acker);
         }

@@ -15,6 +15,9 @@ pub struct Swapper {
     pub(super) swaps: Arc<std::sync::Mutex<Vec<SwapReport>>>,
     /// Partitioned: a stage's name names its replica in every partition (`name#N`).
     pub(super) partitioned: bool,
+    /// A NATS pipeline: the replicas running on this host now, and the components of those
+    /// it starts later.
+    pub(super) live: Option<Arc<super::fleet::Live>>,
 }
 
 impl Swapper {
@@ -24,6 +27,21 @@ impl Swapper {
     /// first partition's report (every one is in the run's report); stops at the first
     /// partition that refuses it, and then says which partitions run the new version.
     pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
+        if let Some(live) = &self.live {
+            let reports = live.swap(stage, component, |target| target.swap(component))?;
+            if let Ok(mut swaps) = self.swaps.lock() {
+                swaps.extend(reports.iter().cloned());
+            }
+            return reports
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::SwapRefused {
+                    stage: stage.to_string(),
+                    reason: "no partition runs on this host now; the partitions it takes from now \
+                         on run the new version"
+                        .into(),
+                });
+        }
         let mut first = None;
         let mut swapped: Vec<&str> = Vec::new();
         for target in self.stages.iter().filter(|s| self.names(s, stage)) {
