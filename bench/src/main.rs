@@ -7,6 +7,7 @@ mod chain;
 mod hops;
 mod languages;
 mod market;
+mod nats;
 mod partitions;
 mod report;
 mod resources;
@@ -50,6 +51,9 @@ struct Args {
     /// Internal: hold STAGES live instances of STAGE and print the resident set per stage.
     #[arg(long, num_args = 2, value_names = ["STAGE", "STAGES"], hide = true)]
     stage_memory_child: Option<Vec<String>>,
+    /// Internal: run the NATS pipeline FILE as one host, print when its run started and ended.
+    #[arg(long, value_name = "FILE", hide = true)]
+    nats_host: Option<PathBuf>,
 }
 
 const CREDITS: [u32; 4] = [1, 16, 256, 4096];
@@ -73,6 +77,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some([stage, stages]) = args.stage_memory_child.as_deref() {
         return stage_memory::child(stage, stages.parse()?);
+    }
+    if let Some(file) = &args.nats_host {
+        return nats::host_child(file);
     }
     let records = if args.quick { 20_000 } else { args.records };
     let engine = Engine::new()?;
@@ -164,6 +171,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     report.partitions = rows;
+
+    // The same pipeline across hosts, through NATS JetStream on loopback.
+    report.nats = nats::measure(&engine, &ticks, native.orders, args.quick)?;
     if args.market_only {
         println!("{}", report.table());
         return Ok(());

@@ -116,6 +116,8 @@ pub struct Report {
     pub market_memory: Vec<crate::resources::MarketMemoryRow>,
     pub stage_memory: Vec<crate::stage_memory::StageMemoryRow>,
     pub partitions: Vec<crate::partitions::PartitionRow>,
+    /// Across hosts, through NATS (when a nats-server is installed).
+    pub nats: Option<crate::nats::NatsFigures>,
 }
 
 fn command(cmd: &str, args: &[&str]) -> String {
@@ -174,6 +176,7 @@ impl Report {
             market_memory: Vec::new(),
             stage_memory: Vec::new(),
             partitions: Vec::new(),
+            nats: None,
         }
     }
 
@@ -789,6 +792,16 @@ impl Report {
             "\n![records/s vs credits](benchmarks-records-per-s.svg)\n"
         );
         let _ = writeln!(m, "{}", self.partitions_markdown());
+        let in_memory = self
+            .market
+            .iter()
+            .find(|r| r.credits == crate::partitions::CREDITS)
+            .map(|r| r.sluicegate);
+        let _ = writeln!(
+            m,
+            "{}",
+            crate::nats::markdown(self.nats.as_ref(), in_memory)
+        );
         let _ = writeln!(
             m,
             "Native Rust does no batching and no copies between stages, so credits do not apply to \

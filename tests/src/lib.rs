@@ -9,7 +9,7 @@ use sluicegate::{Engine, StageComponent};
 pub use sluicegate_test_artifacts as artifacts;
 
 pub mod fuzz;
-pub mod nats_server;
+pub use sluicegate_nats_server as nats_server;
 pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
 
 /// The engine shared by every test in the process. It keeps compiled components on disk

@@ -198,9 +198,12 @@ impl Fleet {
             if self.settings.drain && running.is_empty() && self.all_done() {
                 break;
             }
-            // Sleep a third of a lease, waking for a stop.
+            // Sleep a third of a lease, waking for a stop or a replica that ended.
             let until = Instant::now() + ttl / 3;
-            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            while Instant::now() < until
+                && !stop.load(Ordering::Relaxed)
+                && !running.values().any(|r| r.thread.is_finished())
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }

