@@ -138,11 +138,11 @@ impl Pipeline {
             pipeline: self.name.as_str().into(),
             source: self.source.clone(),
             key: None,
-            chains: vec![ChainProbe {
+            chains: probe::Chains::Fixed(vec![ChainProbe {
                 input: None,
                 stages: self.stages.clone(),
                 sink: self.sink.counters(),
-            }],
+            }]),
         }
     }
 

@@ -538,6 +538,12 @@ fn a_hot_swap_during_a_nats_run_loses_nothing() {
     let spec = PipelineSpec::from_file(&running).expect("spec");
     let mut pipeline = pipelines().build(&spec, &running).expect("build");
     let (swapper, stopper) = (pipeline.swapper(), pipeline.stopper());
+    // Taken before the run: it reads the partitions the host runs when it is read.
+    let probe = pipeline.probe();
+    assert!(
+        probe.snapshot().is_empty(),
+        "no partition is held before the run"
+    );
     let runner = std::thread::spawn(move || pipeline.run());
     let deadline = Instant::now() + HANG;
     while !(reader.all_delivered("swapped") && reader.count("ORDERS_swapped") > 0) {
@@ -546,6 +552,16 @@ fn a_hot_swap_during_a_nats_run_loses_nothing() {
             "the host did not read the stream"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+    let hops = probe.snapshot();
+    for partition in 0..8 {
+        for hop in ["partition", "decode", "strategy"] {
+            let name = format!("{hop}#{partition}");
+            assert!(
+                hops.iter().any(|h| h.name == name),
+                "no {name} in the probe"
+            );
+        }
     }
     let vwap = sluicegate_tests::component(sluicegate_tests::artifacts::VWAP);
     let first = swapper

@@ -104,9 +104,14 @@ impl Live {
         Ok(reports)
     }
 
-    fn chains(&self) -> Vec<ChainProbe> {
+    /// The chains of the partitions running now, each with its partition's number.
+    pub(super) fn chains(&self) -> Vec<(usize, ChainProbe)> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.chains.values().cloned().collect()
+        inner
+            .chains
+            .iter()
+            .map(|(p, chain)| (usize::try_from(*p).unwrap_or(usize::MAX), chain.clone()))
+            .collect()
     }
 }
 
@@ -155,7 +160,7 @@ impl Fleet {
             pipeline: name.into(),
             source: None,
             key: None,
-            chains: self.live.chains(),
+            chains: super::probe::Chains::Live(self.live.clone()),
         }
     }
 

@@ -223,7 +223,9 @@ impl Partitions {
             pipeline: name.into(),
             source: self.source.clone(),
             key: self.key_stage.clone(),
-            chains: self.replicas.iter().map(Pipeline::chain_probe).collect(),
+            chains: super::probe::Chains::Fixed(
+                self.replicas.iter().map(Pipeline::chain_probe).collect(),
+            ),
         }
     }
 }

@@ -19,7 +19,15 @@ pub struct Probe {
     /// A partitioned pipeline's key stage, if it has one.
     pub(super) key: Option<Stage>,
     /// One chain of stages, or one per partition.
-    pub(super) chains: Vec<ChainProbe>,
+    pub(super) chains: Chains,
+}
+
+/// The chains a probe reads: fixed when the pipeline is built, or, for a NATS pipeline, those
+/// of the partitions this host runs at the moment of each reading.
+#[derive(Clone)]
+pub(super) enum Chains {
+    Fixed(Vec<ChainProbe>),
+    Live(Arc<super::fleet::Live>),
 }
 
 /// The hops of one chain: a partition's input (if partitioned), its stages, its sink.
@@ -31,6 +39,14 @@ pub(super) struct ChainProbe {
 }
 
 impl Probe {
+    /// The chains now, each with its partition's number.
+    fn chains(&self) -> Vec<(usize, ChainProbe)> {
+        match &self.chains {
+            Chains::Fixed(chains) => chains.iter().cloned().enumerate().collect(),
+            Chains::Live(live) => live.chains(),
+        }
+    }
+
     /// Every hop from source to sink, with records in and out.
     pub fn snapshot(&self) -> Vec<HopSnapshot> {
         let mut out = Vec::new();
@@ -49,13 +65,14 @@ impl Probe {
         if let Some(key) = &self.key {
             out.push(stage_hop(key, source_out));
         }
-        let partitioned = self.chains.len() > 1 || self.chains.iter().any(|c| c.input.is_some());
-        for (replica, chain) in self.chains.iter().enumerate() {
+        let chains = self.chains();
+        let partitioned = chains.len() > 1 || chains.iter().any(|(_, c)| c.input.is_some());
+        for (replica, chain) in &chains {
             let mut upstream_out = source_out;
             if let Some(input) = &chain.input {
                 let stats = input.snapshot();
                 out.push(HopSnapshot {
-                    name: replica_name("partition", replica),
+                    name: replica_name("partition", *replica),
                     state: None,
                     records_in: stats.records,
                     stats,
@@ -77,7 +94,7 @@ impl Probe {
     /// The sink's counters (of every partition together): `records` is what reached it.
     pub fn sink(&self) -> StageStats {
         let mut total = StageStats::default();
-        for chain in &self.chains {
+        for (_, chain) in &self.chains() {
             let stats = chain.sink.snapshot();
             total.records += stats.records;
             total.chunks += stats.chunks;
@@ -90,10 +107,11 @@ impl Probe {
 
     /// A partitioned pipeline's sink counters, per partition; empty for one chain.
     pub fn partition_sinks(&self) -> Vec<StageStats> {
-        if self.chains.iter().all(|c| c.input.is_none()) {
+        let chains = self.chains();
+        if chains.iter().all(|(_, c)| c.input.is_none()) {
             return Vec::new();
         }
-        self.chains.iter().map(|c| c.sink.snapshot()).collect()
+        chains.iter().map(|(_, c)| c.sink.snapshot()).collect()
     }
 
     /// The pipeline's name.
