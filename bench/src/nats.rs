@@ -403,7 +403,7 @@ impl Reader {
             let mut values = Vec::new();
             while let Some(key) = keys.next().await {
                 let key = key?;
-                if key.starts_with("partition.")
+                if key.contains(".partition.")
                     && let Some(value) = store.get(&key).await?
                 {
                     values.push(String::from_utf8_lossy(&value).into_owned());

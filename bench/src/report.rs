@@ -26,16 +26,18 @@ deterministically on a noisy machine.
 | issue #13: the core-wasm fast path (a component of the SDK's shape runs as its core modules, the canonical ABI done by the host, every guest value checked) | callgrind of a 4-stage chain of the SDK pass-through: most instructions in wasmtime's component trampolines, `Func::call` machinery and the lowering of `option<list<u8>>` | 7,003 instructions per hop | 4,283 per hop (−39%) |
 | issue #13: no clock read per call (the time before a call's first epoch tick is charged as one tick), latency sampled (every resume of the first 256, then one in 16), chunks lifted into a thread-local pool of buffers | `clock_gettime` (vDSO) twice per call and `malloc`/`free` of each lifted chunk in the host's share | 4,283 instructions per hop | 4,070 per hop (−5%); the hand-written WAT pass-through: 2,019 |
 | issue #13: the fast path's host functions made once per component (a linker), each store holding only their options | per stage, a closure and a trampoline context per imported function | 39.8 KiB per live SDK stage | 36.4 KiB |
+| issue #13: the guest SDK recycles chunk buffers (a short free list per power-of-two size class up to 64 KiB in front of wasi-libc's `malloc`), and a batch's first reserve allocates at its size | the guest's functions named through wasmtime's perf map: `dlmalloc`, `dlfree`, `malloc`, `free`, `__rdl_alloc` and the `RawVec` growth path, about 1,150 instructions of a 64 B hop (two chunk buffers allocated and freed per hop) | 4,194 instructions per hop | 3,457 per hop (−18%) |
 
-What the profile says is left (callgrind, 4,070 instructions per SDK hop): about half is the
-guest itself (about 2,050: the SDK's `resume`, two `dlmalloc` allocations and frees per hop
-for the pulled and the answered chunk, the record loop), about 570 wasmtime's core call and
-host-call trampolines, about 750 the host's own code (the protocol state machine, the budget,
-the chunk's checks), and the rest the C library under both (`memcpy`, the host's
-allocator). The hand-written WAT pass-through, with no allocator, costs
-2,019 instructions per hop. Left undone: copying a chunk straight from one guest memory into
-the next (it goes through a pooled host buffer today), and a guest SDK that reuses its chunk
-buffers instead of allocating them per call. Fused mode halves the hop for small chunks where stages
+What the profile says is left (callgrind, 3,457 instructions per SDK hop): about 1,270 are the
+guest's own code and the wasm trampolines (the SDK's `resume`, the batch, the record iterator,
+the recycling allocator's 70 per allocation), about 870 wasmtime's core call and host-call
+machinery (`catch_traps`, the trap handler's thread-local, `call_raw`), roughly 1,200 the host's
+own code with the standard library inlined into it (the stage lock, the protocol state
+machine, the entry and its classification, the budget, the chunk's checks, the lift and lower),
+and the rest the C library (`memcpy`). The hand-written WAT pass-through, with no allocator,
+costs 2,019 instructions per hop. Left undone: copying a chunk straight from one guest memory
+into the next (it goes through a pooled host buffer today), and a leaner call path through
+the host's layers (lock, lifecycle, instance, entry), which is now the largest share. Fused mode halves the hop for small chunks where stages
 trust each other, but loses on large ones (wasmtime's adapter copies lists byte by byte), so it
 is not the answer for bulk throughput. At large credits the remaining time is the stages' own
 work (parsing) and copies between linear memories (`memmove`, about 5%); until issue #13 the

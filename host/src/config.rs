@@ -208,6 +208,15 @@ impl PipelineSpec {
                             .into(),
                     ));
                 }
+                if let Some(stage) = self.stages.iter().find(|s| s.on_fault == OnFault::Bypass) {
+                    return Err(fail(format!(
+                        "stage `{}`: on_fault = \"bypass\" is not available with a nats source \
+                         (the records a bypassed stage's input holds are not in its partition's \
+                         checkpoints); use \"restart\", which rolls the partition back to its \
+                         checkpoint",
+                        stage.name
+                    )));
+                }
             }
             // Another kind is checked when the pipeline is built, by the program that added it.
             _ => {}

@@ -15,5 +15,5 @@ mod output;
 pub(crate) use self::checkpoint::{Checkpoint, Checkpoints};
 pub(crate) use self::client::Nats;
 pub(crate) use self::input::{NatsInput, Position, consumer_settled};
-pub(crate) use self::leases::Leases;
+pub(crate) use self::leases::{Hold, Leases};
 pub(crate) use self::output::NatsOutput;

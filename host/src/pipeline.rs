@@ -65,6 +65,8 @@ pub struct Pipeline {
     checkpointer: Option<checkpointer::Checkpointer>,
     /// A NATS pipeline: this host's share of the stream's partitions.
     fleet: Option<fleet::Fleet>,
+    /// The last run ended because the chain answered `none` (a NATS partition is then done).
+    ended: bool,
 }
 
 impl Pipeline {
@@ -97,6 +99,7 @@ impl Pipeline {
             partitions: None,
             checkpointer: None,
             fleet: None,
+            ended: false,
         }
     }
 
@@ -267,8 +270,8 @@ impl Pipeline {
     fn run_here(&mut self) -> RunReport {
         let started = Instant::now();
         let mut failure = self.prime().err();
-        // A NATS partition that read all its stream held and whose chain answered nothing.
-        let mut quiescent = false;
+        // A NATS partition's standing at the end: drained, or its chain ended.
+        let mut standing = checkpointer::Standing::Going;
         if failure.is_none() {
             let mut watchdog = Watchdog::new(self.stall_timeout, self.probe());
             loop {
@@ -277,7 +280,7 @@ impl Pipeline {
                 }
                 match self.resume(self.credits) {
                     Ok(Some(0)) if self.checkpointer.as_ref().is_some_and(|c| c.drained()) => {
-                        quiescent = true;
+                        standing = checkpointer::Standing::Quiescent;
                         break;
                     }
                     Ok(Some(records)) => {
@@ -291,7 +294,11 @@ impl Pipeline {
                             break;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        standing = checkpointer::Standing::Ended;
+                        self.ended = true;
+                        break;
+                    }
                     Err(e) => {
                         failure = Some(e);
                         break;
@@ -308,12 +315,17 @@ impl Pipeline {
         // restart then has nothing to replay.
         if failure.is_none()
             && let Some(checkpointer) = self.checkpointer.as_mut()
-            && let Err(e) = checkpointer.take(&self.stages, &mut self.sink, quiescent)
+            && let Err(e) = checkpointer.take(&self.stages, &mut self.sink, standing)
         {
             failure = Some(e);
         }
         let close_errors = self.close();
         self.report(started.elapsed().as_secs_f64(), failure, close_errors)
+    }
+
+    /// True if the last run ended because the chain answered `none`.
+    fn ended(&self) -> bool {
+        self.ended
     }
 
     /// Closes every stage exactly once, upstream first, even after a fault, and returns every

@@ -31,10 +31,12 @@ fn fast_engine() -> &'static Engine {
     })
 }
 
-/// Small budgets so that hostile fixtures end quickly, the same on both paths.
+/// Small budgets so that hostile fixtures end quickly, the same on both paths. The CPU budget
+/// is wide enough that a fixture stopped by another limit (memory, handles) reaches it first
+/// even on a loaded machine: the CPU budget counts wall-clock epochs.
 fn limits() -> Limits {
     Limits::default()
-        .with_cpu_per_call(std::time::Duration::from_millis(200))
+        .with_cpu_per_call(std::time::Duration::from_millis(1000))
         .with_wall_per_call(std::time::Duration::from_millis(50))
         .with_cpu_per_handoff(std::time::Duration::from_millis(100))
 }

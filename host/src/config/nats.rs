@@ -36,6 +36,13 @@ pub const CHECKPOINT_MS: u64 = 1_000;
 pub const SERVER_TIMEOUT_MS: u64 = 30_000;
 /// Default of `lease_ms`: a dead host's partitions are taken over within about 3 s.
 pub const LEASE_MS: u64 = 3_000;
+/// The shortest `lease_ms`: a host renews three times per lease, and the server sweeps expired
+/// entries about every 100 ms.
+pub const MIN_LEASE_MS: u64 = 500;
+/// The most `checkpoint_ms + lease_ms` may be: a replay after a host's death covers up to
+/// that much time of output, which must fall within the output stream's duplicate window
+/// (2 minutes, the JetStream default the sink creates streams with), with room to spare.
+pub const MAX_REPLAY_MS: u64 = 100_000;
 /// Default of `fetch_wait_ms`: how long a pull with nothing to fetch waits for a message before
 /// it answers "nothing now".
 pub const FETCH_WAIT_MS: u64 = 100;
@@ -174,6 +181,20 @@ impl NatsSource {
                 super::MAX_PARTITIONS
             ));
         }
+        if self.lease_ms < MIN_LEASE_MS {
+            return Err(format!(
+                "[source] lease_ms is {}; it must be at least {MIN_LEASE_MS}",
+                self.lease_ms
+            ));
+        }
+        if self.checkpoint_ms.saturating_add(self.lease_ms) > MAX_REPLAY_MS {
+            return Err(format!(
+                "[source] checkpoint_ms + lease_ms is {} ms; at most {MAX_REPLAY_MS} ms: a host's \
+                 death is replayed from up to that far back, and the replay must fall within the \
+                 output stream's 2-minute duplicate window, or the stream keeps repeats",
+                self.checkpoint_ms.saturating_add(self.lease_ms)
+            ));
+        }
         for (key, value) in [
             ("checkpoint_records", self.checkpoint_records),
             ("checkpoint_ms", self.checkpoint_ms),
@@ -309,6 +330,16 @@ consumer = "market""#,
         let mut bad = source();
         bad.checkpoint_ms = 0;
         assert!(bad.check().expect_err("refused").contains("checkpoint_ms"));
+        let mut bad = source();
+        bad.checkpoint_ms = MAX_REPLAY_MS;
+        assert!(
+            bad.check()
+                .expect_err("refused")
+                .contains("duplicate window")
+        );
+        let mut bad = source();
+        bad.lease_ms = MIN_LEASE_MS - 1;
+        assert!(bad.check().expect_err("refused").contains("lease_ms"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Checkpoints: a partition's stages' states (the `state` export hot swap uses), taken
 //! together between two resumes, with the input sequence they cover, in a JetStream key-value
-//! bucket under `<consumer>.<partition>`. A partition starts from its checkpoint: its stages
+//! bucket under `<consumer>.<partition>`, with the number of records the partition had
+//! published (the ordinal of its next output's id). A partition starts from its checkpoint: its stages
 //! restored, its consumer delivering from just after the sequence. Writes are compare-and-set
 //! on the entry's revision, so a host that lost a partition cannot overwrite the checkpoint of
 //! the host that took it over: its next write fails, and it stops.
@@ -13,13 +14,19 @@ use super::Nats;
 use crate::error::{Error, Result};
 
 /// The first bytes of an encoded checkpoint (and its format's version).
-const MAGIC: &[u8; 5] = b"SGCK\x02";
+const MAGIC: &[u8; 5] = b"SGCK\x03";
 
 /// What a checkpoint holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     /// The stream sequence of the last input message the states cover.
     pub(crate) sequence: u64,
+    /// How many records the partition had published when it was taken: the ordinal of the
+    /// next one, part of its deduplication id (a replay from here numbers them alike).
+    pub(crate) outputs: u64,
+    /// Taken when the partition's chain had ended (a stage answered `none`): it is done for
+    /// good, and no host runs it again.
+    pub(crate) ended: bool,
     /// Taken when the partition had read everything its stream held and its chain answered
     /// nothing more: no output is still held in a stage (what `drain` waits for).
     pub(crate) quiescent: bool,
@@ -32,7 +39,8 @@ impl Checkpoint {
     fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&self.sequence.to_le_bytes());
-        out.push(u8::from(self.quiescent));
+        out.extend_from_slice(&self.outputs.to_le_bytes());
+        out.push(u8::from(self.quiescent) | (u8::from(self.ended) << 1));
         out.extend_from_slice(&(self.states.len() as u32).to_le_bytes());
         for (name, state) in &self.states {
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -51,7 +59,9 @@ impl Checkpoint {
             Some(head)
         };
         let sequence = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let quiescent = take(1)?[0] == 1;
+        let outputs = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let flags = take(1)?[0];
+        let (quiescent, ended) = (flags & 1 == 1, flags & 2 == 2);
         let count = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let mut states = Vec::new();
         for _ in 0..count {
@@ -62,6 +72,8 @@ impl Checkpoint {
         }
         Some(Checkpoint {
             sequence,
+            outputs,
+            ended,
             quiescent,
             states,
         })
@@ -173,7 +185,8 @@ impl Checkpoints {
                     self.revision = Some(revision);
                     return Ok(true);
                 }
-                Err((true, _)) => return Ok(false),
+                // Ours after all, if an attempt that timed out was applied.
+                Err((true, _)) => return self.holds(&value),
                 Err((false, e)) if std::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(
                         "partition {}: checkpoint not written ({e}); retrying",
@@ -194,6 +207,23 @@ impl Checkpoints {
 }
 
 impl Checkpoints {
+    /// True (and the revision taken) if the entry holds `value`.
+    fn holds(&mut self, value: &[u8]) -> Result<bool> {
+        let (store, key) = (&self.store, &self.key);
+        let entry = self
+            .nats
+            .retry(&format!("reading checkpoint `{key}`"), || {
+                store.entry(key.clone())
+            })?;
+        match entry {
+            Some(entry) if entry.value.as_ref() == value => {
+                self.revision = Some(entry.revision);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Acknowledges the input up to a checkpoint's sequence. Losing an acknowledgement loses
     /// nothing: the position is the checkpoint's, and the server only keeps more messages.
     pub(crate) fn acknowledge(&self, acker: async_nats::jetstream::message::Acker) {
@@ -215,6 +245,8 @@ mod tests {
     fn a_checkpoint_decodes_to_what_was_encoded_and_garbage_is_refused() {
         let checkpoint = Checkpoint {
             sequence: 1234,
+            outputs: 56,
+            ended: false,
             quiescent: true,
             states: vec![("decode".into(), vec![]), ("vwap".into(), vec![1, 2, 3])],
         };

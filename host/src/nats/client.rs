@@ -35,6 +35,14 @@ pub(crate) struct Nats {
 impl Nats {
     /// Connects to `url`, waiting up to `timeout` for the server.
     pub(crate) fn connect(url: &str, who: &'static str, timeout: Duration) -> Result<Arc<Nats>> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(io_error(
+                who,
+                "a pipeline with NATS ends blocks on its own runtime: build and run it on a \
+                 thread that is not a tokio runtime's (spawn_blocking, or a thread of its own)"
+                    .into(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluicegate-nats")

@@ -132,7 +132,10 @@ impl NatsInput {
                 }
             },
             ack_policy: AckPolicy::All,
-            ack_wait: ACK_WAIT,
+            // Longer than two checkpoints apart: the server offers nothing again meanwhile.
+            ack_wait: ACK_WAIT.max(Duration::from_millis(
+                settings.checkpoint_ms.saturating_mul(2) + settings.lease_ms,
+            )),
             // Acknowledgements wait for checkpoints: no bound on how many are pending.
             max_ack_pending: -1,
             ..Default::default()
@@ -143,13 +146,14 @@ impl NatsInput {
             .retry(&format!("opening stream `{}`", settings.stream), || {
                 js.get_stream(settings.stream.clone())
             })?;
-        // Deleting a consumer that does not exist fails; that is fine.
-        let _ = self.nats.quick(stream.delete_consumer(&name));
-        let consumer: PullConsumer = self
-            .nats
-            .retry(&format!("creating consumer `{name}`"), || {
-                stream.create_consumer(config.clone())
-            })?;
+        // Each attempt deletes the consumer first (that fails when there is none: fine), so
+        // an attempt cut short between the two does not leave the old one in the way.
+        let consumer: PullConsumer =
+            self.nats
+                .retry(&format!("creating consumer `{name}`"), || async {
+                    let _ = stream.delete_consumer(&name).await;
+                    stream.create_consumer(config.clone()).await
+                })?;
         self.consumer = Some(consumer);
         self.next_delivery = 1;
         self.held.clear();
@@ -160,7 +164,11 @@ impl NatsInput {
     /// to arrive within the wait. `false` if there were none. A fetch that fails is retried
     /// (for up to `server_timeout_ms`) on a consumer reopened at the position, so nothing
     /// that was delivered into a broken connection is skipped.
-    fn fetch(&mut self, n: usize) -> Result<bool> {
+    fn fetch(&mut self, n: usize, bytes: usize) -> Result<bool> {
+        // A fetch's byte bound stops the server at the first message over it, so it never goes
+        // below what one message may be; the demand's own bound is kept exactly when the
+        // messages are handed over.
+        let max_bytes = bytes.clamp(MIN_FETCH_BYTES, i32::MAX as usize);
         let deadline = self.nats.deadline();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -169,7 +177,11 @@ impl NatsInput {
                     let (wait, limit) = (self.wait, self.wait + FETCH_TIMEOUT);
                     self.nats
                         .block_on(async {
-                            tokio::time::timeout(limit, fetch_now_or_wait(consumer, n, wait)).await
+                            tokio::time::timeout(
+                                limit,
+                                fetch_now_or_wait(consumer, (n, max_bytes), wait),
+                            )
+                            .await
                         })
                         .unwrap_or_else(|_| Err("timed out".into()))
                 }
@@ -241,16 +253,25 @@ impl NatsInput {
     }
 }
 
+/// The least byte bound of a fetch: more than a NATS message may be by default (1 MiB).
+const MIN_FETCH_BYTES: usize = 2 << 20;
+
 /// What a fetch may take beyond its wait before it counts as failed.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Up to `n` messages the stream has now, or else the first to arrive within `wait`.
+/// Up to `n` messages (in about `max_bytes`) the stream has now, or else the first to arrive
+/// within `wait`.
 async fn fetch_now_or_wait(
     consumer: &PullConsumer,
-    n: usize,
+    (n, max_bytes): (usize, usize),
     wait: Duration,
 ) -> std::result::Result<Vec<Held>, async_nats::Error> {
-    let mut batch = consumer.fetch().max_messages(n).messages().await?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(n)
+        .max_bytes(max_bytes)
+        .messages()
+        .await?;
     let now = collect(&mut batch).await?;
     if !now.is_empty() {
         return Ok(now);
@@ -307,7 +328,7 @@ impl Upstream for NatsInput {
         }
         if self.held.is_empty() {
             let n = usize::try_from(demand.records).unwrap_or(usize::MAX);
-            let found = self.fetch(n)?;
+            let found = self.fetch(n, demand.bytes)?;
             let drained = !found && self.settings.drain && self.drained()?;
             self.position.drained.store(drained, Ordering::Relaxed);
         }

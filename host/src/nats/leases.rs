@@ -1,14 +1,17 @@
 //! Which host reads which partition: leases in a JetStream key-value bucket whose entries live
 //! `lease_ms` unless renewed (the bucket's `max_age`). A host announces itself under
-//! `host.<id>` and holds partition `p` under `partition.<p>`, both renewed several times per
-//! `lease_ms`; a lease is taken with create (only if nobody holds it) and renewed with a
-//! compare-and-set on its revision, so a host that fails to renew knows at once that it lost
-//! the partition. A host that dies stops renewing: its entries age out within `lease_ms`, and
-//! the partitions are taken over by the hosts still alive.
+//! `<consumer>.host.<id>` and holds partition `p` under `<consumer>.partition.<p>`, both
+//! renewed several times per `lease_ms`; a lease is taken with create (only if nobody holds
+//! it) and renewed with a compare-and-set on its revision. A host that dies stops renewing:
+//! its entries age out within `lease_ms`, and the partitions are taken over by the hosts still
+//! alive. A host counts its own lease as valid only until a quarter of `lease_ms` before it
+//! could have aged out since its last renewal ([`Hold`]): past that, it writes nothing more for
+//! the partition.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -16,19 +19,75 @@ use futures_util::StreamExt;
 use super::Nats;
 use crate::error::Result;
 
+/// This host's lease on one partition, as its replica sees it.
+pub(crate) struct Hold {
+    lost: AtomicBool,
+    valid_until: Mutex<Instant>,
+    /// How long after a renewal the lease still counts as this host's.
+    trust: Duration,
+}
+
+impl Hold {
+    fn new(ttl: Duration) -> Arc<Hold> {
+        let trust = ttl.saturating_sub(ttl / 4);
+        Arc::new(Hold {
+            lost: AtomicBool::new(false),
+            valid_until: Mutex::new(Instant::now() + trust),
+            trust,
+        })
+    }
+
+    fn renewed(&self) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now() + self.trust;
+    }
+
+    /// True while the lease is this host's for sure.
+    pub(crate) fn valid(&self) -> bool {
+        !self.lost()
+            && Instant::now()
+                < *self
+                    .valid_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True once the lease is known lost (or ran out).
+    pub(crate) fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Marks the lease lost: the replica writes nothing more.
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One host's view of the leases.
 pub(crate) struct Leases {
     nats: Arc<Nats>,
     store: kv::Store,
+    /// The pipeline's consumer: the prefix of its keys, so pipelines sharing a bucket do not
+    /// share leases.
+    prefix: String,
     /// This host's id.
     host: String,
+    ttl: Duration,
     /// The partitions this host holds, with their entries' revisions.
-    held: BTreeMap<u32, u64>,
+    held: BTreeMap<u32, (u64, Arc<Hold>)>,
 }
 
 impl Leases {
-    /// Joins the hosts sharing `bucket` (created with entries living `ttl` if missing).
-    pub(crate) fn join(nats: Arc<Nats>, bucket: &str, ttl: Duration) -> Result<Leases> {
+    /// Joins the hosts of consumer `prefix` sharing `bucket` (created with entries living `ttl`
+    /// if missing).
+    pub(crate) fn join(
+        nats: Arc<Nats>,
+        bucket: &str,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Leases> {
         let js = nats.js.clone();
         let store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
             match js.get_key_value(bucket).await {
@@ -56,7 +115,9 @@ impl Leases {
         let leases = Leases {
             nats,
             store,
+            prefix: prefix.to_string(),
             host,
+            ttl,
             held: BTreeMap::new(),
         };
         leases.announce()?;
@@ -70,7 +131,7 @@ impl Leases {
 
     /// Renews this host's announcement.
     pub(crate) fn announce(&self) -> Result<()> {
-        let (store, key) = (&self.store, format!("host.{}", self.host));
+        let (store, key) = (&self.store, format!("{}.host.{}", self.prefix, self.host));
         let value = bytes::Bytes::from(self.host.clone());
         self.nats
             .retry("announcing this host", || store.put(&key, value.clone()))
@@ -79,12 +140,12 @@ impl Leases {
 
     /// The hosts alive (announced within the entries' lifetime), this one included.
     pub(crate) fn hosts(&self) -> Result<usize> {
-        let store = &self.store;
+        let (store, prefix) = (&self.store, format!("{}.host.", self.prefix));
         let keys = self.nats.retry("listing the hosts", || async {
             let mut keys = store.keys().await?;
             let mut hosts = 0usize;
             while let Some(key) = keys.next().await {
-                if key?.starts_with("host.") {
+                if key?.starts_with(&prefix) {
                     hosts += 1;
                 }
             }
@@ -98,51 +159,54 @@ impl Leases {
         self.held.keys().copied()
     }
 
-    /// Takes partition `partition` if nobody holds it; `true` if this host now does.
-    pub(crate) fn try_take(&mut self, partition: u32) -> bool {
-        let key = format!("partition.{partition}");
+    /// Takes partition `partition` if nobody holds it: this host's hold on it, if it does now.
+    pub(crate) fn try_take(&mut self, partition: u32) -> Option<Arc<Hold>> {
+        let key = format!("{}.partition.{partition}", self.prefix);
         let value = bytes::Bytes::from(self.host.clone());
         match self.nats.quick(self.store.create(&key, value)) {
             Some(Ok(revision)) => {
-                self.held.insert(partition, revision);
-                true
+                let hold = Hold::new(self.ttl);
+                self.held.insert(partition, (revision, hold.clone()));
+                Some(hold)
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    /// Renews every lease held; returns the partitions whose lease was lost (another host
-    /// holds it now, or the server was away longer than the lease).
-    pub(crate) fn renew(&mut self) -> Vec<u32> {
+    /// Renews every lease held. One another host holds now is lost at once; one the server
+    /// did not answer for stays this host's only until its hold runs out.
+    pub(crate) fn renew(&mut self) {
         let mut lost = Vec::new();
         let value = bytes::Bytes::from(self.host.clone());
-        for (partition, revision) in self.held.iter_mut() {
-            let key = format!("partition.{partition}");
+        for (partition, (revision, hold)) in self.held.iter_mut() {
+            let key = format!("{}.partition.{partition}", self.prefix);
             match self
                 .nats
                 .quick(self.store.update(&key, value.clone(), *revision))
             {
-                Some(Ok(next)) => *revision = next,
-                Some(Err(e)) => {
+                Some(Ok(next)) => {
+                    *revision = next;
+                    hold.renewed();
+                }
+                Some(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!("lease of partition {partition} lost: {e}");
+                    hold.lose();
                     lost.push(*partition);
                 }
-                // The server did not answer: the lease may still be ours; the next round tells.
-                None => {}
+                _ => {}
             }
         }
         for partition in &lost {
             self.held.remove(partition);
         }
-        lost
     }
 
     /// Gives partition `partition` up (only if this host still holds it).
     pub(crate) fn release(&mut self, partition: u32) {
-        let Some(revision) = self.held.remove(&partition) else {
+        let Some((revision, _)) = self.held.remove(&partition) else {
             return;
         };
-        let key = format!("partition.{partition}");
+        let key = format!("{}.partition.{partition}", self.prefix);
         let released = self
             .nats
             .quick(self.store.delete_expect_revision(&key, Some(revision)));
@@ -157,8 +221,9 @@ impl Leases {
         for partition in held {
             self.release(partition);
         }
-        let _ = self
-            .nats
-            .quick(self.store.delete(format!("host.{}", self.host)));
+        let _ = self.nats.quick(
+            self.store
+                .delete(format!("{}.host.{}", self.prefix, self.host)),
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! Publishing a partition's output to JetStream. Every record is published with a
-//! `Nats-Msg-Id` that a replay of the same input gives again: the partition, the input
-//! sequence of the checkpoint the partition last restored or took, and the record's ordinal
-//! since then. Stages are deterministic (virtual clocks, seeded randomness), so a partition
-//! that replays from a checkpoint republishes the same records under the same ids, and the
-//! stream's duplicate window drops them. A publish counts only once the server acknowledged
+//! `Nats-Msg-Id` that a replay of the same input gives again: the consumer, the partition, and
+//! the record's ordinal among everything the partition ever published (a checkpoint keeps the
+//! count it had reached). Stages are deterministic (virtual clocks, seeded randomness), so a
+//! partition that replays from a checkpoint republishes the same records under the same ids,
+//! wherever its later checkpoints fall, and the stream's duplicate window drops them. A publish counts only once the server acknowledged
 //! it; [`NatsOutput::flush`] waits for every acknowledgement (a checkpoint calls it first).
 
 use std::collections::VecDeque;
@@ -41,7 +41,7 @@ pub(crate) struct NatsOutput {
     key: Option<(u8, usize)>,
     /// `<run or consumer>.<partition>`: the part of every id this publisher shares.
     ids: String,
-    base: u64,
+    /// The ordinal of the next record: how many this publisher's partition published before.
     ordinal: u64,
     in_flight: VecDeque<InFlight>,
 }
@@ -93,7 +93,6 @@ impl NatsOutput {
                 .as_ref()
                 .map(|key| (settings.delimiter(), key.field)),
             ids: format!("run{run:x}"),
-            base: 0,
             ordinal: 0,
             in_flight: VecDeque::new(),
         })
@@ -112,16 +111,20 @@ impl NatsOutput {
             subject: self.subject.clone(),
             key: self.key,
             ids: format!("{}.{replica}", self.ids),
-            base: 0,
             ordinal: 0,
             in_flight: VecDeque::new(),
         }
     }
 
-    /// Ids from here on derive from the checkpoint at input sequence `base`.
-    pub(crate) fn rebase(&mut self, base: u64) {
-        self.base = base;
-        self.ordinal = 0;
+    /// The next record is the partition's `ordinal`-th (a checkpoint's count, when the
+    /// partition starts from it).
+    pub(crate) fn count_from(&mut self, ordinal: u64) {
+        self.ordinal = ordinal;
+    }
+
+    /// How many records the partition has published (or handed over to publish).
+    pub(crate) fn published(&self) -> u64 {
+        self.ordinal
     }
 
     /// Publishes every record of `chunk` (waiting for the oldest acknowledgements once
@@ -138,7 +141,7 @@ impl NatsOutput {
                 }
                 None => self.subject.clone(),
             };
-            let id = format!("{}.{}.{}", self.ids, self.base, self.ordinal);
+            let id = format!("{}.{}", self.ids, self.ordinal);
             self.ordinal += 1;
             let mut message = InFlight {
                 subject,

@@ -2,19 +2,31 @@
 //! between two resumes of the sink, once `checkpoint_records` input records or
 //! `checkpoint_ms` have passed, the sink waits for every publish's acknowledgement (N1), every
 //! stage hands over its state (N3), the states are written with the input sequence they cover
-//! (N2), and only then is the input acknowledged up to that sequence (N2). At the start, the
-//! partition's stages are given the last checkpoint's states before their first resume and
-//! its consumer delivers from just after its sequence (N4).
+//! and the number of records the partition published (N2), and only then is the input
+//! acknowledged up to that sequence (N2). At the start, the partition's stages are given the
+//! last checkpoint's states before their first resume, its consumer delivers from just after
+//! its sequence, and its outputs are numbered on from its count (N4). Nothing is written once
+//! the partition's lease may have run out (N5).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::sink::Sink;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
-use crate::nats::{Checkpoint, Checkpoints, Position};
+use crate::nats::{Checkpoint, Checkpoints, Hold, Position};
 use crate::stage::Stage;
+
+/// How a partition's run stands when a checkpoint is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Running (or stopped, handed back): more may come.
+    Going,
+    /// Drained: it read all its stream held and its chain answered nothing more.
+    Quiescent,
+    /// Its chain ended (a stage answered `none`): done for good.
+    Ended,
+}
 
 /// One partition's checkpoints.
 pub(crate) struct Checkpointer {
@@ -30,11 +42,10 @@ pub(crate) struct Checkpointer {
     every: Duration,
     last_records: u64,
     last_at: Instant,
-    last_sequence: u64,
-    last_quiescent: bool,
-    /// Set when this host lost the partition's lease: no checkpoint is written any more (the
-    /// host that took it over owns the checkpoint now).
-    abandoned: Arc<AtomicBool>,
+    /// What the last checkpoint written (or loaded) said: its sequence, count and standing.
+    last: (u64, u64, Standing),
+    /// This host's lease on the partition.
+    hold: Arc<Hold>,
 }
 
 impl Checkpointer {
@@ -45,10 +56,16 @@ impl Checkpointer {
         input: Arc<Counters>,
         names: Vec<String>,
         (every_records, every): (u64, Duration),
-        abandoned: Arc<AtomicBool>,
+        hold: Arc<Hold>,
     ) -> Self {
-        let last_sequence = position.sequence();
-        let last_quiescent = start.as_ref().is_some_and(|c| c.quiescent);
+        let last = start.as_ref().map_or((0, 0, Standing::Going), |c| {
+            let standing = match (c.ended, c.quiescent) {
+                (true, _) => Standing::Ended,
+                (_, true) => Standing::Quiescent,
+                _ => Standing::Going,
+            };
+            (c.sequence, c.outputs, standing)
+        });
         Checkpointer {
             checkpoints,
             position,
@@ -59,14 +76,13 @@ impl Checkpointer {
             every,
             last_records: 0,
             last_at: Instant::now(),
-            last_sequence,
-            last_quiescent,
-            abandoned,
+            last,
+            hold,
         }
     }
 
     /// Gives the primed stages the states of the checkpoint the partition starts from, and
-    /// makes the sink's ids derive from it.
+    /// numbers the sink's records on from its count.
     pub(crate) fn restore(&mut self, stages: &[Stage], sink: &mut Sink) -> Result<()> {
         let Some(start) = self.start.take() else {
             return Ok(());
@@ -86,7 +102,7 @@ impl Checkpointer {
         for (stage, (_, state)) in stages.iter().zip(start.states) {
             stage.restore_checkpoint(state)?;
         }
-        sink.rebase(start.sequence);
+        sink.count_from(start.outputs);
         Ok(())
     }
 
@@ -102,26 +118,23 @@ impl Checkpointer {
         if records.saturating_sub(self.last_records) >= self.every_records
             || self.last_at.elapsed() >= self.every
         {
-            self.take(stages, sink, false)?;
+            self.take(stages, sink, Standing::Going)?;
         }
         Ok(())
     }
 
-    /// Takes a checkpoint now (also at the end of a run), if any input came in since the last
-    /// or the partition just became `quiescent` (drained, its chain answering nothing).
+    /// Takes a checkpoint now (also at the end of a run), if anything came in or went out since
+    /// the last, or the partition's standing changed.
     pub(crate) fn take(
         &mut self,
         stages: &[Stage],
         sink: &mut Sink,
-        quiescent: bool,
+        standing: Standing,
     ) -> Result<()> {
         self.last_at = Instant::now();
         self.last_records = self.input.snapshot().records;
-        let sequence = self.position.sequence();
-        if (sequence, quiescent) == (self.last_sequence, self.last_quiescent)
-            || (sequence == self.last_sequence && !quiescent)
-            || self.abandoned.load(Ordering::Relaxed)
-        {
+        let (sequence, outputs) = (self.position.sequence(), sink.published());
+        if (sequence, outputs, standing) == self.last || self.hold.lost() {
             return Ok(());
         }
         // N1: every output derived from the input so far is in the stream before the
@@ -132,27 +145,28 @@ impl Checkpointer {
             .zip(&self.names)
             .map(|(stage, name)| Ok((name.clone(), stage.checkpoint_state()?)))
             .collect::<Result<Vec<_>>>()?;
-        let written = self.checkpoints.save(&Checkpoint {
-            sequence,
-            quiescent,
-            states,
-        })?;
+        // N5: nothing is written once the lease may have run out.
+        let written = self.hold.valid()
+            && self.checkpoints.save(&Checkpoint {
+                sequence,
+                outputs,
+                ended: standing == Standing::Ended,
+                quiescent: standing == Standing::Quiescent,
+                states,
+            })?;
         if !written {
-            // N5: another host holds the partition now; it owns the checkpoint.
-            self.abandoned.store(true, Ordering::Relaxed);
+            self.hold.lose();
             return Err(Error::Io {
                 stage: stages.first().map_or("-", |s| s.name()).to_string(),
-                message: "another host took this partition over (its checkpoint changed under \
-                          this one); the partition stops here"
+                message: "this host no longer holds the partition (its lease ran out, or \
+                          another host wrote its checkpoint); the partition stops here"
                     .into(),
             });
         }
-        self.last_sequence = sequence;
-        self.last_quiescent = quiescent;
+        self.last = (sequence, outputs, standing);
         if let Some(acker) = self.position.take_acker() {
             self.checkpoints.acknowledge(acker);
         }
-        sink.rebase(sequence);
         Ok(())
     }
 }

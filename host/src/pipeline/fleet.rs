@@ -9,7 +9,7 @@
 //! partition over owns the checkpoint now. A host that dies stops renewing, and its partitions
 //! are taken over once its leases have aged out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use super::probe::ChainProbe;
 use super::{Pipeline, Probe};
 use crate::config::NatsSource;
 use crate::error::{Error, Result};
-use crate::nats::{Checkpoints, Leases, Nats, consumer_settled};
+use crate::nats::{Checkpoints, Hold, Leases, Nats, consumer_settled};
 use crate::report::{FailureReport, HopReport, RunReport, RunStatus, SinkReport};
 use crate::stage::{Stage, SwapReport};
 
@@ -86,20 +86,40 @@ impl Live {
                 reason: "the pipeline has no stage of that name".into(),
             });
         }
-        let mut reports = Vec::new();
+        // Partitions taken from now on run the new version.
+        if only.is_none()
+            && let Some(loaded) = inner.components.iter_mut().find(|(s, _, _)| s.name == base)
+        {
+            loaded.1 = component.clone();
+        }
+        let (mut reports, mut refused) = (Vec::new(), Vec::new());
         for (partition, chain) in &inner.chains {
             if only.is_some_and(|n| n != *partition) {
                 continue;
             }
             let target = replica_name(base, usize::try_from(*partition).unwrap_or(usize::MAX));
             for running in chain.stages.iter().filter(|s| s.name() == target) {
-                reports.push(swap_one(running)?);
+                match swap_one(running) {
+                    Ok(report) => reports.push(report),
+                    Err(e) => refused.push(format!("{target}: {e}")),
+                }
             }
         }
-        if only.is_none()
-            && let Some(loaded) = inner.components.iter_mut().find(|(s, _, _)| s.name == base)
-        {
-            loaded.1 = component.clone();
+        if !refused.is_empty() {
+            let swapped: Vec<&str> = reports.iter().map(|r| r.stage.as_str()).collect();
+            return Err(Error::SwapRefused {
+                stage: stage.to_string(),
+                reason: format!(
+                    "{}; the swap is PARTIAL: {} run the new version, as will the partitions \
+                     this host takes from now on (swap again to finish)",
+                    refused.join("; "),
+                    if swapped.is_empty() {
+                        "no running partition".to_string()
+                    } else {
+                        swapped.join(", ")
+                    }
+                ),
+            });
         }
         Ok(reports)
     }
@@ -117,9 +137,62 @@ impl Live {
 
 /// A replica running on its thread.
 struct Running {
-    thread: JoinHandle<(RunReport, u64)>,
+    thread: JoinHandle<Finished>,
     stop: Arc<AtomicBool>,
-    abandoned: Arc<AtomicBool>,
+    hold: Arc<Hold>,
+}
+
+/// What a replica's thread hands back: its last run's report, the checksum of what it
+/// published, and whether its partition is done for good (its chain ended).
+struct Finished {
+    report: RunReport,
+    sum: u64,
+    ended: bool,
+}
+
+/// The run of this host so far, summed as replicas end (bounded by the partition count, however
+/// often partitions come and go).
+#[derive(Default)]
+struct Summary {
+    /// Each partition's last run's hops and sink.
+    last: BTreeMap<u32, RunReport>,
+    /// Sink totals of every run of every partition.
+    records: u64,
+    chunks: u64,
+    bytes: u64,
+    sum: u64,
+    /// The first failure, and the faults recovered from (the first [`KEPT_FAULTS`]).
+    failure: Option<FailureReport>,
+    recovered: Vec<FailureReport>,
+    close_errors: Vec<FailureReport>,
+}
+
+/// Recovered faults and close errors a host's report keeps.
+const KEPT_FAULTS: usize = 256;
+
+impl Summary {
+    fn add(&mut self, partition: u32, finished: Finished) {
+        let Finished {
+            mut report, sum, ..
+        } = finished;
+        self.records += report.sink.records;
+        self.chunks += report.sink.chunks;
+        self.bytes += report.sink.bytes;
+        self.sum = self.sum.wrapping_add(sum);
+        if self.failure.is_none() {
+            self.failure = report.failure.take();
+        }
+        let room = KEPT_FAULTS.saturating_sub(self.recovered.len());
+        self.recovered
+            .extend(std::mem::take(&mut report.recovered).into_iter().take(room));
+        let room = KEPT_FAULTS.saturating_sub(self.close_errors.len());
+        self.close_errors.extend(
+            std::mem::take(&mut report.close_errors)
+                .into_iter()
+                .take(room),
+        );
+        self.last.insert(partition, report);
+    }
 }
 
 /// This host's share of a NATS pipeline's partitions.
@@ -128,6 +201,8 @@ pub(crate) struct Fleet {
     nats: Arc<Nats>,
     settings: NatsSource,
     live: Arc<Live>,
+    /// Partitions whose chain ended: done for good, never taken again.
+    ended: BTreeSet<u32>,
 }
 
 impl Fleet {
@@ -142,6 +217,7 @@ impl Fleet {
             nats,
             settings,
             live,
+            ended: BTreeSet::new(),
         }
     }
 
@@ -154,7 +230,7 @@ impl Fleet {
         self.live.clone()
     }
 
-    /// A probe over the replicas running now.
+    /// A probe over the replicas running when it is read.
     pub(crate) fn probe(&self, name: &str) -> Probe {
         Probe {
             pipeline: name.into(),
@@ -165,9 +241,8 @@ impl Fleet {
     }
 
     /// Holds and runs this host's share of the partitions until `stop` is set, a replica
-    /// fails, or (with `drain`) every partition has read and checkpointed all its stream
-    /// holds; then stops every replica at a chunk boundary, each taking its last checkpoint,
-    /// releases the leases, and reports.
+    /// fails, or (with `drain`) every partition is done; then stops every replica at a chunk
+    /// boundary, each taking its last checkpoint, releases the leases, and reports.
     pub(crate) fn run(
         &mut self,
         name: &str,
@@ -177,27 +252,25 @@ impl Fleet {
     ) -> RunReport {
         let started = Instant::now();
         let ttl = Duration::from_millis(self.settings.lease_ms);
-        let mut leases = match Leases::join(self.nats.clone(), &self.settings.lease_bucket, ttl) {
+        let mut leases = match Leases::join(
+            self.nats.clone(),
+            &self.settings.lease_bucket,
+            &self.settings.consumer,
+            ttl,
+        ) {
             Ok(leases) => leases,
             Err(e) => return RunReport::failed(name, credits, &e),
         };
         tracing::info!(host = leases.host(), "joined the hosts of `{name}`");
         let mut running: BTreeMap<u32, Running> = BTreeMap::new();
-        let mut finished: Vec<(u32, RunReport, u64)> = Vec::new();
-        let mut failure = None;
+        let mut summary = Summary::default();
         loop {
-            self.reap(&mut running, &mut leases, &mut finished, false);
-            if failure.is_none() {
-                failure = finished
-                    .iter()
-                    .find(|(_, r, _)| r.status == RunStatus::Failed)
-                    .and_then(|(_, r, _)| r.failure.clone());
-            }
-            if failure.is_some() || stop.load(Ordering::Relaxed) {
+            self.reap(&mut running, &mut leases, &mut summary, false);
+            if summary.failure.is_some() || stop.load(Ordering::Relaxed) {
                 break;
             }
             if let Err(e) = self.balance(&mut leases, &mut running) {
-                failure = Some(FailureReport::from(&e));
+                summary.failure = Some(FailureReport::from(&e));
                 break;
             }
             if self.settings.drain && running.is_empty() && self.all_done() {
@@ -215,30 +288,33 @@ impl Fleet {
         for replica in running.values() {
             replica.stop.store(true, Ordering::Relaxed);
         }
-        self.reap(&mut running, &mut leases, &mut finished, true);
+        self.reap(&mut running, &mut leases, &mut summary, true);
         leases.leave();
-        self.combine(name, credits, started, finished, failure, stop, swaps)
+        combine(name, credits, started, summary, stop, swaps)
     }
 
-    /// Renews the leases (stopping the replicas of those lost), then takes free partitions up
-    /// to this host's fair share, or hands back those above it.
-    fn balance(&self, leases: &mut Leases, running: &mut BTreeMap<u32, Running>) -> Result<()> {
+    /// Renews the leases (stopping the replicas of those lost or run out), then takes free
+    /// partitions up to this host's fair share, or hands back those above it.
+    fn balance(&mut self, leases: &mut Leases, running: &mut BTreeMap<u32, Running>) -> Result<()> {
         leases.announce()?;
-        for lost in leases.renew() {
-            if let Some(replica) = running.get(&lost) {
-                replica.abandoned.store(true, Ordering::Relaxed);
+        leases.renew();
+        for replica in running.values() {
+            if !replica.hold.valid() {
+                replica.hold.lose();
                 replica.stop.store(true, Ordering::Relaxed);
             }
         }
         let partitions = self.settings.partitions;
         let hosts = u32::try_from(leases.hosts()?).unwrap_or(u32::MAX);
-        let share = partitions.div_ceil(hosts.max(1));
+        // Partitions done for good are nobody's share.
+        let open = partitions.saturating_sub(u32::try_from(self.ended.len()).unwrap_or(0));
+        let share = open.div_ceil(hosts.max(1));
         let kept: Vec<u32> = running
             .iter()
             .filter(|(_, r)| !r.stop.load(Ordering::Relaxed))
             .map(|(p, _)| *p)
             .collect();
-        let held = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+        let mut held = u32::try_from(kept.len()).unwrap_or(u32::MAX);
         if held > share {
             // Hand back the highest partitions: they stop, checkpoint, and are released
             // when their threads end.
@@ -249,7 +325,6 @@ impl Fleet {
             }
             return Ok(());
         }
-        let mut held = held;
         // Start looking at a place of this host's own, so hosts do not race for one partition.
         let offset = leases
             .host()
@@ -261,15 +336,25 @@ impl Fleet {
             }
             let partition = offset.wrapping_add(i) % partitions;
             if running.contains_key(&partition)
+                || self.ended.contains(&partition)
                 || (self.settings.drain && self.partition_done(partition))
-                || !leases.try_take(partition)
             {
                 continue;
             }
-            match self.start(partition) {
-                Ok(replica) => {
+            let Some(hold) = leases.try_take(partition) else {
+                continue;
+            };
+            match self.start(partition, hold) {
+                Ok(Some(replica)) => {
                     running.insert(partition, replica);
                     held += 1;
+                }
+                Ok(None) => {
+                    // Ended for good, or another host wrote its checkpoint meanwhile.
+                    if self.partition_ended(partition) {
+                        self.ended.insert(partition);
+                    }
+                    leases.release(partition);
                 }
                 Err(e) => {
                     leases.release(partition);
@@ -280,86 +365,40 @@ impl Fleet {
         Ok(())
     }
 
-    /// Builds partition `partition`'s replica and runs it on a thread of its own. A fault of a
-    /// stage whose policy is `restart` rolls the partition back to its last checkpoint: a new
-    /// replica, restored from it, replays what came after (N7), up to `max_restarts` times.
-    fn start(&self, partition: u32) -> Result<Running> {
-        let abandoned = Arc::new(AtomicBool::new(false));
+    /// Builds partition `partition`'s replica and runs it on a thread of its own (`None` if
+    /// there is nothing to run). A fault of a stage whose policy is `restart` rolls the
+    /// partition back to its last checkpoint: a new replica, restored from it, replays what
+    /// came after (N7), up to `max_restarts` times.
+    fn start(&self, partition: u32, hold: Arc<Hold>) -> Result<Option<Running>> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut replica = self.replicas.build(partition, abandoned.clone())?;
+        let Some(mut replica) = self.replicas.build(partition, hold.clone())? else {
+            return Ok(None);
+        };
         replica.stop = stop.clone();
         tracing::info!(partition, "took partition {partition}");
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-        let (replicas, thread_stop, thread_abandoned) =
-            (self.replicas.clone(), stop.clone(), abandoned.clone());
+        let (replicas, thread_stop, thread_hold) =
+            (self.replicas.clone(), stop.clone(), hold.clone());
         let thread = std::thread::Builder::new()
             .name(format!("sluicegate-partition-{partition}"))
             .spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
-                    let mut restarts = 0u32;
-                    let mut recovered = Vec::new();
-                    loop {
-                        let mut report = replica.run();
-                        let sum = replica.sink.unordered();
-                        let rollback = report
-                            .failure
-                            .as_ref()
-                            .and_then(|f| replicas.restart_policy(f).map(|p| (f.clone(), p)));
-                        let again = match rollback {
-                            Some((failure, (max, backoff)))
-                                if restarts < max
-                                    && !thread_stop.load(Ordering::Relaxed)
-                                    && !thread_abandoned.load(Ordering::Relaxed) =>
-                            {
-                                tracing::warn!(
-                                    partition,
-                                    "{}: {}; partition {partition} rolls back to its last \
-                                     checkpoint (restart {} of {max})",
-                                    failure.stage,
-                                    failure.message,
-                                    restarts + 1
-                                );
-                                std::thread::sleep(backoff);
-                                recovered.push(failure);
-                                replicas.build(partition, thread_abandoned.clone())
-                            }
-                            _ => {
-                                report.recovered.extend(recovered);
-                                return (report, sum);
-                            }
-                        };
-                        match again {
-                            Ok(next) => {
-                                restarts += 1;
-                                replica = next;
-                                replica.stop = thread_stop.clone();
-                            }
-                            Err(e) => {
-                                let mut report = RunReport::failed("-", 0, &e);
-                                report.recovered.extend(recovered);
-                                return (report, sum);
-                            }
-                        }
-                    }
+                    run_partition(partition, replica, &replicas, &thread_stop, &thread_hold)
                 })
             })
             .map_err(|e| Error::Host {
                 stage: "-".into(),
                 message: format!("cannot start the thread of partition {partition}: {e}"),
             })?;
-        Ok(Running {
-            thread,
-            stop,
-            abandoned,
-        })
+        Ok(Some(Running { thread, stop, hold }))
     }
 
-    /// Collects the replicas that ended (all of them if `all`), releasing their leases.
+    /// Collects the replicas that ended (all of them if `all`), giving their leases back.
     fn reap(
-        &self,
+        &mut self,
         running: &mut BTreeMap<u32, Running>,
         leases: &mut Leases,
-        finished: &mut Vec<(u32, RunReport, u64)>,
+        summary: &mut Summary,
         all: bool,
     ) {
         let ended: Vec<u32> = running
@@ -371,122 +410,198 @@ impl Fleet {
             let Some(replica) = running.remove(&partition) else {
                 continue;
             };
-            let (mut report, sum) = replica.thread.join().unwrap_or_else(|_| {
+            let mut finished = replica.thread.join().unwrap_or_else(|_| {
                 let error = Error::Host {
                     stage: "-".into(),
                     message: format!("partition {partition}'s thread panicked (a host bug)"),
                 };
-                (RunReport::failed("-", 0, &error), 0)
+                Finished {
+                    report: RunReport::failed("-", 0, &error),
+                    sum: 0,
+                    ended: false,
+                }
             });
             self.live.unregister(partition);
-            if replica.abandoned.load(Ordering::Relaxed) {
+            // Given back in every case: the release is a compare-and-set, so a lease that is
+            // another host's now is left alone.
+            leases.release(partition);
+            if replica.hold.lost() {
                 // N5: the partition went to another host; what stopped it here is no failure.
-                if let Some(failure) = report.failure.take() {
+                if let Some(failure) = finished.report.failure.take() {
                     tracing::warn!(
                         partition,
                         "partition {partition} given up: {}",
                         failure.message
                     );
                 }
-                report.status = RunStatus::Ok;
-            } else {
-                leases.release(partition);
+                finished.report.status = RunStatus::Ok;
+            }
+            if finished.ended {
+                self.ended.insert(partition);
             }
             tracing::info!(partition, "gave partition {partition} back");
-            finished.push((partition, report, sum));
+            summary.add(partition, finished);
         }
     }
 
     /// True when every partition is done (see [`Fleet::partition_done`]).
     fn all_done(&self) -> bool {
-        (0..self.settings.partitions).all(|p| self.partition_done(p))
+        (0..self.settings.partitions).all(|p| self.ended.contains(&p) || self.partition_done(p))
+    }
+
+    /// The partition's last checkpoint, if it can be read.
+    fn checkpoint(&self, partition: u32) -> Option<crate::nats::Checkpoint> {
+        let settings = &self.settings;
+        Checkpoints::open(
+            self.nats.clone(),
+            &settings.checkpoint_bucket,
+            &settings.consumer,
+            partition,
+        )
+        .and_then(|mut checkpoints| checkpoints.load())
+        .ok()
+        .flatten()
+    }
+
+    /// True when partition `partition`'s chain ended: it is done for good.
+    fn partition_ended(&self, partition: u32) -> bool {
+        self.checkpoint(partition).is_some_and(|c| c.ended)
     }
 
     /// True when partition `partition` has read everything its stream holds, acknowledged it,
     /// and its last checkpoint was taken with its chain answering nothing more (no output
-    /// still held in a stage): with `drain`, nothing is left to do for it.
+    /// still held in a stage), or its chain ended: with `drain`, nothing is left to do for it.
     fn partition_done(&self, partition: u32) -> bool {
-        let settings = &self.settings;
-        consumer_settled(&self.nats, settings, partition)
-            && Checkpoints::open(
-                self.nats.clone(),
-                &settings.checkpoint_bucket,
-                &settings.consumer,
-                partition,
-            )
-            .and_then(|mut checkpoints| checkpoints.load())
-            .ok()
-            .flatten()
-            .is_some_and(|checkpoint| checkpoint.quiescent)
+        match self.checkpoint(partition) {
+            Some(c) if c.ended => true,
+            Some(c) => c.quiescent && consumer_settled(&self.nats, &self.settings, partition),
+            None => false,
+        }
     }
+}
 
-    /// One report of this host's run from its replicas' runs.
-    #[expect(clippy::too_many_arguments, reason = "the run's parts, named once")]
-    fn combine(
-        &self,
-        name: &str,
-        credits: u32,
-        started: Instant,
-        finished: Vec<(u32, RunReport, u64)>,
-        failure: Option<FailureReport>,
-        stop: &AtomicBool,
-        swaps: &Mutex<Vec<SwapReport>>,
-    ) -> RunReport {
-        let elapsed_s = started.elapsed().as_secs_f64();
-        let mut hops: Vec<HopReport> = Vec::new();
-        let (mut records, mut chunks, mut bytes, mut sum, mut records_in) = (0, 0, 0, 0u64, 0);
-        let (mut recovered, mut close_errors, mut sinks) = (Vec::new(), Vec::new(), Vec::new());
-        let mut failure = failure;
-        for (partition, report, unordered) in finished {
-            for mut hop in report.hops {
-                if hop.state.is_none() {
-                    hop.name = replica_name("partition", partition as usize);
-                    hop.records_in = hop.records_out;
-                    records_in += hop.records_out;
-                }
-                hops.push(hop);
+/// A partition's thread: runs its replica, rolling it back to the last checkpoint after a
+/// fault of a stage whose policy is `restart` (N7), as often as its `max_restarts` allows.
+fn run_partition(
+    partition: u32,
+    mut replica: Pipeline,
+    replicas: &Replicas,
+    stop: &Arc<AtomicBool>,
+    hold: &Arc<Hold>,
+) -> Finished {
+    let mut restarts = 0u32;
+    let mut recovered = Vec::new();
+    loop {
+        let mut report = replica.run();
+        let sum = replica.sink.unordered();
+        let ended = report.failure.is_none() && replica.ended();
+        let rollback = report
+            .failure
+            .as_ref()
+            .and_then(|f| replicas.restart_policy(f).map(|policy| (f.clone(), policy)));
+        let again = match rollback {
+            Some((failure, (max, backoff)))
+                if restarts < max && !stop.load(Ordering::Relaxed) && hold.valid() =>
+            {
+                tracing::warn!(
+                    partition,
+                    "{}: {}; partition {partition} rolls back to its last checkpoint \
+                     (restart {} of {max})",
+                    failure.stage,
+                    failure.message,
+                    restarts + 1
+                );
+                std::thread::sleep(backoff);
+                recovered.push(failure);
+                replicas.build(partition, hold.clone())
             }
-            records += report.sink.records;
-            chunks += report.sink.chunks;
-            bytes += report.sink.bytes;
-            sum = sum.wrapping_add(unordered);
-            sinks.push(report.sink);
-            if failure.is_none() {
-                failure = report.failure;
+            _ => {
+                report.recovered.extend(recovered);
+                return Finished { report, sum, ended };
             }
-            recovered.extend(report.recovered);
-            close_errors.extend(report.close_errors);
+        };
+        match again {
+            Ok(Some(next)) => {
+                restarts += 1;
+                replica = next;
+                replica.stop = stop.clone();
+            }
+            // Another host wrote the checkpoint meanwhile: it holds the partition now.
+            Ok(None) => {
+                hold.lose();
+                report.recovered.extend(recovered);
+                return Finished {
+                    report,
+                    sum,
+                    ended: false,
+                };
+            }
+            Err(e) => {
+                let mut report = RunReport::failed("-", 0, &e);
+                report.recovered.extend(recovered);
+                return Finished {
+                    report,
+                    sum,
+                    ended: false,
+                };
+            }
         }
-        let kind = sinks.first().map(|s| s.kind).unwrap_or_default();
-        let failed = failure.is_some() || !close_errors.is_empty();
-        RunReport {
-            pipeline: name.to_string(),
-            status: if failed {
-                RunStatus::Failed
-            } else {
-                RunStatus::Ok
-            },
-            elapsed_s,
-            records_per_s: if elapsed_s > 0.0 {
-                records_in as f64 / elapsed_s
-            } else {
-                0.0
-            },
-            credits,
-            hops,
-            sink: SinkReport {
-                kind,
-                records,
-                chunks,
-                bytes,
-                checksum: format!("{sum:016x}"),
-            },
-            failure,
-            close_errors,
-            recovered,
-            swaps: swaps.lock().map(|s| s.clone()).unwrap_or_default(),
-            stopped: stop.load(Ordering::Relaxed),
-            partitions: sinks,
+    }
+}
+
+/// One report of this host's run from its replicas' runs.
+fn combine(
+    name: &str,
+    credits: u32,
+    started: Instant,
+    summary: Summary,
+    stop: &AtomicBool,
+    swaps: &Mutex<Vec<SwapReport>>,
+) -> RunReport {
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let mut hops: Vec<HopReport> = Vec::new();
+    let mut records_in = 0;
+    let mut sinks = Vec::new();
+    for (partition, report) in summary.last {
+        for mut hop in report.hops {
+            if hop.state.is_none() {
+                hop.name = replica_name("partition", partition as usize);
+                hop.records_in = hop.records_out;
+                records_in += hop.records_out;
+            }
+            hops.push(hop);
         }
+        sinks.push(report.sink);
+    }
+    let kind = sinks.first().map(|s| s.kind).unwrap_or_default();
+    let failed = summary.failure.is_some() || !summary.close_errors.is_empty();
+    RunReport {
+        pipeline: name.to_string(),
+        status: if failed {
+            RunStatus::Failed
+        } else {
+            RunStatus::Ok
+        },
+        elapsed_s,
+        records_per_s: if elapsed_s > 0.0 {
+            records_in as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        credits,
+        hops,
+        sink: SinkReport {
+            kind,
+            records: summary.records,
+            chunks: summary.chunks,
+            bytes: summary.bytes,
+            checksum: format!("{:016x}", summary.sum),
+        },
+        failure: summary.failure,
+        close_errors: summary.close_errors,
+        recovered: summary.recovered,
+        swaps: swaps.lock().map(|s| s.clone()).unwrap_or_default(),
+        stopped: stop.load(Ordering::Relaxed),
+        partitions: sinks,
     }
 }

@@ -83,11 +83,16 @@ impl Sink {
         }
     }
 
-    /// A `nats` sink: ids from here on derive from the checkpoint at input sequence `base`.
-    pub(crate) fn rebase(&mut self, base: u64) {
+    /// A `nats` sink: the next record is its partition's `ordinal`-th.
+    pub(crate) fn count_from(&mut self, ordinal: u64) {
         if let Some(nats) = self.nats.as_mut() {
-            nats.rebase(base);
+            nats.count_from(ordinal);
         }
+    }
+
+    /// A `nats` sink: how many records its partition has published.
+    pub(crate) fn published(&self) -> u64 {
+        self.nats.as_ref().map_or(0, NatsOutput::published)
     }
 
     /// A replica's order-independent checksum so far (see `unordered`).

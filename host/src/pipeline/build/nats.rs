@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use super::{Loaded, PipelineBuilder};
 use crate::config::{NatsSource, OnFault, PipelineSpec, SourceSpec};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::nats::{Checkpoints, Nats, NatsInput, Position};
+use crate::nats::{Checkpoint, Checkpoints, Hold, Nats, NatsInput, Position};
 use crate::report::FailureReport;
 
 impl PipelineBuilder<'_> {
@@ -94,11 +93,13 @@ pub(crate) struct Replicas {
 }
 
 impl Replicas {
-    /// Partition `partition`'s replica, from its last checkpoint; `abandoned` stops its
-    /// checkpoints once the lease is lost. Registered with the live replicas (swaps, probes)
-    /// under the same lock that reads the components, so a swap reaches it or it is built
-    /// with the swapped version.
-    pub(crate) fn build(&self, partition: u32, abandoned: Arc<AtomicBool>) -> Result<Pipeline> {
+    /// Partition `partition`'s replica, from its last checkpoint, for as long as `hold` says
+    /// this host holds it; `None` if the partition's chain had ended (it is done for good) or
+    /// another host wrote its checkpoint meanwhile. Before anything is read, the checkpoint is
+    /// written back (N5): a host that lost the partition without knowing it can no longer write
+    /// it. Registered with the live replicas (swaps, probes) under the same lock that reads the
+    /// components, so a swap reaches it or it is built with the swapped version.
+    pub(crate) fn build(&self, partition: u32, hold: Arc<Hold>) -> Result<Option<Pipeline>> {
         let settings = &self.settings;
         let index = usize::try_from(partition).unwrap_or(usize::MAX);
         let mut checkpoints = Checkpoints::open(
@@ -108,7 +109,17 @@ impl Replicas {
             partition,
         )?;
         let start = checkpoints.load()?;
-        let position = Position::at(start.as_ref().map_or(0, |c| c.sequence));
+        if start.as_ref().is_some_and(|c| c.ended) {
+            return Ok(None);
+        }
+        let fence = start.clone().unwrap_or_else(|| Checkpoint {
+            states: self.names.iter().map(|n| (n.clone(), Vec::new())).collect(),
+            ..Checkpoint::default()
+        });
+        if !checkpoints.save(&fence)? {
+            return Ok(None);
+        }
+        let position = Position::at(fence.sequence);
         let input = NatsInput::open(self.nats.clone(), settings, partition, position.clone())?;
         let input = CountedSource::wrap(Box::new(input));
         let counters = input.counters();
@@ -130,7 +141,7 @@ impl Replicas {
         replica.stall_timeout = None;
         replica.checkpointer = Some(Checkpointer::new(
             checkpoints,
-            start,
+            Some(fence),
             position,
             counters,
             self.names.clone(),
@@ -138,9 +149,9 @@ impl Replicas {
                 settings.checkpoint_records,
                 Duration::from_millis(settings.checkpoint_ms),
             ),
-            abandoned,
+            hold,
         ));
-        Ok(replica)
+        Ok(Some(replica))
     }
 
     /// If `failure` is a fault of a stage whose policy is `restart`: how often its partition
