@@ -374,8 +374,9 @@ fn n4_a_second_run_starts_from_the_checkpoint_of_the_first() {
     );
 }
 
-/// A server that stops mid-run and comes back: the host waits (every NATS operation is retried
-/// for `server_timeout_ms`), carries on with what is published after, and loses nothing.
+/// A server that stops mid-run (while the host works through a batch of ticks) and comes back:
+/// the host waits (every NATS operation is retried for `server_timeout_ms`), carries on with
+/// what it was doing and what is published after, and loses and repeats nothing.
 #[test]
 fn a_server_that_stops_and_comes_back_loses_nothing() {
     let mut server = NatsServer::start("outage");
@@ -393,11 +394,14 @@ fn a_server_that_stops_and_comes_back_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // More ticks, and the server goes away while the host is still on them (fetching,
+    // publishing, checkpointing), and comes back.
+    publish_feed(&dir, &server.url, 30_000, 43);
     server.stop();
     std::thread::sleep(Duration::from_millis(1500));
     server.restart();
     let reader = Reader::connect(&server.url);
-    publish_feed(&dir, &server.url, 10_000, 43);
+    publish_feed(&dir, &server.url, 10_000, 44);
     while !reader.all_delivered("outage") {
         assert!(
             Instant::now() < deadline,
@@ -411,7 +415,7 @@ fn a_server_that_stops_and_comes_back_loses_nothing() {
     run_here(&finishing);
 
     let reference = market_file(&dir, &server.url, "reference", 1_000, true, &[]);
-    assert_eq!(run_here(&reference).records_in(), 20_000);
+    assert_eq!(run_here(&reference).records_in(), 50_000);
     let expected = reader.messages("ORDERS_reference");
     assert!(
         expected.len() > 10,
@@ -420,7 +424,20 @@ fn a_server_that_stops_and_comes_back_loses_nothing() {
     );
     let got = reader.messages("ORDERS_outage");
     assert_eq!(got.len(), expected.len(), "orders lost or duplicated");
-    assert_eq!(by_symbol(&got), by_symbol(&expected));
+    // The same orders, each once. Their order within a symbol may differ where a publish was
+    // lost with the connection while later ones were stored (docs/scale-out.md): each order
+    // carries its tick's sequence.
+    let sorted = |records: &[Vec<u8>]| {
+        let mut orders = by_symbol(records);
+        for list in orders.values_mut() {
+            list.sort_by_key(|order| order.seq);
+        }
+        orders
+    };
+    assert!(
+        sorted(&got) == sorted(&expected),
+        "orders lost, changed or duplicated"
+    );
 }
 
 /// A server that does not come back fails the run once `server_timeout_ms` has passed, with
