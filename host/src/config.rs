@@ -208,6 +208,14 @@ impl PipelineSpec {
                             .into(),
                     ));
                 }
+                if let Some(stage) = self.stages.iter().find(|s| s.real_time_and_random) {
+                    return Err(fail(format!(
+                        "stage `{}`: real_time_and_random is not available with a nats source: a \
+                         partition replayed after a host's death must publish the same records \
+                         again (docs/scale-out.md)",
+                        stage.name
+                    )));
+                }
                 if let Some(stage) = self.stages.iter().find(|s| s.on_fault == OnFault::Bypass) {
                     return Err(fail(format!(
                         "stage `{}`: on_fault = \"bypass\" is not available with a nats source \

@@ -717,3 +717,51 @@ fn bypass_is_refused_with_a_nats_source() {
         "{message}"
     );
 }
+
+/// N5: a lease bucket whose entries live longer or shorter than the pipeline's `lease_ms` is
+/// refused by name: its leases would age out under their holders, or too late.
+#[test]
+fn n5_a_lease_bucket_made_for_another_lease_ms_is_refused_by_name() {
+    let server = NatsServer::start("ttl");
+    let dir = test_dir("ttl");
+    publish_feed(&dir, &server.url, 1_000, 42);
+    run_here(&market_file(&dir, &server.url, "ttl", 1_000, true, &[]));
+    let other = market_file(
+        &dir,
+        &server.url,
+        "ttl",
+        1_000,
+        true,
+        &[("lease_ms = 1500", "lease_ms = 3000")],
+    );
+    let report = within(HANG, move || {
+        let spec = PipelineSpec::from_file(&other).expect("spec");
+        pipelines().build(&spec, &other).expect("build").run()
+    });
+    assert_eq!(report.status, RunStatus::Failed, "{report}");
+    let failure = report.failure.expect("a failure");
+    assert!(
+        failure.message.contains("leases-ttl") && failure.message.contains("lease_ms"),
+        "{}",
+        failure.message
+    );
+}
+
+/// Built from inside a tokio runtime (where its blocking calls would panic), a NATS pipeline
+/// is refused with an error that says what to do instead.
+#[test]
+fn a_nats_pipeline_built_inside_a_tokio_runtime_is_refused_clearly() {
+    let server = NatsServer::start("tokio");
+    let dir = test_dir("tokio");
+    let path = market_file(&dir, &server.url, "tokio", 1_000, true, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let built = runtime.block_on(async {
+        let spec = PipelineSpec::from_file(&path).expect("spec");
+        pipelines().build(&spec, &path).map(|_| ())
+    });
+    let message = built.expect_err("refused").to_string();
+    assert!(message.contains("tokio runtime"), "{message}");
+}

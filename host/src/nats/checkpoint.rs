@@ -100,7 +100,7 @@ impl Checkpoints {
         partition: u32,
     ) -> Result<Self> {
         let js = nats.js.clone();
-        let store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
+        let store: kv::Store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
             match js.get_key_value(bucket).await {
                 Ok(store) => Ok(store),
                 Err(_) => {
@@ -113,6 +113,16 @@ impl Checkpoints {
                 }
             }
         })?;
+        let max_age = nats
+            .retry(&format!("reading bucket `{bucket}`"), || store.status())?
+            .max_age();
+        if !max_age.is_zero() {
+            return Err(nats.error(format!(
+                "checkpoint bucket `{bucket}` lets entries age out after {} ms: checkpoints must \
+                 last; give the pipeline a checkpoint_bucket of its own",
+                max_age.as_millis()
+            )));
+        }
         Ok(Checkpoints {
             nats,
             store,

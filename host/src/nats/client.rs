@@ -126,7 +126,12 @@ impl Nats {
     /// Runs `future` for at most [`QUICK`]: for what is worth trying once and harmless to
     /// miss (an acknowledgement, giving a lease back). `None` if it did not finish in time.
     pub(crate) fn quick<F: Future>(&self, future: F) -> Option<F::Output> {
-        self.block_on(async { tokio::time::timeout(QUICK, future).await })
+        self.within(QUICK, future)
+    }
+
+    /// Runs `future` for at most `limit`; `None` if it did not finish in time.
+    pub(crate) fn within<F: Future>(&self, limit: Duration, future: F) -> Option<F::Output> {
+        self.block_on(async { tokio::time::timeout(limit, future).await })
             .ok()
     }
 

@@ -14,7 +14,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::message::Acker;
 use futures_util::StreamExt;
 
-use super::Nats;
+use super::{Hold, Nats};
 use crate::chunk::Chunk;
 use crate::config::NatsSource;
 use crate::error::Result;
@@ -88,6 +88,9 @@ pub(crate) struct NatsInput {
     position: Arc<Position>,
     wait: Duration,
     partition: u32,
+    /// This host's lease on the partition: nothing is fetched, and the consumer is not
+    /// recreated, once it may have run out (N5).
+    hold: Arc<Hold>,
 }
 
 impl NatsInput {
@@ -98,8 +101,10 @@ impl NatsInput {
         settings: &NatsSource,
         partition: u32,
         position: Arc<Position>,
+        hold: Arc<Hold>,
     ) -> Result<Self> {
         let mut input = NatsInput {
+            hold,
             nats,
             settings: settings.clone(),
             consumer: None,
@@ -118,6 +123,7 @@ impl NatsInput {
     /// read newer messages ahead of those its predecessor never covered (N4), and after a
     /// broken connection nothing delivered into it may be skipped.
     fn reopen(&mut self) -> Result<()> {
+        self.check_hold()?;
         let settings = &self.settings;
         let name = format!("{}-{}", settings.consumer, self.partition);
         let after = self.position.sequence();
@@ -165,6 +171,7 @@ impl NatsInput {
     /// (for up to `server_timeout_ms`) on a consumer reopened at the position, so nothing
     /// that was delivered into a broken connection is skipped.
     fn fetch(&mut self, n: usize, bytes: usize) -> Result<bool> {
+        self.check_hold()?;
         // A fetch's byte bound stops the server at the first message over it, so it never goes
         // below what one message may be; the demand's own bound is kept exactly when the
         // messages are handed over.
@@ -206,6 +213,21 @@ impl NatsInput {
             self.consumer = None;
             self.reopen()?;
         }
+    }
+
+    /// Fails once this host may no longer hold the partition: another host may be reading it.
+    fn check_hold(&self) -> Result<()> {
+        if self.hold.valid() {
+            return Ok(());
+        }
+        self.hold.lose();
+        Err(crate::error::Error::Io {
+            stage: format!("partition#{}", self.partition),
+            message: format!(
+                "this host no longer holds partition {} (its lease ran out); it stops reading",
+                self.partition
+            ),
+        })
     }
 
     /// Keeps the fetched messages that come next: a gap in the consumer's deliveries (lost in

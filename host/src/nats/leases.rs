@@ -28,20 +28,22 @@ pub(crate) struct Hold {
 }
 
 impl Hold {
-    fn new(ttl: Duration) -> Arc<Hold> {
+    /// A lease taken by a request sent at `asked` (the entry's age counts from about then).
+    fn new(ttl: Duration, asked: Instant) -> Arc<Hold> {
         let trust = ttl.saturating_sub(ttl / 4);
         Arc::new(Hold {
             lost: AtomicBool::new(false),
-            valid_until: Mutex::new(Instant::now() + trust),
+            valid_until: Mutex::new(asked + trust),
             trust,
         })
     }
 
-    fn renewed(&self) {
+    /// Renewed by a request sent at `asked`.
+    fn renewed(&self, asked: Instant) {
         *self
             .valid_until
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now() + self.trust;
+            .unwrap_or_else(PoisonError::into_inner) = asked + self.trust;
     }
 
     /// True while the lease is this host's for sure.
@@ -89,7 +91,7 @@ impl Leases {
         ttl: Duration,
     ) -> Result<Leases> {
         let js = nats.js.clone();
-        let store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
+        let store: kv::Store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
             match js.get_key_value(bucket).await {
                 Ok(store) => Ok(store),
                 Err(_) => {
@@ -103,6 +105,20 @@ impl Leases {
                 }
             }
         })?;
+        // Entries must live as long as this host trusts a lease: a bucket made for another
+        // lease_ms would let leases age out under their holders, or never.
+        let max_age = nats
+            .retry(&format!("reading bucket `{bucket}`"), || store.status())?
+            .max_age();
+        if max_age != ttl {
+            return Err(nats.error(format!(
+                "lease bucket `{bucket}` keeps entries {} ms and this pipeline's lease_ms is {}: \
+                 give the pipeline a lease_bucket of its own (a bucket's entry lifetime is set \
+                 when it is created)",
+                max_age.as_millis(),
+                ttl.as_millis()
+            )));
+        }
         let host = format!(
             "{}-{}-{:x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
@@ -163,9 +179,13 @@ impl Leases {
     pub(crate) fn try_take(&mut self, partition: u32) -> Option<Arc<Hold>> {
         let key = format!("{}.partition.{partition}", self.prefix);
         let value = bytes::Bytes::from(self.host.clone());
-        match self.nats.quick(self.store.create(&key, value)) {
+        let asked = Instant::now();
+        match self
+            .nats
+            .within(self.ttl / 4, self.store.create(&key, value))
+        {
             Some(Ok(revision)) => {
-                let hold = Hold::new(self.ttl);
+                let hold = Hold::new(self.ttl, asked);
                 self.held.insert(partition, (revision, hold.clone()));
                 Some(hold)
             }
@@ -180,13 +200,14 @@ impl Leases {
         let value = bytes::Bytes::from(self.host.clone());
         for (partition, (revision, hold)) in self.held.iter_mut() {
             let key = format!("{}.partition.{partition}", self.prefix);
-            match self
-                .nats
-                .quick(self.store.update(&key, value.clone(), *revision))
-            {
+            let asked = Instant::now();
+            match self.nats.within(
+                self.ttl / 4,
+                self.store.update(&key, value.clone(), *revision),
+            ) {
                 Some(Ok(next)) => {
                     *revision = next;
-                    hold.renewed();
+                    hold.renewed(asked);
                 }
                 Some(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!("lease of partition {partition} lost: {e}");

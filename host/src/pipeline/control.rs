@@ -28,19 +28,7 @@ impl Swapper {
     /// partition that refuses it, and then says which partitions run the new version.
     pub fn swap(&self, stage: &str, component: &StageComponent) -> Result<SwapReport> {
         if let Some(live) = &self.live {
-            let reports = live.swap(stage, component, |target| target.swap(component))?;
-            if let Ok(mut swaps) = self.swaps.lock() {
-                swaps.extend(reports.iter().cloned());
-            }
-            return reports
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::SwapRefused {
-                    stage: stage.to_string(),
-                    reason: "no partition runs on this host now; the partitions it takes from now \
-                         on run the new version"
-                        .into(),
-                });
+            return live.swap(stage, component, &self.swaps);
         }
         let mut first = None;
         let mut swapped: Vec<&str> = Vec::new();

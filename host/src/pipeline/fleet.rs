@@ -64,49 +64,61 @@ impl Live {
     }
 
     /// Swaps stage `stage` (`name`, or `name#N` for partition N's alone) in every running
-    /// replica, and in the components replicas are built from from now on.
+    /// replica, and in the components replicas are built from from now on; each swap is
+    /// recorded in `swaps` as it is made. The replicas are swapped outside the lock (a swap
+    /// waits for a chunk boundary), so partitions come and go meanwhile.
     pub(crate) fn swap(
         &self,
         stage: &str,
         component: &crate::StageComponent,
-        swap_one: impl Fn(&Stage) -> Result<SwapReport>,
-    ) -> Result<Vec<SwapReport>> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        swaps: &Mutex<Vec<SwapReport>>,
+    ) -> Result<SwapReport> {
         let (base, only) = match stage.split_once('#') {
             Some((base, n)) => (base, n.parse::<u32>().ok()),
             None => (stage, None),
         };
-        if !inner
-            .components
-            .iter()
-            .any(|(spec, _, _)| spec.name == base)
-        {
-            return Err(Error::SwapRefused {
-                stage: stage.to_string(),
-                reason: "the pipeline has no stage of that name".into(),
-            });
-        }
-        // Partitions taken from now on run the new version.
-        if only.is_none()
-            && let Some(loaded) = inner.components.iter_mut().find(|(s, _, _)| s.name == base)
-        {
-            loaded.1 = component.clone();
-        }
-        let (mut reports, mut refused) = (Vec::new(), Vec::new());
-        for (partition, chain) in &inner.chains {
-            if only.is_some_and(|n| n != *partition) {
-                continue;
+        let targets: Vec<Stage> = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(loaded) = inner.components.iter_mut().find(|(s, _, _)| s.name == base) else {
+                return Err(Error::SwapRefused {
+                    stage: stage.to_string(),
+                    reason: "the pipeline has no stage of that name".into(),
+                });
+            };
+            // Partitions taken from now on run the new version.
+            if only.is_none() {
+                loaded.1 = component.clone();
             }
-            let target = replica_name(base, usize::try_from(*partition).unwrap_or(usize::MAX));
-            for running in chain.stages.iter().filter(|s| s.name() == target) {
-                match swap_one(running) {
-                    Ok(report) => reports.push(report),
-                    Err(e) => refused.push(format!("{target}: {e}")),
+            inner
+                .chains
+                .iter()
+                .filter(|(partition, _)| only.is_none_or(|n| n == **partition))
+                .flat_map(|(partition, chain)| {
+                    let target =
+                        replica_name(base, usize::try_from(*partition).unwrap_or(usize::MAX));
+                    chain
+                        .stages
+                        .iter()
+                        .filter(move |s| s.name() == target)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let (mut first, mut swapped, mut refused) = (None, Vec::new(), Vec::new());
+        for target in &targets {
+            match target.swap(component) {
+                Ok(report) => {
+                    if let Ok(mut swaps) = swaps.lock() {
+                        swaps.push(report.clone());
+                    }
+                    swapped.push(target.name().to_string());
+                    first.get_or_insert(report);
                 }
+                Err(e) => refused.push(format!("{}: {e}", target.name())),
             }
         }
         if !refused.is_empty() {
-            let swapped: Vec<&str> = reports.iter().map(|r| r.stage.as_str()).collect();
             return Err(Error::SwapRefused {
                 stage: stage.to_string(),
                 reason: format!(
@@ -121,7 +133,12 @@ impl Live {
                 ),
             });
         }
-        Ok(reports)
+        first.ok_or_else(|| Error::SwapRefused {
+            stage: stage.to_string(),
+            reason: "no partition runs on this host now; the partitions it takes from now on \
+                     run the new version"
+                .into(),
+        })
     }
 
     /// The chains of the partitions running now, each with its partition's number.
@@ -273,7 +290,10 @@ impl Fleet {
                 summary.failure = Some(FailureReport::from(&e));
                 break;
             }
-            if self.settings.drain && running.is_empty() && self.all_done() {
+            if running.is_empty()
+                && (self.ended.len() == self.partitions()
+                    || (self.settings.drain && self.all_done()))
+            {
                 break;
             }
             // Sleep a third of a lease, waking for a stop or a replica that ended.
@@ -288,7 +308,17 @@ impl Fleet {
         for replica in running.values() {
             replica.stop.store(true, Ordering::Relaxed);
         }
-        self.reap(&mut running, &mut leases, &mut summary, true);
+        // The replicas take their last checkpoints: the leases are renewed meanwhile, so that
+        // a slow stop does not let them run out first.
+        let mut renewed = Instant::now();
+        while !running.is_empty() {
+            self.reap(&mut running, &mut leases, &mut summary, false);
+            if renewed.elapsed() >= ttl / 4 {
+                leases.renew();
+                renewed = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         leases.leave();
         combine(name, credits, started, summary, stop, swaps)
     }
@@ -296,8 +326,10 @@ impl Fleet {
     /// Renews the leases (stopping the replicas of those lost or run out), then takes free
     /// partitions up to this host's fair share, or hands back those above it.
     fn balance(&mut self, leases: &mut Leases, running: &mut BTreeMap<u32, Running>) -> Result<()> {
+        let ttl = Duration::from_millis(self.settings.lease_ms);
         leases.announce()?;
         leases.renew();
+        let mut renewed = Instant::now();
         for replica in running.values() {
             if !replica.hold.valid() {
                 replica.hold.lose();
@@ -340,6 +372,11 @@ impl Fleet {
                 || (self.settings.drain && self.partition_done(partition))
             {
                 continue;
+            }
+            // Taking many partitions takes time: the leases held are renewed meanwhile.
+            if renewed.elapsed() >= ttl / 4 {
+                leases.renew();
+                renewed = Instant::now();
             }
             let Some(hold) = leases.try_take(partition) else {
                 continue;
@@ -494,7 +531,8 @@ fn run_partition(
     loop {
         let mut report = replica.run();
         let sum = replica.sink.unordered();
-        let ended = report.failure.is_none() && replica.ended();
+        // Done for good only if the checkpoint that says so was written by this host's hold.
+        let ended = report.failure.is_none() && replica.ended() && !hold.lost();
         let rollback = report
             .failure
             .as_ref()

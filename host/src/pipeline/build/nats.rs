@@ -66,7 +66,12 @@ impl PipelineBuilder<'_> {
             origin: origin.to_path_buf(),
             names,
             restarts,
-            sink: Mutex::new(sink.replica(0)),
+            sink: Mutex::new({
+                // The model of every partition's sink: ids `<consumer>.<partition>.<n>`.
+                let mut model = sink.replica(0);
+                model.name_ids(&settings.consumer);
+                model
+            }),
             nats: nats.clone(),
             settings: settings.clone(),
             live: live.clone(),
@@ -116,11 +121,19 @@ impl Replicas {
             states: self.names.iter().map(|n| (n.clone(), Vec::new())).collect(),
             ..Checkpoint::default()
         });
-        if !checkpoints.save(&fence)? {
+        // A rollback may come after the lease ran out: then the fence must not be written.
+        if !hold.valid() || !checkpoints.save(&fence)? {
+            hold.lose();
             return Ok(None);
         }
         let position = Position::at(fence.sequence);
-        let input = NatsInput::open(self.nats.clone(), settings, partition, position.clone())?;
+        let input = NatsInput::open(
+            self.nats.clone(),
+            settings,
+            partition,
+            position.clone(),
+            hold.clone(),
+        )?;
         let input = CountedSource::wrap(Box::new(input));
         let counters = input.counters();
         let builder = PipelineBuilder::new(&self.engine);
