@@ -197,7 +197,6 @@ pub fn markdown(figures: Option<&NatsFigures>, in_memory: Option<f64>) -> String
 
 /// Publishes the ticks into stream `MD`, 8 partitions by symbol.
 fn publish(engine: &Engine, ticks: &Ticks, url: &str, dir: &Path) -> anyhow::Result<()> {
-    let lines = ticks.lines();
     let toml = format!(
         "name = \"publish\"\n[source]\nkind = \"ticks\"\n\
          [sink]\nkind = \"nats\"\nurl = \"{url}\"\nsubject = \"md.in\"\n\
@@ -206,21 +205,7 @@ fn publish(engine: &Engine, ticks: &Ticks, url: &str, dir: &Path) -> anyhow::Res
     let origin = dir.join("publish.toml");
     let spec = PipelineSpec::from_toml(&toml, &origin)?;
     let mut pipeline = builder(engine)
-        .source_kind("ticks", move |_| {
-            let lines = lines.clone();
-            let mut at = 0usize;
-            Ok(Box::new(move |demand: sluicegate::Demand| {
-                let mut chunk = sluicegate::Chunk::empty();
-                while chunk.len() < demand.records {
-                    let Some(line) = lines.get(at) else {
-                        return Ok((!chunk.is_empty() || demand.records == 0).then_some(chunk));
-                    };
-                    at += 1;
-                    chunk.push(line);
-                }
-                Ok(Some(chunk))
-            }))
-        })
+        .source_kind("ticks", crate::partitions::ticks_source(ticks))
         .build(&spec, &origin)?;
     let report = pipeline.run();
     ensure!(report.status == RunStatus::Ok, "{report}");

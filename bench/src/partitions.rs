@@ -51,27 +51,37 @@ fn spec(partitions: u32) -> anyhow::Result<PipelineSpec> {
 
 /// A builder that knows the example stages and a `ticks` source serving `ticks`.
 fn builder<'a>(engine: &'a Engine, ticks: &Ticks) -> PipelineBuilder<'a> {
-    let lines = ticks.lines();
     PipelineBuilder::new(engine)
         .builtin("decode", crate::stages::DECODE)
         .builtin("symbol-filter", crate::stages::SYMBOL_FILTER)
         .builtin("vwap", crate::stages::VWAP)
         .builtin("strategy", crate::stages::STRATEGY)
-        .source_kind("ticks", move |_| {
-            let lines = lines.clone();
-            let mut at = 0usize;
-            Ok(Box::new(move |demand: Demand| {
-                let mut chunk = Chunk::empty();
-                while chunk.len() < demand.records {
-                    let Some(line) = lines.get(at) else {
-                        return Ok((!chunk.is_empty() || demand.records == 0).then_some(chunk));
-                    };
-                    at += 1;
-                    chunk.push(line);
-                }
-                Ok(Some(chunk))
-            }))
-        })
+        .source_kind("ticks", ticks_source(ticks))
+}
+
+/// The opener of a `ticks` source: the prepared ticks, each pull honouring its demand.
+pub fn ticks_source(
+    ticks: &Ticks,
+) -> impl Fn(&sluicegate::config::SourceSpec) -> sluicegate::Result<Box<dyn sluicegate::Upstream>>
++ Send
++ Sync
++ 'static {
+    let lines = ticks.lines();
+    move |_| {
+        let lines = lines.clone();
+        let mut at = 0usize;
+        Ok(Box::new(move |demand: Demand| {
+            let mut chunk = Chunk::empty();
+            while chunk.len() < demand.records {
+                let Some(line) = lines.get(at) else {
+                    return Ok((!chunk.is_empty() || demand.records == 0).then_some(chunk));
+                };
+                at += 1;
+                chunk.push(line);
+            }
+            Ok(Some(chunk))
+        }))
+    }
 }
 
 /// One run with `partitions` replicas: (records/s, CPU seconds, orders).

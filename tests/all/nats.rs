@@ -741,7 +741,9 @@ fn n5_a_lease_bucket_made_for_another_lease_ms_is_refused_by_name() {
     assert_eq!(report.status, RunStatus::Failed, "{report}");
     let failure = report.failure.expect("a failure");
     assert!(
-        failure.message.contains("leases-ttl") && failure.message.contains("lease_ms"),
+        failure.message.contains("leases-ttl")
+            && failure.message.contains("lease_ms")
+            && failure.message.contains("1500 ms"),
         "{}",
         failure.message
     );

@@ -7,6 +7,7 @@
 //! the host that took it over: its next write fails, and it stops.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 
@@ -99,30 +100,7 @@ impl Checkpoints {
         consumer: &str,
         partition: u32,
     ) -> Result<Self> {
-        let js = nats.js.clone();
-        let store: kv::Store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
-            match js.get_key_value(bucket).await {
-                Ok(store) => Ok(store),
-                Err(_) => {
-                    js.create_key_value(kv::Config {
-                        bucket: bucket.to_string(),
-                        history: 1,
-                        ..Default::default()
-                    })
-                    .await
-                }
-            }
-        })?;
-        let max_age = nats
-            .retry(&format!("reading bucket `{bucket}`"), || store.status())?
-            .max_age();
-        if !max_age.is_zero() {
-            return Err(nats.error(format!(
-                "checkpoint bucket `{bucket}` lets entries age out after {} ms: checkpoints must \
-                 last; give the pipeline a checkpoint_bucket of its own",
-                max_age.as_millis()
-            )));
-        }
+        let store = nats.bucket(bucket, Duration::ZERO, "a checkpoint")?;
         Ok(Checkpoints {
             nats,
             store,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use async_nats::jetstream::kv;
 
 use crate::error::{Error, Result};
 
@@ -133,6 +134,43 @@ impl Nats {
     pub(crate) fn within<F: Future>(&self, limit: Duration, future: F) -> Option<F::Output> {
         self.block_on(async { tokio::time::timeout(limit, future).await })
             .ok()
+    }
+
+    /// The key-value bucket `bucket`, created (one value per key, entries living `max_age`,
+    /// zero: for ever) if it does not exist; refused, naming `what` it is for, if it exists
+    /// with entries living another time (a bucket's entry lifetime is set when it is created).
+    pub(crate) fn bucket(&self, bucket: &str, max_age: Duration, what: &str) -> Result<kv::Store> {
+        let js = &self.js;
+        let store: kv::Store = self.retry(&format!("opening bucket `{bucket}`"), || async {
+            match js.get_key_value(bucket).await {
+                Ok(store) => Ok(store),
+                Err(_) => {
+                    js.create_key_value(kv::Config {
+                        bucket: bucket.to_string(),
+                        history: 1,
+                        max_age,
+                        ..Default::default()
+                    })
+                    .await
+                }
+            }
+        })?;
+        let lives = self
+            .retry(&format!("reading bucket `{bucket}`"), || store.status())?
+            .max_age();
+        if lives != max_age {
+            let age = |d: Duration| match d.as_millis() {
+                0 => "for ever".to_string(),
+                ms => format!("{ms} ms"),
+            };
+            return Err(self.error(format!(
+                "bucket `{bucket}` keeps its entries {} and {what} needs them kept {}: give the \
+                 pipeline a bucket of its own",
+                age(lives),
+                age(max_age)
+            )));
+        }
+        Ok(store)
     }
 
     /// When an operation started now stops being retried.

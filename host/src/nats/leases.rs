@@ -90,35 +90,9 @@ impl Leases {
         prefix: &str,
         ttl: Duration,
     ) -> Result<Leases> {
-        let js = nats.js.clone();
-        let store: kv::Store = nats.retry(&format!("opening bucket `{bucket}`"), || async {
-            match js.get_key_value(bucket).await {
-                Ok(store) => Ok(store),
-                Err(_) => {
-                    js.create_key_value(kv::Config {
-                        bucket: bucket.to_string(),
-                        history: 1,
-                        max_age: ttl,
-                        ..Default::default()
-                    })
-                    .await
-                }
-            }
-        })?;
         // Entries must live as long as this host trusts a lease: a bucket made for another
         // lease_ms would let leases age out under their holders, or never.
-        let max_age = nats
-            .retry(&format!("reading bucket `{bucket}`"), || store.status())?
-            .max_age();
-        if max_age != ttl {
-            return Err(nats.error(format!(
-                "lease bucket `{bucket}` keeps entries {} ms and this pipeline's lease_ms is {}: \
-                 give the pipeline a lease_bucket of its own (a bucket's entry lifetime is set \
-                 when it is created)",
-                max_age.as_millis(),
-                ttl.as_millis()
-            )));
-        }
+        let store = nats.bucket(bucket, ttl, "a lease of this pipeline's lease_ms")?;
         let host = format!(
             "{}-{}-{:x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
