@@ -767,3 +767,30 @@ fn a_nats_pipeline_built_inside_a_tokio_runtime_is_refused_clearly() {
     let message = built.expect_err("refused").to_string();
     assert!(message.contains("tokio runtime"), "{message}");
 }
+
+/// Through NATS, the market pipeline places exactly the orders it places on one host with
+/// `[partitions]` (examples/market-partitioned.toml) on the same feed: the same count and
+/// the same order-independent checksum.
+#[test]
+fn the_nats_pipeline_places_the_orders_of_the_pipeline_partitioned_in_memory() {
+    let server = NatsServer::start("same");
+    let dir = test_dir("same");
+    publish_feed(&dir, &server.url, 20_000, 42);
+    let nats = run_here(&market_file(&dir, &server.url, "same", 5_000, true, &[]));
+    let origin = dir.join("market-partitioned.toml");
+    let mut spec = PipelineSpec::from_toml(
+        include_str!("../../examples/market-partitioned.toml"),
+        &origin,
+    )
+    .expect("spec");
+    spec.set_records(20_000);
+    let in_memory = within(HANG, move || {
+        pipelines().build(&spec, &origin).expect("build").run()
+    });
+    assert_eq!(in_memory.status, RunStatus::Ok, "{in_memory}");
+    assert!(nats.sink.records > 10, "{nats}");
+    assert_eq!(
+        (nats.sink.records, &nats.sink.checksum),
+        (in_memory.sink.records, &in_memory.sink.checksum)
+    );
+}
