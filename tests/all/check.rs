@@ -138,6 +138,12 @@ fn slow_key() {
 }
 
 #[test]
+fn stalls_on_key() {
+    // A pass-through until it sees its key: the kit's records never hold it.
+    passes(&run(a::STALLS_ON_KEY, &[a::COUNTER], &[("key", "never")]));
+}
+
+#[test]
 fn flaky() {
     // A pass-through until its instance has passed `after` records: the kit's runs stay below.
     passes(&run(a::FLAKY, &[a::COUNTER], &[("after", "1000000")]));

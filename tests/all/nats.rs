@@ -177,6 +177,26 @@ impl Reader {
         })
     }
 
+    /// Each of consumer `consumer`'s partitions' messages still to deliver (as many entries as
+    /// partitions whose consumer exists).
+    fn pending(&self, consumer: &str) -> Vec<u64> {
+        self.runtime.block_on(async {
+            let Ok(stream) = self.js.get_stream("MD").await else {
+                return Vec::new();
+            };
+            let mut pending = Vec::new();
+            for partition in 0..8 {
+                if let Ok(info) = stream
+                    .consumer_info(format!("{consumer}-{partition}"))
+                    .await
+                {
+                    pending.push(info.num_pending);
+                }
+            }
+            pending
+        })
+    }
+
     /// How many partitions are leased in bucket `bucket` now.
     fn lease_count(&self, bucket: &str) -> usize {
         self.runtime.block_on(async {
@@ -793,4 +813,53 @@ fn the_nats_pipeline_places_the_orders_of_the_pipeline_partitioned_in_memory() {
         (nats.sink.records, &nats.sink.checksum),
         (in_memory.sink.records, &in_memory.sink.checksum)
     );
+}
+
+/// A partition stuck behind a slow stage holds back only itself (docs/scale-out.md, "credits
+/// become fetch sizes"): the others read everything the stream holds for them, and the stuck
+/// one fetches nothing it was not asked for, so the stream keeps its records.
+#[test]
+fn a_stuck_partition_holds_back_only_itself() {
+    let server = NatsServer::start("stuck");
+    let dir = test_dir("stuck");
+    let reader = Reader::connect(&server.url);
+    publish_feed(&dir, &server.url, 10_000, 42);
+    let stalls = format!(
+        "[[stage]]\nname = \"stalls\"\ncomponent = {:?}\nconfig = {{ key = \"AAPL\" }}\n\n\
+         [[stage]]\nname = \"decode\"",
+        sluicegate_tests::artifacts::STALLS_ON_KEY
+    );
+    let path = market_file(
+        &dir,
+        &server.url,
+        "stuck",
+        1_000,
+        false,
+        &[("[[stage]]\nname = \"decode\"", stalls.as_str())],
+    );
+    let spec = PipelineSpec::from_file(&path).expect("spec");
+    let mut pipeline = pipelines().build(&spec, &path).expect("build");
+    let stopper = pipeline.stopper();
+    let runner = std::thread::spawn(move || pipeline.run());
+    let deadline = Instant::now() + HANG;
+    let pending = loop {
+        let pending = reader.pending("stuck");
+        if pending.len() == 8 && pending.iter().filter(|&&p| p == 0).count() == 7 {
+            break pending;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other partitions did not carry on: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The stuck partition's records wait in the stream: at most one pull's worth was fetched.
+    let stuck = pending.iter().copied().max().unwrap_or(0);
+    assert!(
+        stuck > 100,
+        "the stuck partition fetched its records: {pending:?}"
+    );
+    stopper.stop();
+    let report = runner.join().expect("the run's thread");
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
 }
