@@ -115,6 +115,12 @@ impl Counters {
         bump(&self.bytes, bytes as u64);
     }
 
+    /// Records delivered so far: one load, where a [`Counters::snapshot`] also works out the
+    /// latency quantiles.
+    pub(crate) fn records(&self) -> u64 {
+        self.records.load(Relaxed)
+    }
+
     pub(crate) fn snapshot(&self) -> StageStats {
         StageStats {
             resumes_entered: self.resumes_entered.load(Relaxed),

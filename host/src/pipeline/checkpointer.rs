@@ -114,7 +114,7 @@ impl Checkpointer {
 
     /// After a resume of the sink: takes a checkpoint if one is due.
     pub(crate) fn after_resume(&mut self, stages: &[Stage], sink: &mut Sink) -> Result<()> {
-        let records = self.input.snapshot().records;
+        let records = self.input.records();
         if records.saturating_sub(self.last_records) >= self.every_records
             || self.last_at.elapsed() >= self.every
         {
@@ -132,7 +132,7 @@ impl Checkpointer {
         standing: Standing,
     ) -> Result<()> {
         self.last_at = Instant::now();
-        self.last_records = self.input.snapshot().records;
+        self.last_records = self.input.records();
         let (sequence, outputs) = (self.position.sequence(), sink.published());
         if (sequence, outputs, standing) == self.last || self.hold.lost() {
             return Ok(());
