@@ -176,6 +176,13 @@ impl PipelineSpec {
             if let Some(key) = &partitions.key.stage {
                 check_stage(key, &base).map_err(|m| fail(format!("[partitions] key: {m}")))?;
             }
+            let dir = partitions.spill_dir(&base);
+            if partitions.spill_bytes() > 0 && !dir.is_dir() {
+                return Err(fail(format!(
+                    "[partitions] spill_dir {} is not a directory",
+                    dir.display()
+                )));
+            }
         }
         match self.source.as_ref().map(|s| (s, s.kind.as_str())) {
             Some((source, FILE)) => {

@@ -2,7 +2,8 @@
 //! record routed by its key. Q1: a key's records reach one replica in source order, so every
 //! symbol's orders are the single chain's. Q2: every replica keeps its own state, also across a
 //! hot swap and a supervised restart. Q3: the router never holds more than a bounded number of
-//! records, however slow a replica is.
+//! records in memory, however slow a replica is, and a slow partition holds back only itself
+//! (its records wait in its spill files).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,17 @@ fn market(
     records: u64,
     front: &str,
 ) -> (Pipeline, PathBuf) {
+    market_with(tag, partitions, "", records, front)
+}
+
+/// [`market`] with `settings` (lines) added to its `[partitions]`.
+fn market_with(
+    tag: &str,
+    partitions: Option<(u32, usize, usize)>,
+    settings: &str,
+    records: u64,
+    front: &str,
+) -> (Pipeline, PathBuf) {
     let dir = std::env::temp_dir().join(format!("sluicegate-partitions-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let out = dir.join(format!(
@@ -42,7 +54,10 @@ fn market(
     );
     toml = match partitions {
         Some((n, queue, field)) => toml
-            .replace("count = 2", &format!("count = {n}\nqueue_chunks = {queue}"))
+            .replace(
+                "count = 2",
+                &format!("count = {n}\nqueue_chunks = {queue}\n{settings}"),
+            )
             .replace("field = 2 }", &format!("field = {field} }}")),
         None => toml
             .replace("[partitions]\n", "")
@@ -301,11 +316,11 @@ fn q2_a_hot_swap_mid_stream_replaces_the_stage_in_every_partition_each_with_its_
 }
 
 #[test]
-fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
-    // A first stage that spins on every AAPL tick makes the partition slow: the router blocks
-    // on its queue. At no point are more records in flight between the source and the
-    // replica than its queue (`queue_chunks`), its input's remainder and the router's hand
-    // can hold.
+fn q3_without_spill_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() {
+    // A first stage that spins on every AAPL tick makes the partition slow: without spill
+    // files, the router blocks on its queue. At no point are more records in flight between
+    // the source and the replica than its queue (`queue_chunks`), its input's remainder and
+    // the router's hand can hold.
     let slow = format!(
         "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 20000 }}\n",
         a::SLOW_KEY
@@ -313,7 +328,7 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
     let (single, path) = market("q3", None, 200_000, "");
     run(single);
     let expected = orders_by_symbol(&path);
-    let (partitioned, path) = market("q3", Some((2, 2, 99)), 200_000, &slow);
+    let (partitioned, path) = market_with("q3", Some((2, 2, 99)), "spill_mib = 0", 200_000, &slow);
     assert!(
         partitioned
             .stages()
@@ -352,6 +367,80 @@ fn q3_a_slow_partition_holds_back_only_what_the_queues_hold_and_loses_nothing() 
         "{most_in_flight} records in flight, more than {bound}: {report}"
     );
     assert_eq!(orders_by_symbol(&path), expected);
+}
+
+/// Q3 with spill files (the default): a partition stuck behind its first stage holds back
+/// only itself. The router reads the whole source, the other partition takes and delivers
+/// every one of its records while the stuck one is still stuck, and the stuck partition's
+/// records wait on disk, in files no one else can see.
+#[test]
+fn q3_a_stuck_partition_holds_back_only_itself_its_records_wait_in_its_spill() {
+    const RECORDS: u64 = 200_000;
+    let ticks = ticks(RECORDS);
+    let dir = std::env::temp_dir().join(format!("sluicegate-spill-{}", std::process::id()));
+    let spill_dir = dir.join("spill");
+    std::fs::create_dir_all(&spill_dir).expect("temp dir");
+    let toml = format!(
+        "[source]\nkind = \"generate\"\nrecords = {RECORDS}\n\n\
+         [partitions]\ncount = 2\nkey = {{ field = 2 }}\nqueue_chunks = 1\nspill_dir = \"spill\"\n\n\
+         [[stage]]\nname = \"stalls\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\" }}\n\n\
+         [sink]\nkind = \"file\"\npath = \"out.bin\"\nformat = \"framed\"\n",
+        a::STALLS_ON_KEY
+    );
+    let key = |tick: &[u8]| {
+        tick.split(|&b| b == b',')
+            .nth(2)
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let stuck = fnv(b"AAPL") % 2;
+    let other = 1 - stuck;
+    let others: Vec<&Vec<u8>> = ticks.iter().filter(|t| fnv(&key(t)) % 2 == other).collect();
+    assert!(others.len() > 1000 && others.len() < ticks.len() - 1000);
+    let origin = dir.join("spill.toml");
+    let spec = PipelineSpec::from_toml(&toml, &origin).expect("spec");
+    let pipeline = pipelines().build(&spec, &origin).expect("build");
+    let (stopper, probe) = (pipeline.stopper(), pipeline.probe());
+    let running = std::thread::spawn(move || run_keep_stopped(pipeline));
+    let records_of = |name: &str| {
+        probe
+            .snapshot()
+            .iter()
+            .find(|h| h.name == name)
+            .map_or(0, |h| h.stats.records)
+    };
+    let other_input = format!("partition#{other}");
+    let waiting = std::time::Instant::now();
+    while records_of("source") < RECORDS || records_of(&other_input) < others.len() as u64 {
+        assert!(
+            waiting.elapsed() < HANG,
+            "the stuck partition held the others back: source {} of {RECORDS}, {other_input} \
+             {} of {}",
+            records_of("source"),
+            records_of(&other_input),
+            others.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let in_stuck = records_of(&format!("partition#{stuck}"));
+    let spilled: Vec<_> = std::fs::read_dir(&spill_dir).expect("spill dir").collect();
+    stopper.stop();
+    let (report, pipeline) = running.join().expect("run thread");
+    drop(pipeline);
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert!(report.stopped, "{report}");
+    assert!(
+        in_stuck < (RECORDS - others.len() as u64) / 2,
+        "the stuck partition took only what it reached: {in_stuck}"
+    );
+    assert!(spilled.is_empty(), "spill files have no names: {spilled:?}");
+    // The other partition delivered every one of its records, in source order.
+    let delivered = framed_records(&dir.join("out.bin"));
+    let (from_other, _): (Vec<_>, Vec<_>) = delivered
+        .into_iter()
+        .partition(|t| fnv(&key(t)) % 2 == other);
+    assert_eq!(from_other.len(), others.len(), "{report}");
+    assert!(from_other.iter().zip(&others).all(|(a, b)| a == *b));
 }
 
 /// Every record of a framed file.
@@ -579,6 +668,20 @@ fn partition_settings_that_cannot_work_are_refused_by_name() {
     assert!(
         refused("[partitions]\nqueue_chunks = 0\nkey = { field = 2 }", "s")
             .contains("queue_chunks")
+    );
+    assert!(
+        refused(
+            "[partitions]\nspill_mib = 2000000\nkey = { field = 2 }",
+            "s"
+        )
+        .contains("spill_mib is 2000000")
+    );
+    assert!(
+        refused(
+            "[partitions]\nspill_dir = \"no-such-dir\"\nkey = { field = 2 }",
+            "s"
+        )
+        .contains("spill_dir")
     );
     let bypassed = format!(
         "[partitions]\nkey = {{ stage = {{ name = \"k\", component = {:?}, on_fault = \"bypass\", optional = true }} }}",

@@ -22,6 +22,14 @@ pub const QUEUE_CHUNKS: usize = 4;
 /// The most chunks a replica's queue may be given.
 pub const MAX_QUEUE_CHUNKS: usize = 1024;
 
+/// MiB of spill files a replica's lane may hold on disk once its queue is full, unless
+/// `[partitions] spill_mib` says otherwise: how far a partition may fall behind before it holds
+/// the source, and so every partition, back.
+pub const SPILL_MIB: u64 = 256;
+
+/// The most `spill_mib` a partition may be given (1 TiB).
+pub const MAX_SPILL_MIB: u64 = 1 << 20;
+
 /// `[partitions]` of a pipeline file.
 ///
 /// ```toml
@@ -44,6 +52,15 @@ pub struct PartitionsSpec {
     /// Default [`QUEUE_CHUNKS`].
     #[serde(default)]
     pub queue_chunks: Option<usize>,
+    /// MiB of spill files each replica's lane may hold on disk once its queue is full, so that a
+    /// slow partition holds back only itself; 0: no spill (a full queue holds the source back).
+    /// Default [`SPILL_MIB`].
+    #[serde(default)]
+    pub spill_mib: Option<u64>,
+    /// The directory of the spill files (anonymous files, removed when closed); relative to
+    /// the pipeline file. Default: the system's temporary directory.
+    #[serde(default)]
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Where a record's key is: a field between delimiters (text records), or what a key stage of
@@ -78,6 +95,8 @@ impl PartitionsSpec {
         PartitionsSpec {
             count,
             queue_chunks: None,
+            spill_mib: None,
+            spill_dir: None,
             key: KeySpec {
                 delimiter: Some(char::from(delimiter).to_string()),
                 field: Some(field),
@@ -99,6 +118,19 @@ impl PartitionsSpec {
     /// Chunks per replica queue: `queue_chunks` or [`QUEUE_CHUNKS`].
     pub fn queue_chunks(&self) -> usize {
         self.queue_chunks.unwrap_or(QUEUE_CHUNKS)
+    }
+
+    /// Bytes of spill files per replica: `spill_mib` or [`SPILL_MIB`], in bytes.
+    pub fn spill_bytes(&self) -> u64 {
+        self.spill_mib.unwrap_or(SPILL_MIB).min(MAX_SPILL_MIB) << 20
+    }
+
+    /// The directory of the spill files: `spill_dir` against `base` (the pipeline file's
+    /// directory), or the system's temporary directory.
+    pub(crate) fn spill_dir(&self, base: &std::path::Path) -> std::path::PathBuf {
+        self.spill_dir
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |dir| base.join(dir))
     }
 
     /// The delimiter as a byte (validated to be one).
@@ -126,6 +158,13 @@ impl PartitionsSpec {
         {
             return Err(format!(
                 "[partitions] queue_chunks is {n}; it must be from 1 to {MAX_QUEUE_CHUNKS}"
+            ));
+        }
+        if let Some(n) = self.spill_mib
+            && n > MAX_SPILL_MIB
+        {
+            return Err(format!(
+                "[partitions] spill_mib is {n}; it must be from 0 to {MAX_SPILL_MIB}"
             ));
         }
         match (&self.key.field, &self.key.stage) {

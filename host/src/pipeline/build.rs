@@ -14,7 +14,7 @@ pub(crate) use self::nats::Replicas;
 
 use super::Pipeline;
 use super::partitions::{
-    Key, KeyStage, Keys, PartitionInput, Partitions, Router, Shared, replica_name,
+    Key, KeyStage, Keys, PartitionInput, Partitions, Router, Shared, SpillSettings, replica_name,
 };
 use super::sink::Sink;
 use super::source::{CountedSource, OpenSource};
@@ -127,16 +127,23 @@ impl<'a> PipelineBuilder<'a> {
                 let stall = (spec.sink.stall_timeout_ms > 0)
                     .then(|| Duration::from_millis(spec.sink.stall_timeout_ms));
                 let counters = source.counters();
+                let spill = SpillSettings {
+                    dir: partitions.spill_dir(&base),
+                    max_bytes: partitions.spill_bytes(),
+                };
+                let spill_dir = spill.dir.clone();
                 let (router, queues) = Router::new(
                     Box::new(source),
                     keys,
-                    (replicas, partitions.queue_chunks()),
+                    (replicas, partitions.queue_chunks(), spill),
                     shared.clone(),
                     stall,
                 );
                 let mut built = Vec::with_capacity(replicas);
-                for (replica, queue) in queues.into_iter().enumerate() {
-                    let input = PartitionInput::new(queue, shared.clone());
+                let mut lanes = Vec::with_capacity(replicas);
+                for (replica, (queue, lane)) in queues.into_iter().enumerate() {
+                    lanes.push(lane);
+                    let input = PartitionInput::new(queue, replica, shared.clone());
                     built.push(self.chain(
                         spec,
                         origin,
@@ -152,6 +159,8 @@ impl<'a> PipelineBuilder<'a> {
                     shared,
                     source: Some(counters),
                     key_stage,
+                    lanes,
+                    spill_dir,
                 };
                 Ok(self.partitioned(spec, sink, partitions))
             }

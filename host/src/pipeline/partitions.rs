@@ -1,6 +1,7 @@
 //! Partitions: one pipeline on every core. A `[partitions]` pipeline runs N replicas of its
 //! stage chain, each on a thread of its own, and a router that reads the source once and hands
-//! each record to the replica its key hashes to (`router.rs`), through a bounded queue that the
+//! each record to the replica its key hashes to (`router.rs`), through a lane (`lane.rs`: a
+//! bounded queue in memory that overflows to spill files on disk, `spill.rs`) that the
 //! replica's first stage pulls from like any source (`input.rs`). Records with the same key
 //! reach the same replica in source order, so per-key order holds end to end; records of
 //! different keys may reach the sink in another order than the source's. Every replica follows
@@ -8,7 +9,9 @@
 
 mod input;
 mod key_stage;
+mod lane;
 mod router;
+mod spill;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,9 @@ use std::time::Instant;
 
 pub(crate) use self::input::PartitionInput;
 pub(crate) use self::key_stage::KeyStage;
+pub(crate) use self::lane::LaneStats;
 pub(crate) use self::router::{Key, Keys, Router, Shared};
+pub(crate) use self::spill::SpillSettings;
 use super::{Pipeline, Probe};
 use crate::counters::Counters;
 use crate::error::Error;
@@ -39,6 +44,10 @@ pub(crate) struct Partitions {
     pub(crate) source: Option<Arc<Counters>>,
     /// The key stage, if the key is a stage's answer.
     pub(crate) key_stage: Option<crate::stage::Stage>,
+    /// Each replica's lane (empty when every partition reads a source of its own), and where
+    /// the lanes spill.
+    pub(crate) lanes: Vec<Arc<LaneStats>>,
+    pub(crate) spill_dir: std::path::PathBuf,
 }
 
 impl Partitions {
@@ -113,6 +122,18 @@ impl Partitions {
         // The router stops when it next looks, if it has not ended already.
         self.shared.abandoned.store(true, Ordering::Relaxed);
         self.shared.wake_router();
+        for (replica, lane) in self.lanes.iter().enumerate() {
+            let chunks = lane.spilled_chunks.load(Ordering::Relaxed);
+            if chunks > 0 {
+                tracing::info!(
+                    "{} fell behind: {chunks} chunk(s) went through its spill files in {} \
+                     (at most {:.1} MiB at once)",
+                    replica_name("partition", replica),
+                    self.spill_dir.display(),
+                    lane.peak_spill_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+                );
+            }
+        }
         let unrouted = self.shared.unrouted.load(Ordering::Relaxed);
         if unrouted > 0 {
             tracing::warn!(

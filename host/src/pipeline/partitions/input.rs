@@ -4,25 +4,28 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 
+use super::lane::LaneReceiver;
 use super::router::Shared;
 use crate::chunk::{Chunk, PREFIX_LEN};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::upstream::{Demand, Upstream};
 
-/// The receiving end of one replica's queue.
+/// The receiving end of one replica's lane.
 pub(crate) struct PartitionInput {
-    queue: Receiver<Chunk>,
+    queue: LaneReceiver,
+    /// The partition, for errors.
+    replica: usize,
     /// The chunk being served, and how far into it (bytes, records) the demands went.
     pending: Option<(Chunk, usize, u32)>,
     shared: Arc<Shared>,
 }
 
 impl PartitionInput {
-    pub(crate) fn new(queue: Receiver<Chunk>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(queue: LaneReceiver, replica: usize, shared: Arc<Shared>) -> Self {
         PartitionInput {
             queue,
+            replica,
             pending: None,
             shared,
         }
@@ -36,14 +39,20 @@ impl Upstream for PartitionInput {
         }
         let (chunk, at, served) = match self.pending.take() {
             Some(pending) => pending,
-            None => match self.queue.recv() {
-                Ok(chunk) => {
+            None => match self.queue.take() {
+                Ok(Some(chunk)) => {
                     self.shared.wake_router();
                     (chunk, 0, 0)
                 }
+                Err(e) => {
+                    return Err(Error::Io {
+                        stage: super::replica_name("partition", self.replica),
+                        message: format!("cannot read the partition's spill file: {e}"),
+                    });
+                }
                 // The router is done: its error, a stop (nothing now, not an end: no stage
                 // flushes as if its stream had ended), or the end of the stream.
-                Err(_) => {
+                Ok(None) => {
                     if let Some(error) = self.shared.failure.lock().ok().and_then(|f| f.clone()) {
                         return Err(error);
                     }

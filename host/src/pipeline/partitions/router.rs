@@ -1,24 +1,26 @@
 //! The router of a partitioned pipeline: one thread pulls the source, reads each record's key,
-//! and hands the record to the replica the key hashes to, through a bounded queue per replica.
-//! A full queue blocks the router (nothing is buffered without bound): a replica that falls
-//! behind holds the source back once the router reaches one of its records, and the others
-//! drain what they already hold. A replica whose chain ended (a stage answered `none` before
-//! its input did) takes no more records: they are counted, not routed, and the others go on.
+//! and hands the record to the replica the key hashes to, through a lane per replica
+//! (`lane.rs`: a bounded queue in memory that overflows to spill files on disk). A full lane
+//! blocks the router (nothing is held without bound): a replica that falls behind holds the
+//! source back only once its spill is full, and the others go on until then. A replica whose
+//! chain ended (a stage answered `none` before its input did) takes no more records: they are
+//! counted, not routed, and the others go on.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::key_stage::KeyStage;
+use super::lane::{LaneReceiver, LaneSender, LaneStats, Offer, lane};
+use super::spill::SpillSettings;
 use crate::chunk::Chunk;
 use crate::config::ROUTE_RECORDS;
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
 use crate::upstream::{Demand, Upstream};
 
-/// Longest the router sleeps on a full queue, or after the source had nothing, before it
+/// Longest the router sleeps on a full lane, or after the source had nothing, before it
 /// looks again (a replica taking a chunk wakes it sooner).
 const WAIT: Duration = Duration::from_millis(1);
 
@@ -98,26 +100,29 @@ pub(crate) struct Router {
     source: Box<dyn Upstream>,
     keys: Keys,
     /// `None` once the replica's chain ended.
-    queues: Vec<Option<SyncSender<Chunk>>>,
+    queues: Vec<Option<LaneSender>>,
+    /// Where the lanes spill (for errors).
+    spill: SpillSettings,
     shared: Arc<Shared>,
     /// How long the source may have nothing before the run is called stalled.
     stall_timeout: Option<Duration>,
 }
 
 impl Router {
-    /// A router over `source` for `replicas` replicas whose queues hold `queue_chunks` chunks,
-    /// with each replica's receiving end.
+    /// A router over `source` for `replicas` replicas whose lanes hold `queue_chunks` chunks
+    /// in memory and spill as `spill` says, with each replica's receiving end and its lane's
+    /// stats.
     pub(crate) fn new(
         source: Box<dyn Upstream>,
         keys: Keys,
-        (replicas, queue_chunks): (usize, usize),
+        (replicas, queue_chunks, spill): (usize, usize, SpillSettings),
         shared: Arc<Shared>,
         stall_timeout: Option<Duration>,
-    ) -> (Router, Vec<Receiver<Chunk>>) {
+    ) -> (Router, Vec<(LaneReceiver, Arc<LaneStats>)>) {
         let (queues, receivers): (Vec<_>, Vec<_>) = (0..replicas)
             .map(|_| {
-                let (sender, receiver) = sync_channel(queue_chunks);
-                (Some(sender), receiver)
+                let (sender, receiver, stats) = lane(queue_chunks, spill.clone());
+                (Some(sender), (receiver, stats))
             })
             .unzip();
         (
@@ -125,6 +130,7 @@ impl Router {
                 source,
                 keys,
                 queues,
+                spill,
                 shared,
                 stall_timeout,
             },
@@ -205,7 +211,7 @@ impl Router {
             }
             drop(chunk);
             for (replica, part) in parts.into_iter().enumerate() {
-                if !part.is_empty() && !self.send(replica, part, stop) {
+                if !part.is_empty() && !self.send(replica, part, stop)? {
                     return Ok(());
                 }
             }
@@ -219,31 +225,40 @@ impl Router {
         stop.load(Ordering::Relaxed) || self.shared.abandoned.load(Ordering::Relaxed)
     }
 
-    /// Hands `part` to `replica`, waiting while its queue is full; false if the run is over
+    /// Hands `part` to `replica`, waiting while its lane is full; false if the run is over
     /// (stopped, or a replica failed) before it could. A replica whose chain ended takes
-    /// nothing more: its records are counted as unrouted.
-    fn send(&mut self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> bool {
+    /// nothing more: its records are counted as unrouted. An error is the lane's spill file's.
+    fn send(&mut self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> Result<bool> {
         loop {
             let Some(Some(queue)) = self.queues.get(replica) else {
                 self.shared
                     .unrouted
                     .fetch_add(u64::from(part.len()), Ordering::Relaxed);
-                return true;
+                return Ok(true);
             };
-            match queue.try_send(part) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(back)) => {
+            match queue.offer(part) {
+                Ok(Offer::Taken) => return Ok(true),
+                Ok(Offer::Gone(back)) => {
                     if let Some(slot) = self.queues.get_mut(replica) {
                         *slot = None;
                     }
                     part = back;
                 }
-                Err(TrySendError::Full(back)) => {
+                Ok(Offer::Full(back)) => {
                     if self.over(stop) {
-                        return false;
+                        return Ok(false);
                     }
                     part = back;
                     std::thread::park_timeout(WAIT);
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        stage: super::replica_name("partition", replica),
+                        message: format!(
+                            "cannot spill the partition's records to {}: {e}",
+                            self.spill.dir.display()
+                        ),
+                    });
                 }
             }
         }
