@@ -11,6 +11,7 @@ impl Probe {
     pub fn prometheus(&self) -> String {
         let mut page = prometheus(self.pipeline(), &self.snapshot(), &self.sink());
         page += &partition_sinks(self.pipeline(), &self.partition_sinks());
+        page += &partition_spills(self.pipeline(), &self.partition_spills());
         page
     }
 }
@@ -186,6 +187,41 @@ fn partition_sinks(pipeline: &str, sinks: &[StageStats]) -> String {
     out
 }
 
+/// A routed partitioned pipeline's spill files, per partition (`partition="N"`): the bytes
+/// they hold now (how far behind the partition is) and the chunks that went through them.
+fn partition_spills(pipeline: &str, spills: &[(u64, u64)]) -> String {
+    if spills.is_empty() {
+        return String::new();
+    }
+    let pipeline = escape_label(pipeline);
+    let mut out = String::new();
+    type Field = fn(&(u64, u64)) -> u64;
+    let families: [(&str, &str, &str, Field); 2] = [
+        (
+            "partition_spill_bytes",
+            "gauge",
+            "Bytes of records waiting in each partition's spill files.",
+            |s| s.0,
+        ),
+        (
+            "partition_spilled_chunks_total",
+            "counter",
+            "Chunks that went through each partition's spill files.",
+            |s| s.1,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        out += &format!("# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} {kind}\n");
+        for (partition, spill) in spills.iter().enumerate() {
+            out += &format!(
+                "sluicegate_{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {}\n",
+                field(spill)
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +242,25 @@ mod tests {
         assert!(
             partition_sinks("p", &[]).is_empty(),
             "nothing for one chain"
+        );
+    }
+
+    #[test]
+    fn a_routed_partitioned_pipeline_has_a_spill_series_per_partition() {
+        let page = partition_spills("p", &[(0, 0), (4096, 7)]);
+        assert!(
+            page.contains("# TYPE sluicegate_partition_spill_bytes gauge\n")
+                && page.contains(
+                    "sluicegate_partition_spill_bytes{pipeline=\"p\",partition=\"1\"} 4096\n"
+                )
+                && page.contains(
+                    "sluicegate_partition_spilled_chunks_total{pipeline=\"p\",partition=\"1\"} 7\n"
+                ),
+            "{page}"
+        );
+        assert!(
+            partition_spills("p", &[]).is_empty(),
+            "nothing without lanes"
         );
     }
 

@@ -141,6 +141,7 @@ impl Pipeline {
             pipeline: self.name.as_str().into(),
             source: self.source.clone(),
             key: None,
+            lanes: Vec::new(),
             chains: probe::Chains::Fixed(vec![ChainProbe {
                 input: None,
                 stages: self.stages.clone(),

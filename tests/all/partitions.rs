@@ -423,6 +423,22 @@ fn q3_a_stuck_partition_holds_back_only_itself_its_records_wait_in_its_spill() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let in_stuck = records_of(&format!("partition#{stuck}"));
+    let spills = probe.partition_spills();
+    let waiting_on_disk = spills.get(stuck as usize).map_or(0, |s| s.0);
+    assert!(
+        waiting_on_disk > 0,
+        "the stuck partition's records wait in its spill: {spills:?}"
+    );
+    let page = probe.prometheus();
+    let series = format!(
+        "sluicegate_partition_spill_bytes{{pipeline=\"{}\",partition=\"{stuck}\"}} ",
+        probe.pipeline()
+    );
+    let metric = page
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(metric.is_some_and(|bytes| bytes > 0), "{page}");
     let spilled: Vec<_> = std::fs::read_dir(&spill_dir).expect("spill dir").collect();
     stopper.stop();
     let (report, pipeline) = running.join().expect("run thread");

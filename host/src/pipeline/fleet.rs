@@ -253,6 +253,7 @@ impl Fleet {
             pipeline: name.into(),
             source: None,
             key: None,
+            lanes: Vec::new(),
             chains: super::probe::Chains::Live(self.live.clone()),
         }
     }

@@ -244,6 +244,7 @@ impl Partitions {
             pipeline: name.into(),
             source: self.source.clone(),
             key: self.key_stage.clone(),
+            lanes: self.lanes.clone(),
             chains: super::probe::Chains::Fixed(
                 self.replicas.iter().map(Pipeline::chain_probe).collect(),
             ),

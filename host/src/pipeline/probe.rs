@@ -4,6 +4,7 @@
 //! stages `name#N`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::partitions::replica_name;
 use super::source::SOURCE;
@@ -20,6 +21,8 @@ pub struct Probe {
     pub(super) key: Option<Stage>,
     /// One chain of stages, or one per partition.
     pub(super) chains: Chains,
+    /// A routed partitioned pipeline's lanes, one per partition.
+    pub(super) lanes: Vec<Arc<super::partitions::LaneStats>>,
 }
 
 /// The chains a probe reads: fixed when the pipeline is built, or, for a NATS pipeline, those
@@ -112,6 +115,20 @@ impl Probe {
             return Vec::new();
         }
         chains.iter().map(|(_, c)| c.sink.snapshot()).collect()
+    }
+
+    /// A routed partitioned pipeline's spill files, per partition: the bytes they hold now and
+    /// the chunks that went through them; empty for other pipelines.
+    pub fn partition_spills(&self) -> Vec<(u64, u64)> {
+        self.lanes
+            .iter()
+            .map(|lane| {
+                (
+                    lane.spill_bytes.load(Ordering::Relaxed),
+                    lane.spilled_chunks.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// The pipeline's name.

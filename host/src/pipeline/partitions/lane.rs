@@ -27,6 +27,8 @@ pub(crate) enum Offer {
 pub(crate) struct LaneStats {
     /// Chunks that went through the spill files.
     pub(crate) spilled_chunks: AtomicU64,
+    /// The bytes the spill files hold now.
+    pub(crate) spill_bytes: AtomicU64,
     /// The most bytes the spill files held at once.
     pub(crate) peak_spill_bytes: AtomicU64,
 }
@@ -98,6 +100,9 @@ impl LaneSender {
         } else if state.spill.push(&chunk)? {
             lane.stats.spilled_chunks.fetch_add(1, Ordering::Relaxed);
             lane.stats
+                .spill_bytes
+                .store(state.spill.bytes(), Ordering::Relaxed);
+            lane.stats
                 .peak_spill_bytes
                 .fetch_max(state.spill.bytes(), Ordering::Relaxed);
         } else {
@@ -128,6 +133,9 @@ impl LaneReceiver {
                 return Ok(Some(chunk));
             }
             if let Some(chunk) = state.spill.pop()? {
+                lane.stats
+                    .spill_bytes
+                    .store(state.spill.bytes(), Ordering::Relaxed);
                 return Ok(Some(chunk));
             }
             if state.ended {
