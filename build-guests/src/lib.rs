@@ -43,6 +43,10 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Artifact> {
         // Small, quick-to-load components: no debug info in guests.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // One codegen unit, optimised across crates: the SDK and the stage's own crates inline
+        // into each other (a stage is small; its build is quick either way).
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         // These describe the outer (host) build, not ours (a fuzz build's instrumentation, for
         // one, must not reach the guests).
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
