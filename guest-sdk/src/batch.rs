@@ -67,16 +67,23 @@ pub struct Batch {
 
 impl Batch {
     pub(crate) fn new(credits: u32, overflow: VecDeque<Vec<u8>>) -> Self {
+        if overflow.is_empty() {
+            // The usual case: the (empty) queue is kept, not dropped and made anew.
+            return Batch {
+                bytes: Vec::new(),
+                records: 0,
+                credits,
+                overflow,
+            };
+        }
         let mut batch = Batch {
             bytes: Vec::new(),
             records: 0,
             credits,
             overflow: VecDeque::new(),
         };
-        if !overflow.is_empty() {
-            for record in overflow {
-                batch.push(&record);
-            }
+        for record in overflow {
+            batch.push(&record);
         }
         batch
     }

@@ -47,7 +47,9 @@ impl<S: Stage> RawStage for StageDriver<S> {
             self.done = stage.resume(credits, &mut Upstream::new(), &mut out) == Flow::Done;
         }
         let (bytes, pending) = out.finish();
-        self.pending = pending;
+        // `self.pending` is the empty queue `take` left, which owns no memory: forgetting it
+        // spares dropping it on every resume.
+        std::mem::forget(std::mem::replace(&mut self.pending, pending));
         if self.done && bytes.is_empty() && self.pending.is_empty() {
             None
         } else {
