@@ -6,6 +6,9 @@
 use std::fmt;
 
 pub(crate) mod buffers;
+mod lent;
+
+pub(crate) use self::lent::{Answered, Deliver, Lent};
 
 /// Bytes of the length prefix in front of every record.
 pub const PREFIX_LEN: usize = 4;

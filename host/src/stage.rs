@@ -21,7 +21,7 @@ use self::lifecycle::{Inner, Lifecycle, missing_store};
 pub use self::options::StageOptions;
 use self::supervise::Supervisor;
 pub use self::swap::SwapReport;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Deliver};
 use crate::component::StageComponent;
 use crate::counters::{Counters, StageStats};
 use crate::engine::Engine;
@@ -214,6 +214,19 @@ impl Stage {
     /// Returns `Some(chunk)` with at most `credits` records, or `None` once the stage is
     /// exhausted. A chunk that breaks C1 or C2 is never returned: the stage faults instead.
     pub fn resume(&self, credits: u32) -> Result<Option<Chunk>> {
+        self.resume_with(credits, &mut |lent, records| {
+            Chunk::from_checked(lent.into_vec(), records)
+        })
+    }
+
+    /// [`Stage::resume`], the answer handed to `deliver` once it passed every check: on the
+    /// fast path straight from the guest's memory, so that a puller's host function copies it
+    /// once, into the puller's memory (`sandbox/pull.rs`).
+    pub(crate) fn resume_with<T>(
+        &self,
+        credits: u32,
+        deliver: Deliver<'_, T>,
+    ) -> Result<Option<T>> {
         // The records-per-chunk cap clamps the grant; the stage never sees more.
         let credits = match self.shared.recipe.limits.max_chunk_records {
             Some(cap) => credits.min(cap),
@@ -226,7 +239,7 @@ impl Stage {
             &self.shared.recipe,
         );
         loop {
-            let mut error = match inner.resume(name, counters, credits) {
+            let mut error = match inner.resume(name, counters, credits, &mut *deliver) {
                 Err(error) if inner.may_recover() => error,
                 answer => return answer,
             };
@@ -357,6 +370,10 @@ impl Upstream for Stage {
     /// a wasm stage's answer is bounded by its own `max_chunk_bytes` instead.
     fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>> {
         self.resume(demand.records)
+    }
+
+    fn as_stage(&self) -> Option<&Stage> {
+        Some(self)
     }
 }
 

@@ -59,6 +59,13 @@ impl Demand {
 pub trait Upstream: Send {
     /// Answers a pull.
     fn pull(&mut self, demand: Demand) -> Result<Option<Chunk>>;
+
+    /// The wasm stage this upstream is, if it is one: a puller's host function then has its
+    /// answer delivered straight from the stage's memory into the puller's.
+    #[doc(hidden)]
+    fn as_stage(&self) -> Option<&crate::Stage> {
+        None
+    }
 }
 
 /// The upstream of a source stage: exhausted from the start.

@@ -9,6 +9,8 @@ use wasmtime::{Extern, Func, Memory, Store, TypedFunc};
 
 use super::abi::{self, Options, Realloc};
 use super::shape::{Alias, CoreFunc, Item, Lift, Plan, Step};
+use crate::chunk::{Answered, Chunk, Deliver, Lent};
+use crate::error::Result;
 use crate::sandbox::StageCtx;
 
 /// A core instance, or a bag of core items made to be an instantiation argument.
@@ -239,14 +241,41 @@ fn export(
 }
 
 impl CoreCalls {
-    /// `resume(credits) -> option<chunk>`: the answer copied out, then the post-return.
-    pub(crate) fn resume(
+    /// `resume(credits) -> option<chunk>`, the answer checked by `check` where it lies in the
+    /// guest's memory, then handed to `deliver` from there (one copy, into the puller) if the
+    /// call went cleanly so far, else lifted for the caller (whose call then fails, or who
+    /// delivers it); then the post-return. The outer result is the call's, the inner the
+    /// check's.
+    ///
+    /// The delivery happens before the post-return: if that then traps, the stage faults
+    /// and what `deliver` allocated in the puller's memory stays unused there (one chunk per
+    /// such fault, which the fault policy bounds).
+    pub(crate) fn resume_with<T>(
         &self,
         store: &mut Store<StageCtx>,
         credits: u32,
-    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        check: impl FnOnce(&[u8]) -> Result<u32>,
+        deliver: Option<Deliver<'_, T>>,
+    ) -> wasmtime::Result<Result<Option<Answered<T>>>> {
         let ret = self.resume.func.call(&mut *store, credits)?;
-        let answer = lift_option_list(self.resume.memory.data(&*store), ret)?;
+        let clean = store.data().call_is_clean();
+        let memory = self.resume.memory.data(&*store);
+        let answer = match option_list(memory, ret)? {
+            None => Ok(None),
+            Some(bytes) => check(bytes).map(|records| {
+                Some(match deliver {
+                    Some(deliver) if clean => Answered::Delivered {
+                        value: deliver(Lent::Borrowed(bytes), records),
+                        records,
+                        bytes: bytes.len(),
+                    },
+                    _ => Answered::Lifted(Chunk::from_checked(
+                        Lent::Borrowed(bytes).into_vec(),
+                        records,
+                    )),
+                })
+            }),
+        };
         post_return(store, self.resume.post_return.as_ref(), ret)?;
         Ok(answer)
     }
@@ -309,15 +338,19 @@ impl CoreCalls {
 
 /// Lifts an `option<list<u8>>` returned through `ret` (tag at 0, pointer at 4, length at 8).
 fn lift_option_list(memory: &[u8], ret: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+    Ok(option_list(memory, ret)?.map(|list| Lent::Borrowed(list).into_vec()))
+}
+
+/// The bytes of an `option<list<u8>>` returned through `ret`, where they lie in `memory`.
+fn option_list(memory: &[u8], ret: u32) -> wasmtime::Result<Option<&[u8]>> {
     let area = abi::results(memory, ret, 4, 12)?;
     match area.first() {
         Some(0) => Ok(None),
-        Some(1) => {
-            let list = abi::list(memory, abi::u32_at(area, 4)?, abi::u32_at(area, 8)?)?;
-            let mut bytes = crate::chunk::buffers::take(list.len());
-            bytes.extend_from_slice(list);
-            Ok(Some(bytes))
-        }
+        Some(1) => Ok(Some(abi::list(
+            memory,
+            abi::u32_at(area, 4)?,
+            abi::u32_at(area, 8)?,
+        )?)),
         _ => wasmtime::bail!("invalid option discriminant"),
     }
 }

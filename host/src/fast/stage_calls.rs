@@ -7,7 +7,7 @@ use wasmtime::{Caller, Linker};
 
 use super::abi::{self, Options};
 use super::imports::HostImport;
-use crate::bindings::{Level, UpstreamImports};
+use crate::bindings::Level;
 use crate::guest_log::{self, MAX_LOG_FIELDS};
 use crate::sandbox::StageCtx;
 
@@ -65,7 +65,10 @@ pub(super) fn define(
 }
 
 /// `pull(credits) -> option<chunk>`: the rules, then the answer written through `retptr`
-/// (tag at 0, pointer at 4, length at 8; the bytes where the guest's realloc says).
+/// (tag at 0, pointer at 4, length at 8; the bytes where the guest's realloc says). A wasm
+/// upstream's chunk is copied once, from its memory straight into this guest's, inside the
+/// upstream's delivery; the checks and their order are the component path's (the upstream
+/// answers, then the return area is checked, then the guest's realloc is called).
 fn pull(
     caller: &mut Caller<'_, StageCtx>,
     options: &Options,
@@ -73,17 +76,42 @@ fn pull(
     retptr: u32,
 ) -> wasmtime::Result<()> {
     abi::check_may_leave(caller.data())?;
-    let answer = UpstreamImports::pull(caller.data_mut(), credits)?;
-    let at = abi::return_area(options.memory.data(&caller), retptr, 4, 12)?;
-    match answer {
-        None => abi::write(&mut *caller, options.memory, at, &[0]),
-        Some(bytes) => {
-            abi::write(&mut *caller, options.memory, at, &[1])?;
-            let list = abi::lower_bytes(&mut *caller, options, &bytes)?;
-            crate::chunk::buffers::give_back(bytes);
-            abi::write_pair(&mut *caller, options.memory, at + 4, list)
-        }
+    let Some(mut pull) = caller.data_mut().start_pull(credits)? else {
+        return answer_none(caller, options, retptr);
+    };
+    let answer = pull.ask(&mut |lent, records| {
+        caller.data_mut().keep_pulled(lent.bytes(), records);
+        let lowered = answer_some(caller, options, retptr, lent.bytes());
+        lent.release();
+        lowered
+    });
+    match caller.data_mut().pulled(pull, answer)? {
+        Some(lowered) => lowered,
+        None => answer_none(caller, options, retptr),
     }
+}
+
+/// Writes `none` through `retptr`.
+fn answer_none(
+    caller: &mut Caller<'_, StageCtx>,
+    options: &Options,
+    retptr: u32,
+) -> wasmtime::Result<()> {
+    let at = abi::return_area(options.memory.data(&*caller), retptr, 4, 12)?;
+    abi::write(&mut *caller, options.memory, at, &[0])
+}
+
+/// Writes `some(bytes)` through `retptr`, the bytes copied into the guest's realloc.
+fn answer_some(
+    caller: &mut Caller<'_, StageCtx>,
+    options: &Options,
+    retptr: u32,
+    bytes: &[u8],
+) -> wasmtime::Result<()> {
+    let at = abi::return_area(options.memory.data(&*caller), retptr, 4, 12)?;
+    abi::write(&mut *caller, options.memory, at, &[1])?;
+    let list = abi::lower_bytes(&mut *caller, options, bytes)?;
+    abi::write_pair(&mut *caller, options.memory, at + 4, list)
 }
 
 /// `log(level, message, fields)`: lifted as wasmtime lifts it (the level, then the bounds of

@@ -1,13 +1,41 @@
 //! The `upstream.pull` a guest imports: rules R2–R5 and X4–X6 of docs/protocol.md, and the
-//! clamp of every pull (records and bytes) before the upstream produces anything.
+//! clamp of every pull (records and bytes) before the upstream produces anything. Both paths
+//! share it: the component path through [`UpstreamImports::pull`], the fast path through
+//! [`StageCtx::start_pull`], [`Pull::ask`] and [`StageCtx::pulled`], so that its host function
+//! can copy a wasm upstream's answer straight from that stage's memory into its guest's.
 
 use super::store::{Serving, StageCtx};
 use crate::bindings::UpstreamImports;
-use crate::error::Rule;
-use crate::upstream::Demand;
+use crate::chunk::{Deliver, Lent};
+use crate::error::{Result, Rule};
+use crate::upstream::{Demand, NoUpstream, Upstream};
 
-impl UpstreamImports for StageCtx {
-    fn pull(&mut self, credits: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+/// A pull under way: the clamped demand, the upstream (out of the store while it answers, so
+/// that the delivery may use the store) and the epoch tick it started at.
+pub(crate) struct Pull {
+    demand: Demand,
+    upstream: Box<dyn Upstream>,
+    ticks: u64,
+}
+
+impl Pull {
+    /// Asks the upstream for the demand, its chunk handed to `deliver` once checked: a wasm
+    /// stage's straight from its memory, a host-native upstream's from its chunk.
+    pub(crate) fn ask<T>(&mut self, deliver: Deliver<'_, T>) -> Result<Option<T>> {
+        match self.upstream.as_stage() {
+            Some(stage) => stage.resume_with(self.demand.records, deliver),
+            None => Ok(self.upstream.pull(self.demand)?.map(|chunk| {
+                let records = chunk.len();
+                deliver(Lent::Owned(chunk.into_bytes()), records)
+            })),
+        }
+    }
+}
+
+impl StageCtx {
+    /// The rules before the upstream is asked (R2–R4, R5): the pull to make, or `None` when
+    /// the answer is `none` without asking. An `Err` traps the guest.
+    pub(crate) fn start_pull(&mut self, credits: u32) -> wasmtime::Result<Option<Pull>> {
         match self.serving {
             Serving::Nothing => {
                 self.violate(
@@ -41,17 +69,33 @@ impl UpstreamImports for StageCtx {
         let limits = self.budget.limits();
         let demand = Demand::records(credits.min(limits.max_pull_records))
             .with_max_bytes(limits.max_chunk_bytes);
-        let ticks = self.budget.ticks();
-        let answer = self.upstream.pull(demand);
-        self.budget.charge_upstream(ticks);
+        Ok(Some(Pull {
+            demand,
+            upstream: std::mem::replace(&mut self.upstream, Box::new(NoUpstream)),
+            ticks: self.budget.ticks(),
+        }))
+    }
+
+    /// Keeps a copy of a pulled chunk if the fault policy needs the call's input.
+    pub(crate) fn keep_pulled(&mut self, bytes: &[u8], records: u32) {
+        let cap = self.budget.limits().memory_bytes;
+        if let Some(inputs) = self.inputs.as_mut() {
+            inputs.keep(bytes, records, cap);
+        }
+    }
+
+    /// The rules once the upstream answered (R5, X4, X6): the upstream back in the store, its
+    /// time charged to it, and what the guest gets: the delivery, or `none`. An `Err` traps
+    /// the guest.
+    pub(crate) fn pulled<T>(
+        &mut self,
+        pull: Pull,
+        answer: Result<Option<T>>,
+    ) -> wasmtime::Result<Option<T>> {
+        self.upstream = pull.upstream;
+        self.budget.charge_upstream(pull.ticks);
         match answer {
-            Ok(Some(chunk)) => {
-                let cap = self.budget.limits().memory_bytes;
-                if let Some(inputs) = self.inputs.as_mut() {
-                    inputs.keep(&chunk, cap);
-                }
-                Ok(Some(chunk.into_bytes()))
-            }
+            Ok(Some(delivered)) => Ok(Some(delivered)),
             Ok(None) => {
                 self.upstream_done = true;
                 Ok(None)
@@ -71,5 +115,21 @@ impl UpstreamImports for StageCtx {
                 wasmtime::bail!(message)
             }
         }
+    }
+}
+
+impl UpstreamImports for StageCtx {
+    fn pull(&mut self, credits: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        let Some(mut pull) = self.start_pull(credits)? else {
+            return Ok(None);
+        };
+        let answer = pull.ask(&mut |lent, records| (lent.into_vec(), records));
+        let answer = answer.map(|chunk| {
+            chunk.map(|(bytes, records)| {
+                self.keep_pulled(&bytes, records);
+                bytes
+            })
+        });
+        self.pulled(pull, answer)
     }
 }

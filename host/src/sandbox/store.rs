@@ -158,6 +158,14 @@ impl StageCtx {
         }
     }
 
+    /// True while the current call broke no rule and its upstream neither faulted nor refused:
+    /// its answer will be delivered if it passes the chunk checks.
+    pub(crate) fn call_is_clean(&self) -> bool {
+        self.report.violation.is_none()
+            && self.report.upstream_fault.is_none()
+            && self.report.upstream_refused.is_none()
+    }
+
     /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
     pub(crate) fn keep_inputs(&mut self) {
         self.inputs = Some(KeptInputs::default());
@@ -260,15 +268,20 @@ pub(crate) struct KeptInputs {
 }
 
 impl KeptInputs {
-    /// Keeps a copy of `chunk` if `cap` bytes allow, else counts its records.
-    pub(super) fn keep(&mut self, chunk: &Chunk, cap: usize) {
-        let bytes = chunk.as_bytes().len();
-        match self.bytes.checked_add(bytes).filter(|&total| total <= cap) {
+    /// Keeps a copy of a chunk (its checked `bytes`, `records` records) if `cap` bytes allow,
+    /// else counts its records.
+    pub(super) fn keep(&mut self, bytes: &[u8], records: u32, cap: usize) {
+        match self
+            .bytes
+            .checked_add(bytes.len())
+            .filter(|&total| total <= cap)
+        {
             Some(total) => {
                 self.bytes = total;
-                self.chunks.push(chunk.clone());
+                self.chunks
+                    .push(Chunk::from_checked(bytes.to_vec(), records));
             }
-            None => self.unkept_records += u64::from(chunk.len()),
+            None => self.unkept_records += u64::from(records),
         }
     }
 

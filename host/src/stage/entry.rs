@@ -142,6 +142,19 @@ pub(crate) fn chunk(
     bytes: Vec<u8>,
     max_bytes: usize,
 ) -> Result<Chunk> {
+    let records = check(name, call, credits, &bytes, max_bytes)?;
+    Ok(Chunk::from_checked(bytes, records))
+}
+
+/// [`chunk`]'s checks on bytes where they are (the answering guest's memory, on the fast
+/// path): the number of records if they pass.
+pub(crate) fn check(
+    name: &str,
+    call: Call,
+    credits: u32,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<u32> {
     if bytes.len() > max_bytes {
         return Err(Error::LimitExceeded {
             stage: name.to_string(),
@@ -155,10 +168,7 @@ pub(crate) fn chunk(
             ),
         });
     }
-    match count_records(&bytes, credits) {
-        Ok(records) => Ok(Chunk::from_checked(bytes, records)),
-        Err(error) => Err(chunk_violation(name, call, credits, error)),
-    }
+    count_records(bytes, credits).map_err(|error| chunk_violation(name, call, credits, error))
 }
 
 /// Names the rule a bad chunk broke: framing (C1), or too many records, which is P1 on the

@@ -10,7 +10,7 @@ use wasmtime::Store;
 use wasmtime::component::{Instance, TypedFunc};
 
 use super::entry;
-use crate::chunk::Chunk;
+use crate::chunk::{Answered, Chunk, Deliver};
 use crate::component::StageComponent;
 use crate::counters::Counters;
 use crate::engine::Engine;
@@ -168,6 +168,9 @@ enum Calls {
 /// while it served this stage's pulls (X4).
 pub(crate) type Answer = (Option<Chunk>, Option<Error>);
 
+/// [`Answer`], delivered already where the path allows it.
+pub(crate) type Delivery<T> = (Option<Answered<T>>, Option<Error>);
+
 impl Live {
     /// Calls `resume(credits)` and checks everything the guest did and answered (C1-C3, P1,
     /// S1, R3, the limits). An `Err` is a fault: the store must not be entered again.
@@ -178,22 +181,52 @@ impl Live {
         credits: u32,
         counters: &Counters,
     ) -> Result<Answer> {
+        let (answer, upstream_fault) =
+            self.resume_with::<()>(name, call, credits, counters, None)?;
+        let chunk = answer.map(|answer| match answer {
+            Answered::Lifted(chunk) => chunk,
+            // Nothing was given to deliver to.
+            Answered::Delivered { .. } => Chunk::empty(),
+        });
+        Ok((chunk, upstream_fault))
+    }
+
+    /// [`Live::resume`], the answer handed to `deliver` straight from the guest's memory on
+    /// the fast path once it passed every check (one copy, into the puller); lifted into a
+    /// chunk otherwise (the component path, or a call that already broke a rule).
+    pub(crate) fn resume_with<T>(
+        &mut self,
+        name: &str,
+        call: Call,
+        credits: u32,
+        counters: &Counters,
+        deliver: Option<Deliver<'_, T>>,
+    ) -> Result<Delivery<T>> {
         if call == Call::Prime {
             self.prime_inner()?;
         }
         // The latency histogram samples (`Counters::entered_resume`): most calls read no clock.
         let started = counters.entered_resume(credits).then(Instant::now);
         let serving = Serving::Resume(credits);
+        let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
         let outcome = match &self.calls {
             Calls::Component { generator, .. } => {
                 let resume = generator.resume;
                 entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
                     resume.call(store, (credits,)).map(|(answer,)| answer)
                 })
+                .map(|(answer, upstream_fault)| {
+                    let answer = answer
+                        .map(|bytes| entry::chunk(name, call, credits, bytes, max_bytes))
+                        .transpose()
+                        .map(|chunk| chunk.map(Answered::Lifted));
+                    (answer, upstream_fault)
+                })
             }
             Calls::Core(core) => {
                 entry::enter(&mut self.store, name, call, serving, self.fuel, |store| {
-                    core.resume(store, credits)
+                    let check = |bytes: &[u8]| entry::check(name, call, credits, bytes, max_bytes);
+                    core.resume_with(store, credits, check, deliver)
                 })
             }
         };
@@ -204,11 +237,7 @@ impl Live {
             counters.memory_reached(bytes);
         }
         let (answer, upstream_fault) = outcome?;
-        let max_bytes = self.store.data().budget.limits().max_chunk_bytes;
-        let chunk = answer
-            .map(|bytes| entry::chunk(name, call, credits, bytes, max_bytes))
-            .transpose()?;
-        Ok((chunk, upstream_fault))
+        Ok((answer?, upstream_fault))
     }
 
     /// Fused mode: primes every inner stage, upstream-first, under the same checks as the

@@ -9,7 +9,7 @@ use super::StageState;
 use super::instance::{Live, Recipe};
 use super::protocol::{self, Action, Answer, Outcome, Refusal, Request};
 use super::supervise::{Salvage, Supervisor};
-use crate::chunk::Chunk;
+use crate::chunk::{Answered, Chunk, Deliver, Lent};
 use crate::component::StageComponent;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
@@ -80,12 +80,13 @@ impl Lifecycle {
 }
 
 impl Inner {
-    pub(super) fn resume(
+    pub(super) fn resume<T>(
         &mut self,
         name: &str,
         counters: &Counters,
         credits: u32,
-    ) -> Result<Option<Chunk>> {
+        deliver: Deliver<'_, T>,
+    ) -> Result<Option<T>> {
         // X4 is sticky, also once the stage answered `none` to the call that lost its input:
         // a later resume must not look like the end of a whole stream.
         if let Some(cause) = &self.upstream_lost
@@ -96,7 +97,11 @@ impl Inner {
         let call = match protocol::action(self.state.row(), Request::Resume(credits)).1 {
             Action::Enter(call) => call,
             Action::Answer(Answer::PassThrough) => {
-                return self.pass_through(name, counters, credits);
+                let chunk = self.pass_through(name, counters, credits)?;
+                return Ok(chunk.map(|chunk| {
+                    let records = chunk.len();
+                    deliver(Lent::Owned(chunk.into_bytes()), records)
+                }));
             }
             Action::Answer(_) => return Ok(None),
             Action::Refuse(refusal) => return Err(self.refused(name, refusal, credits)),
@@ -104,11 +109,12 @@ impl Inner {
         let Some(live) = self.live.as_mut() else {
             return Err(self.fault(missing_store(name)));
         };
-        let (chunk, upstream_fault) = match live.resume(name, call, credits, counters) {
-            Ok(answer) => answer,
-            Err(error) => return Err(self.fault(error)),
-        };
-        self.state = Lifecycle::after(match chunk {
+        let (answer, upstream_fault) =
+            match live.resume_with(name, call, credits, counters, Some(&mut *deliver)) {
+                Ok(answer) => answer,
+                Err(error) => return Err(self.fault(error)),
+            };
+        self.state = Lifecycle::after(match answer {
             Some(_) => Outcome::Chunk,
             None => Outcome::Finished,
         });
@@ -121,13 +127,26 @@ impl Inner {
                 self.upstream_lost = Some(cause);
                 Err(error)
             }
-            None => {
-                // Answers to priming and pauses are not deliveries.
-                if let Some(chunk) = chunk.as_ref().filter(|_| credits > 0) {
-                    counters.delivered(chunk.len(), chunk.as_bytes().len());
+            // Answers to priming and pauses are not deliveries.
+            None => Ok(answer.map(|answer| match answer {
+                Answered::Delivered {
+                    value,
+                    records,
+                    bytes,
+                } => {
+                    if credits > 0 {
+                        counters.delivered(records, bytes);
+                    }
+                    value
                 }
-                Ok(chunk)
-            }
+                Answered::Lifted(chunk) => {
+                    let records = chunk.len();
+                    if credits > 0 {
+                        counters.delivered(records, chunk.as_bytes().len());
+                    }
+                    deliver(Lent::Owned(chunk.into_bytes()), records)
+                }
+            })),
         }
     }
 
@@ -230,7 +249,8 @@ impl Inner {
                 self.live = Some(live);
                 self.state = Lifecycle::Created;
                 // Prime the new instance; a fault here comes back round to `recover`.
-                self.resume(name, counters, 0).map(|_| ())
+                self.resume(name, counters, 0, &mut |lent, _| lent.release())
+                    .map(|_| ())
             }
             FaultPolicy::Bypass => {
                 tracing::warn!(
