@@ -155,6 +155,27 @@ pub(super) fn alloc(
     align: u32,
     size: usize,
 ) -> wasmtime::Result<usize> {
+    let at = call_realloc(&mut store, options, align, size)?;
+    let memory = options.memory.data(&store);
+    check_allocated(memory, at, size)?;
+    Ok(at)
+}
+
+/// That `size` bytes at `at`, which the guest's realloc answered, lie in `memory`.
+fn check_allocated(memory: &[u8], at: usize, size: usize) -> wasmtime::Result<()> {
+    if memory.get(at..).and_then(|rest| rest.get(..size)).is_none() {
+        wasmtime::bail!("realloc return: beyond end of memory");
+    }
+    Ok(())
+}
+
+/// [`alloc`] without the bounds check (its caller makes it, with the memory it then writes).
+fn call_realloc(
+    mut store: impl AsContextMut<Data = StageCtx>,
+    options: &Options,
+    align: u32,
+    size: usize,
+) -> wasmtime::Result<usize> {
     let Some(realloc) = &options.realloc else {
         wasmtime::bail!("the canonical options name no realloc function");
     };
@@ -166,12 +187,7 @@ pub(super) fn alloc(
     if !at.is_multiple_of(align) {
         wasmtime::bail!("realloc return: result not aligned");
     }
-    let at = at as usize;
-    let memory = options.memory.data(&store);
-    if memory.get(at..).and_then(|rest| rest.get(..size)).is_none() {
-        wasmtime::bail!("realloc return: beyond end of memory");
-    }
-    Ok(at)
+    Ok(at as usize)
 }
 
 /// Copies `bytes` into the guest (a `list<u8>` or a `string` the host hands over): allocates
@@ -184,6 +200,31 @@ pub(super) fn lower_bytes(
     let at = alloc(&mut store, options, 1, bytes.len())?;
     write(&mut store, options.memory, at, bytes)?;
     Ok((at as u32, bytes.len() as u32))
+}
+
+/// Answers `some(bytes)` through the return area at `at` (already checked): the bytes copied
+/// into the guest's realloc, then the tag and the (pointer, length) pair, with one borrow of
+/// the memory for the three writes.
+pub(super) fn lower_some_bytes(
+    mut store: impl AsContextMut<Data = StageCtx>,
+    options: &Options,
+    at: usize,
+    bytes: &[u8],
+) -> wasmtime::Result<()> {
+    let list = call_realloc(&mut store, options, 1, bytes.len())?;
+    let memory = options.memory.data_mut(&mut store);
+    check_allocated(memory, list, bytes.len())?;
+    let mut put = |offset: usize, src: &[u8]| {
+        memory
+            .get_mut(offset..)
+            .and_then(|rest| rest.get_mut(..src.len()))
+            .ok_or_else(|| wasmtime::format_err!("pointer out of bounds of memory"))
+            .map(|dst| dst.copy_from_slice(src))
+    };
+    put(list, bytes)?;
+    put(at, &[1])?;
+    put(at + 4, &(list as u32).to_le_bytes())?;
+    put(at + 8, &(bytes.len() as u32).to_le_bytes())
 }
 
 /// Writes `bytes` at `at` in the guest's memory (a place already checked or allocated).

@@ -109,9 +109,7 @@ fn answer_some(
     bytes: &[u8],
 ) -> wasmtime::Result<()> {
     let at = abi::return_area(options.memory.data(&*caller), retptr, 4, 12)?;
-    abi::write(&mut *caller, options.memory, at, &[1])?;
-    let list = abi::lower_bytes(&mut *caller, options, bytes)?;
-    abi::write_pair(&mut *caller, options.memory, at + 4, list)
+    abi::lower_some_bytes(&mut *caller, options, at, bytes)
 }
 
 /// `log(level, message, fields)`: lifted as wasmtime lifts it (the level, then the bounds of
