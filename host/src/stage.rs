@@ -221,7 +221,10 @@ impl Stage {
 
     /// [`Stage::resume`], the answer handed to `deliver` once it passed every check: on the
     /// fast path straight from the guest's memory, so that a puller's host function copies it
-    /// once, into the puller's memory (`sandbox/pull.rs`).
+    /// once, into the puller's memory (`sandbox/pull.rs`). On the fast path the delivery comes
+    /// before the guest's post-return: if that traps and the fault policy restarts the stage,
+    /// the retried call delivers again (`deliver` may run more than once; the last one is the
+    /// answer).
     pub(crate) fn resume_with<T>(
         &self,
         credits: u32,

@@ -2,6 +2,8 @@
 //! owned by the host (a host-native source's chunk, or one lifted into a host buffer), or lent
 //! straight from the answering stage's linear memory for the span of the delivery, so that the
 //! fast path copies it once, from one guest's memory into the next (`Stage::resume_with`).
+//! A delivery can precede a fault of the answering stage (its post-return trapping), and a
+//! restart then delivers again: a receiver keeps only the last delivery.
 
 use super::{Chunk, buffers};
 
@@ -11,11 +13,16 @@ pub(crate) type Deliver<'d, T> = &'d mut dyn FnMut(Lent<'_>, u32) -> T;
 /// A checked answer: delivered already, straight from the guest's memory (with what it held,
 /// for the counters), or lifted into a chunk for the caller to deliver.
 pub(crate) enum Answered<T> {
+    /// Handed to the delivery from the guest's memory.
     Delivered {
+        /// What the delivery answered.
         value: T,
+        /// The chunk's records.
         records: u32,
+        /// The chunk's bytes, framing included.
         bytes: usize,
     },
+    /// In a host buffer, not delivered yet.
     Lifted(Chunk),
 }
 

@@ -245,11 +245,13 @@ impl CoreCalls {
     /// guest's memory, then handed to `deliver` from there (one copy, into the puller) if the
     /// call went cleanly so far, else lifted for the caller (whose call then fails, or who
     /// delivers it); then the post-return. The outer result is the call's, the inner the
-    /// check's.
+    /// check's. The time the delivery takes (the puller's realloc and the copy) is not this
+    /// stage's: it is charged as time spent outside it, as a pull's is.
     ///
-    /// The delivery happens before the post-return: if that then traps, the stage faults
-    /// and what `deliver` allocated in the puller's memory stays unused there (one chunk per
-    /// such fault, which the fault policy bounds).
+    /// The delivery happens before the post-return: if that then traps, the stage faults,
+    /// and after a restart the retried call delivers again. The puller keeps only the last
+    /// delivery (`fast/stage_calls.rs`); what an earlier one allocated in its memory stays
+    /// unused there (one chunk per such fault, which the fault policy bounds).
     pub(crate) fn resume_with<T>(
         &self,
         store: &mut Store<StageCtx>,
@@ -259,16 +261,21 @@ impl CoreCalls {
     ) -> wasmtime::Result<Result<Option<Answered<T>>>> {
         let ret = self.resume.func.call(&mut *store, credits)?;
         let clean = store.data().call_is_clean();
+        let delivery_began = store.data().budget.ticks();
         let memory = self.resume.memory.data(&*store);
+        let mut delivered = false;
         let answer = match option_list(memory, ret)? {
             None => Ok(None),
             Some(bytes) => check(bytes).map(|records| {
                 Some(match deliver {
-                    Some(deliver) if clean => Answered::Delivered {
-                        value: deliver(Lent::Borrowed(bytes), records),
-                        records,
-                        bytes: bytes.len(),
-                    },
+                    Some(deliver) if clean => {
+                        delivered = true;
+                        Answered::Delivered {
+                            value: deliver(Lent::Borrowed(bytes), records),
+                            records,
+                            bytes: bytes.len(),
+                        }
+                    }
                     _ => Answered::Lifted(Chunk::from_checked(
                         Lent::Borrowed(bytes).into_vec(),
                         records,
@@ -276,6 +283,9 @@ impl CoreCalls {
                 })
             }),
         };
+        if delivered {
+            store.data_mut().budget.charge_upstream(delivery_began);
+        }
         post_return(store, self.resume.post_return.as_ref(), ret)?;
         Ok(answer)
     }

@@ -67,8 +67,15 @@ pub(super) fn define(
 /// `pull(credits) -> option<chunk>`: the rules, then the answer written through `retptr`
 /// (tag at 0, pointer at 4, length at 8; the bytes where the guest's realloc says). A wasm
 /// upstream's chunk is copied once, from its memory straight into this guest's, inside the
-/// upstream's delivery; the checks and their order are the component path's (the upstream
-/// answers, then the return area is checked, then the guest's realloc is called).
+/// upstream's delivery, before the upstream's post-return.
+///
+/// What the guest sees is the component path's: the upstream answers (every check passed),
+/// then the return area is checked, then the guest's realloc is called. The time until a
+/// delivery begins and after it ends is the upstream's; the delivery's is this stage's. If the
+/// upstream faults after a delivery (its post-return trapped) and a restart delivers again,
+/// the last delivery is the answer, a lowering that failed stays failed, and only the
+/// answered chunk is kept for supervision; if instead the fault ends this stage's input
+/// (X4), a failed lowering is moot: the guest sees `none`.
 fn pull(
     caller: &mut Caller<'_, StageCtx>,
     options: &Options,
@@ -79,14 +86,28 @@ fn pull(
     let Some(mut pull) = caller.data_mut().start_pull(credits)? else {
         return answer_none(caller, options, retptr);
     };
+    let keeps = caller.data().keeps_inputs();
+    let mut since = pull.started();
+    let mut kept = None;
+    let mut failed = None;
     let answer = pull.ask(&mut |lent, records| {
-        caller.data_mut().keep_pulled(lent.bytes(), records);
-        let lowered = answer_some(caller, options, retptr, lent.bytes());
+        caller.data_mut().budget.charge_upstream(since);
+        if keeps {
+            kept = Some((lent.bytes().to_vec(), records));
+        }
+        if failed.is_none()
+            && let Err(error) = answer_some(caller, options, retptr, lent.bytes())
+        {
+            failed = Some(error);
+        }
         lent.release();
-        lowered
+        since = caller.data().budget.ticks();
     });
-    match caller.data_mut().pulled(pull, answer)? {
-        Some(lowered) => lowered,
+    if let (Ok(Some(())), Some((bytes, records))) = (&answer, kept) {
+        caller.data_mut().keep_pulled(bytes, records);
+    }
+    match caller.data_mut().pulled(pull, since, answer)? {
+        Some(()) => failed.map_or(Ok(()), Err),
         None => answer_none(caller, options, retptr),
     }
 }

@@ -130,6 +130,7 @@ impl Budget {
     }
 
     /// A pull that began at tick `since` is over: its time is upstream's, not this stage's.
+    /// (Also a delivery into the puller that began at `since`: its time is the puller's.)
     pub(crate) fn charge_upstream(&mut self, since: u64) {
         self.upstream_ticks += self.ticks().saturating_sub(since);
     }

@@ -19,6 +19,12 @@ pub(crate) struct Pull {
 }
 
 impl Pull {
+    /// The epoch tick the pull started at: from there the time is the upstream's, until a
+    /// delivery into this stage begins (see [`StageCtx::pulled`]).
+    pub(crate) fn started(&self) -> u64 {
+        self.ticks
+    }
+
     /// Asks the upstream for the demand, its chunk handed to `deliver` once checked: a wasm
     /// stage's straight from its memory, a host-native upstream's from its chunk.
     pub(crate) fn ask<T>(&mut self, deliver: Deliver<'_, T>) -> Result<Option<T>> {
@@ -76,24 +82,27 @@ impl StageCtx {
         }))
     }
 
-    /// Keeps a copy of a pulled chunk if the fault policy needs the call's input.
-    pub(crate) fn keep_pulled(&mut self, bytes: &[u8], records: u32) {
+    /// Keeps a pulled chunk (a copy of it, `records` records) if the fault policy needs the
+    /// call's input.
+    pub(crate) fn keep_pulled(&mut self, bytes: Vec<u8>, records: u32) {
         let cap = self.budget.limits().memory_bytes;
         if let Some(inputs) = self.inputs.as_mut() {
             inputs.keep(bytes, records, cap);
         }
     }
 
-    /// The rules once the upstream answered (R5, X4, X6): the upstream back in the store, its
-    /// time charged to it, and what the guest gets: the delivery, or `none`. An `Err` traps
+    /// The rules once the upstream answered (R5, X4, X6): the upstream back in the store, the
+    /// time since tick `since` (the pull's start, or the end of the last delivery into this
+    /// stage) charged to it, and what the guest gets: the delivery, or `none`. An `Err` traps
     /// the guest.
     pub(crate) fn pulled<T>(
         &mut self,
         pull: Pull,
+        since: u64,
         answer: Result<Option<T>>,
     ) -> wasmtime::Result<Option<T>> {
         self.upstream = pull.upstream;
-        self.budget.charge_upstream(pull.ticks);
+        self.budget.charge_upstream(since);
         match answer {
             Ok(Some(delivered)) => Ok(Some(delivered)),
             Ok(None) => {
@@ -126,10 +135,13 @@ impl UpstreamImports for StageCtx {
         let answer = pull.ask(&mut |lent, records| (lent.into_vec(), records));
         let answer = answer.map(|chunk| {
             chunk.map(|(bytes, records)| {
-                self.keep_pulled(&bytes, records);
+                if self.keeps_inputs() {
+                    self.keep_pulled(bytes.clone(), records);
+                }
                 bytes
             })
         });
-        self.pulled(pull, answer)
+        let since = pull.started();
+        self.pulled(pull, since, answer)
     }
 }

@@ -166,6 +166,11 @@ impl StageCtx {
             && self.report.upstream_refused.is_none()
     }
 
+    /// True if the chunks pulled during a call are kept (the fault policy needs them).
+    pub(crate) fn keeps_inputs(&self) -> bool {
+        self.inputs.is_some()
+    }
+
     /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
     pub(crate) fn keep_inputs(&mut self) {
         self.inputs = Some(KeptInputs::default());
@@ -270,7 +275,7 @@ pub(crate) struct KeptInputs {
 impl KeptInputs {
     /// Keeps a copy of a chunk (its checked `bytes`, `records` records) if `cap` bytes allow,
     /// else counts its records.
-    pub(super) fn keep(&mut self, bytes: &[u8], records: u32, cap: usize) {
+    pub(super) fn keep(&mut self, bytes: Vec<u8>, records: u32, cap: usize) {
         match self
             .bytes
             .checked_add(bytes.len())
@@ -278,8 +283,7 @@ impl KeptInputs {
         {
             Some(total) => {
                 self.bytes = total;
-                self.chunks
-                    .push(Chunk::from_checked(bytes.to_vec(), records));
+                self.chunks.push(Chunk::from_checked(bytes, records));
             }
             None => self.unkept_records += u64::from(records),
         }

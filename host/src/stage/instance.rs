@@ -2,6 +2,7 @@
 //! the [`Recipe`] that makes a fresh one (at instantiation, after a fault under `restart`, for a
 //! hot swap). Every call goes through [`entry::enter`].
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -182,11 +183,11 @@ impl Live {
         counters: &Counters,
     ) -> Result<Answer> {
         let (answer, upstream_fault) =
-            self.resume_with::<()>(name, call, credits, counters, None)?;
+            self.resume_with::<Infallible>(name, call, credits, counters, None)?;
         let chunk = answer.map(|answer| match answer {
             Answered::Lifted(chunk) => chunk,
             // Nothing was given to deliver to.
-            Answered::Delivered { .. } => Chunk::empty(),
+            Answered::Delivered { value, .. } => match value {},
         });
         Ok((chunk, upstream_fault))
     }
