@@ -39,7 +39,8 @@ pub use self::nats::{
     SERVER_TIMEOUT_MS, SubjectKey,
 };
 pub use self::partitions::{
-    KeySpec, MAX_PARTITIONS, MAX_QUEUE_CHUNKS, PartitionsSpec, QUEUE_CHUNKS, ROUTE_RECORDS,
+    KeySpec, MAX_PARTITIONS, MAX_QUEUE_CHUNKS, MAX_SPILL_MIB, PartitionsSpec, QUEUE_CHUNKS,
+    ROUTE_RECORDS, SPILL_MIB, default_spill_dir,
 };
 pub use self::stage::{BUILTIN, LimitsSpec, OnFault, StageSpec};
 pub(crate) use self::stage::{ComponentRef, resolve, stage_config};

@@ -4,7 +4,7 @@
 
 use crate::counters::StageStats;
 use crate::pipeline::Probe;
-use crate::report::HopSnapshot;
+use crate::report::{HopSnapshot, PartitionSpill};
 
 impl Probe {
     /// Every hop's counters in the Prometheus text exposition format (version 0.0.4).
@@ -189,25 +189,25 @@ fn partition_sinks(pipeline: &str, sinks: &[StageStats]) -> String {
 
 /// A routed partitioned pipeline's spill files, per partition (`partition="N"`): the bytes
 /// they hold now (how far behind the partition is) and the chunks that went through them.
-fn partition_spills(pipeline: &str, spills: &[(u64, u64)]) -> String {
+fn partition_spills(pipeline: &str, spills: &[PartitionSpill]) -> String {
     if spills.is_empty() {
         return String::new();
     }
     let pipeline = escape_label(pipeline);
     let mut out = String::new();
-    type Field = fn(&(u64, u64)) -> u64;
+    type Field = fn(&PartitionSpill) -> u64;
     let families: [(&str, &str, &str, Field); 2] = [
         (
             "partition_spill_bytes",
             "gauge",
             "Bytes of records waiting in each partition's spill files.",
-            |s| s.0,
+            |s| s.bytes,
         ),
         (
             "partition_spilled_chunks_total",
             "counter",
             "Chunks that went through each partition's spill files.",
-            |s| s.1,
+            |s| s.chunks,
         ),
     ];
     for (name, kind, help, field) in families {
@@ -247,7 +247,8 @@ mod tests {
 
     #[test]
     fn a_routed_partitioned_pipeline_has_a_spill_series_per_partition() {
-        let page = partition_spills("p", &[(0, 0), (4096, 7)]);
+        let spill = |bytes, chunks| PartitionSpill { bytes, chunks };
+        let page = partition_spills("p", &[spill(0, 0), spill(4096, 7)]);
         assert!(
             page.contains("# TYPE sluicegate_partition_spill_bytes gauge\n")
                 && page.contains(

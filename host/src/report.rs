@@ -26,6 +26,17 @@ pub struct HopSnapshot {
     pub path: Option<crate::ExecutionPath>,
 }
 
+/// A partition's spill files at a moment (a pipeline with `[partitions]` routing one source).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionSpill {
+    /// Bytes of records waiting in its spill files: how far behind the partition is, beyond
+    /// what its queue holds.
+    pub bytes: u64,
+    /// Chunks that went through its spill files so far.
+    pub chunks: u64,
+}
+
 /// Whether the run succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -369,6 +369,29 @@ fn q3_without_spill_a_slow_partition_holds_back_only_what_the_queues_hold_and_lo
     assert_eq!(orders_by_symbol(&path), expected);
 }
 
+/// Q3 and Q1 through the spill files: a partition slowed by its first stage (every AAPL tick
+/// spins) falls behind, its queue holds one chunk and its spill 1 MiB, so its records go to
+/// disk and, when that is full too, the router waits; every symbol still gets exactly the
+/// single chain's orders.
+#[test]
+fn q3_records_that_went_through_a_full_spill_reach_the_sink_in_order() {
+    let slow = format!(
+        "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 200000 }}\n",
+        a::SLOW_KEY
+    );
+    let (single, path) = market("q3spill", None, 200_000, "");
+    run(single);
+    let expected = orders_by_symbol(&path);
+    let (partitioned, path) =
+        market_with("q3spill", Some((2, 1, 2)), "spill_mib = 1", 200_000, &slow);
+    let probe = partitioned.probe();
+    let report = run(partitioned);
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    let spilled: u64 = probe.partition_spills().iter().map(|s| s.chunks).sum();
+    assert!(spilled > 0, "the slow partition spilled: {report}");
+    assert_eq!(orders_by_symbol(&path), expected);
+}
+
 /// Q3 with spill files (the default): a partition stuck behind its first stage holds back
 /// only itself. The router reads the whole source, the other partition takes and delivers
 /// every one of its records while the stuck one is still stuck, and the stuck partition's
@@ -424,7 +447,7 @@ fn q3_a_stuck_partition_holds_back_only_itself_its_records_wait_in_its_spill() {
     }
     let in_stuck = records_of(&format!("partition#{stuck}"));
     let spills = probe.partition_spills();
-    let waiting_on_disk = spills.get(stuck as usize).map_or(0, |s| s.0);
+    let waiting_on_disk = spills.get(stuck as usize).map_or(0, |s| s.bytes);
     assert!(
         waiting_on_disk > 0,
         "the stuck partition's records wait in its spill: {spills:?}"

@@ -30,6 +30,18 @@ pub const SPILL_MIB: u64 = 256;
 /// The most `spill_mib` a partition may be given (1 TiB).
 pub const MAX_SPILL_MIB: u64 = 1 << 20;
 
+/// Where spill files go unless `spill_dir` says otherwise: `/var/tmp` where it exists (a disk
+/// on most systems, where `/tmp` is often a RAM file system), else the system's temporary
+/// directory.
+pub fn default_spill_dir() -> std::path::PathBuf {
+    let var_tmp = std::path::Path::new("/var/tmp");
+    if cfg!(unix) && var_tmp.is_dir() {
+        var_tmp.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// `[partitions]` of a pipeline file.
 ///
 /// ```toml
@@ -58,7 +70,7 @@ pub struct PartitionsSpec {
     #[serde(default)]
     pub spill_mib: Option<u64>,
     /// The directory of the spill files (anonymous files, removed when closed); relative to
-    /// the pipeline file. Default: the system's temporary directory.
+    /// the pipeline file. Default: [`default_spill_dir`] (`/var/tmp`).
     #[serde(default)]
     pub spill_dir: Option<std::path::PathBuf>,
 }
@@ -126,11 +138,11 @@ impl PartitionsSpec {
     }
 
     /// The directory of the spill files: `spill_dir` against `base` (the pipeline file's
-    /// directory), or the system's temporary directory.
+    /// directory), or [`default_spill_dir`].
     pub(crate) fn spill_dir(&self, base: &std::path::Path) -> std::path::PathBuf {
         self.spill_dir
             .as_ref()
-            .map_or_else(std::env::temp_dir, |dir| base.join(dir))
+            .map_or_else(default_spill_dir, |dir| base.join(dir))
     }
 
     /// The delimiter as a byte (validated to be one).

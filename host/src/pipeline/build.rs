@@ -132,6 +132,18 @@ impl<'a> PipelineBuilder<'a> {
                     max_bytes: partitions.spill_bytes(),
                 };
                 let spill_dir = spill.dir.clone();
+                if spill.max_bytes > 0
+                    && let Err(e) = tempfile::tempfile_in(&spill_dir)
+                {
+                    return Err(Error::Config {
+                        file: origin.display().to_string(),
+                        message: format!(
+                            "[partitions] cannot make a spill file in {}: {e} (set spill_dir, or \
+                             spill_mib = 0 for no spill files)",
+                            spill_dir.display()
+                        ),
+                    });
+                }
                 let (router, queues) = Router::new(
                     Box::new(source),
                     keys,
@@ -141,8 +153,8 @@ impl<'a> PipelineBuilder<'a> {
                 );
                 let mut built = Vec::with_capacity(replicas);
                 let mut lanes = Vec::with_capacity(replicas);
-                for (replica, (queue, lane)) in queues.into_iter().enumerate() {
-                    lanes.push(lane);
+                for (replica, (queue, stats)) in queues.into_iter().enumerate() {
+                    lanes.push(stats);
                     let input = PartitionInput::new(queue, replica, shared.clone());
                     built.push(self.chain(
                         spec,

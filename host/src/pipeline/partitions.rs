@@ -44,9 +44,9 @@ pub(crate) struct Partitions {
     pub(crate) source: Option<Arc<Counters>>,
     /// The key stage, if the key is a stage's answer.
     pub(crate) key_stage: Option<crate::stage::Stage>,
-    /// Each replica's lane (empty when every partition reads a source of its own), and where
-    /// the lanes spill.
+    /// Each replica's lane (empty when every partition reads a source of its own).
     pub(crate) lanes: Vec<Arc<LaneStats>>,
+    /// Where the lanes spill.
     pub(crate) spill_dir: std::path::PathBuf,
 }
 
@@ -134,10 +134,16 @@ impl Partitions {
                 );
             }
         }
-        let unrouted = self.shared.unrouted.load(Ordering::Relaxed);
+        // Routed to a replica whose chain then ended, or not routed at all once it had.
+        let never_taken: u64 = self
+            .lanes
+            .iter()
+            .map(|lane| lane.abandoned_records.load(Ordering::Relaxed))
+            .sum();
+        let unrouted = self.shared.unrouted.load(Ordering::Relaxed) + never_taken;
         if unrouted > 0 {
             tracing::warn!(
-                "{unrouted} record(s) were not routed: their partition's chain had ended \
+                "{unrouted} record(s) never reached a stage: their partition's chain had ended \
                  (a stage answered none before its input did)"
             );
         }

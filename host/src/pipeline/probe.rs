@@ -117,16 +117,13 @@ impl Probe {
         chains.iter().map(|(_, c)| c.sink.snapshot()).collect()
     }
 
-    /// A routed partitioned pipeline's spill files, per partition: the bytes they hold now and
-    /// the chunks that went through them; empty for other pipelines.
-    pub fn partition_spills(&self) -> Vec<(u64, u64)> {
+    /// A routed partitioned pipeline's spill files, per partition; empty for other pipelines.
+    pub fn partition_spills(&self) -> Vec<crate::report::PartitionSpill> {
         self.lanes
             .iter()
-            .map(|lane| {
-                (
-                    lane.spill_bytes.load(Ordering::Relaxed),
-                    lane.spilled_chunks.load(Ordering::Relaxed),
-                )
+            .map(|lane| crate::report::PartitionSpill {
+                bytes: lane.spill_bytes.load(Ordering::Relaxed),
+                chunks: lane.spilled_chunks.load(Ordering::Relaxed),
             })
             .collect()
     }

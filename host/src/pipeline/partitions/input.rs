@@ -47,7 +47,10 @@ impl Upstream for PartitionInput {
                 Err(e) => {
                     return Err(Error::Io {
                         stage: super::replica_name("partition", self.replica),
-                        message: format!("cannot read the partition's spill file: {e}"),
+                        message: format!(
+                            "cannot read the partition's spill file in {}: {e}",
+                            self.queue.spill_dir().display()
+                        ),
                     });
                 }
                 // The router is done: its error, a stop (nothing now, not an end: no stage

@@ -3,10 +3,12 @@
 //! their budget) and come back, in order, when the replica reaches them. Only when both are
 //! full is a chunk refused and the router waits: a slow replica holds back only its own records
 //! until its spill is full, and the memory between the router and a replica stays bounded
-//! however far behind it falls.
+//! however far behind it falls. A spill file that cannot be written (a full disk, no file
+//! descriptor left) makes the lane full for the moment, with a warning: nothing is lost, the
+//! router waits for the replica as it would without spill files.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::spill::{Spill, SpillSettings};
@@ -27,10 +29,14 @@ pub(crate) enum Offer {
 pub(crate) struct LaneStats {
     /// Chunks that went through the spill files.
     pub(crate) spilled_chunks: AtomicU64,
-    /// The bytes the spill files hold now.
+    /// The bytes waiting in the spill files now.
     pub(crate) spill_bytes: AtomicU64,
-    /// The most bytes the spill files held at once.
+    /// The most bytes waiting in the spill files at once.
     pub(crate) peak_spill_bytes: AtomicU64,
+    /// Records the lane held when its replica went away (its chain ended): never taken.
+    pub(crate) abandoned_records: AtomicU64,
+    /// Set once a spill file could not be written (warned about once).
+    write_failed: AtomicBool,
 }
 
 struct State {
@@ -88,29 +94,41 @@ impl Lane {
 
 impl LaneSender {
     /// Offers `chunk`: to memory while the memory has room and nothing waits on disk (so order
-    /// holds), else to the spill. An error is the spill file's.
-    pub(crate) fn offer(&self, chunk: Chunk) -> std::io::Result<Offer> {
+    /// holds), else to the spill.
+    pub(crate) fn offer(&self, chunk: Chunk) -> Offer {
         let lane = &self.0;
         let mut state = lane.state();
         if state.gone {
-            return Ok(Offer::Gone(chunk));
+            return Offer::Gone(chunk);
         }
         if state.spill.is_empty() && state.memory.len() < lane.capacity {
             state.memory.push_back(chunk);
-        } else if state.spill.push(&chunk)? {
-            lane.stats.spilled_chunks.fetch_add(1, Ordering::Relaxed);
-            lane.stats
-                .spill_bytes
-                .store(state.spill.bytes(), Ordering::Relaxed);
-            lane.stats
-                .peak_spill_bytes
-                .fetch_max(state.spill.bytes(), Ordering::Relaxed);
         } else {
-            return Ok(Offer::Full(chunk));
+            match state.spill.push(&chunk) {
+                Ok(true) => {
+                    let waiting = state.spill.bytes();
+                    lane.stats.spilled_chunks.fetch_add(1, Ordering::Relaxed);
+                    lane.stats.spill_bytes.store(waiting, Ordering::Relaxed);
+                    lane.stats
+                        .peak_spill_bytes
+                        .fetch_max(waiting, Ordering::Relaxed);
+                }
+                Ok(false) => return Offer::Full(chunk),
+                Err(error) => {
+                    if !lane.stats.write_failed.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "cannot write a spill file in {}: {error}; the partition holds the \
+                             source back until it catches up",
+                            state.spill.dir().display()
+                        );
+                    }
+                    return Offer::Full(chunk);
+                }
+            }
         }
         drop(state);
         lane.arrived.notify_one();
-        Ok(Offer::Taken)
+        Offer::Taken
     }
 }
 
@@ -146,9 +164,26 @@ impl LaneReceiver {
     }
 }
 
+impl LaneReceiver {
+    /// The directory of the lane's spill files.
+    pub(crate) fn spill_dir(&self) -> std::path::PathBuf {
+        self.0.state().spill.dir().to_path_buf()
+    }
+}
+
 impl Drop for LaneReceiver {
+    /// The replica takes nothing more: what the lane holds is counted as never taken, and its
+    /// memory and spill files are let go at once.
     fn drop(&mut self) {
-        self.0.state().gone = true;
+        let lane = &self.0;
+        let mut state = lane.state();
+        state.gone = true;
+        let in_memory: u64 = state.memory.drain(..).map(|c| u64::from(c.len())).sum();
+        let records = in_memory + state.spill.discard();
+        lane.stats
+            .abandoned_records
+            .fetch_add(records, Ordering::Relaxed);
+        lane.stats.spill_bytes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -171,7 +206,7 @@ mod tests {
     fn q3_a_lane_holds_its_capacity_in_memory_spills_the_rest_and_keeps_order() {
         let (sender, receiver, stats) = lane(2, settings(u64::MAX));
         for n in 0..1000 {
-            assert!(matches!(sender.offer(chunk(n)), Ok(Offer::Taken)));
+            assert!(matches!(sender.offer(chunk(n)), Offer::Taken));
             assert!(sender.0.state().memory.len() <= 2, "memory holds at most 2");
         }
         assert_eq!(stats.spilled_chunks.load(Ordering::Relaxed), 998);
@@ -179,7 +214,7 @@ mod tests {
         // Interleaved: what comes after the spill goes after it, not into memory first.
         for n in 0..1000 {
             assert_eq!(receiver.take().expect("take"), Some(chunk(n)), "chunk {n}");
-            assert!(matches!(sender.offer(chunk(1000 + n)), Ok(Offer::Taken)));
+            assert!(matches!(sender.offer(chunk(1000 + n)), Offer::Taken));
         }
         drop(sender);
         for n in 1000..2000 {
@@ -191,14 +226,61 @@ mod tests {
     #[test]
     fn q3_a_lane_without_spill_is_full_at_its_capacity_and_a_gone_replica_takes_nothing() {
         let (sender, receiver, stats) = lane(2, settings(0));
-        assert!(matches!(sender.offer(chunk(0)), Ok(Offer::Taken)));
-        assert!(matches!(sender.offer(chunk(1)), Ok(Offer::Taken)));
-        assert!(matches!(sender.offer(chunk(2)), Ok(Offer::Full(c)) if c == chunk(2)));
+        assert!(matches!(sender.offer(chunk(0)), Offer::Taken));
+        assert!(matches!(sender.offer(chunk(1)), Offer::Taken));
+        assert!(matches!(sender.offer(chunk(2)), Offer::Full(c) if c == chunk(2)));
         assert_eq!(stats.spilled_chunks.load(Ordering::Relaxed), 0);
         assert_eq!(receiver.take().expect("take"), Some(chunk(0)));
-        assert!(matches!(sender.offer(chunk(2)), Ok(Offer::Taken)));
+        assert!(matches!(sender.offer(chunk(2)), Offer::Taken));
         drop(receiver);
-        assert!(matches!(sender.offer(chunk(3)), Ok(Offer::Gone(c)) if c == chunk(3)));
+        assert!(matches!(sender.offer(chunk(3)), Offer::Gone(c) if c == chunk(3)));
+        assert_eq!(
+            stats.abandoned_records.load(Ordering::Relaxed),
+            2,
+            "the two chunks it held were never taken"
+        );
+    }
+
+    #[test]
+    fn q3_a_lane_with_a_small_spill_is_full_when_both_are_and_loses_nothing_across_threads() {
+        // Room for 2 chunks in memory and about 40 on disk: the router meets a full lane again
+        // and again while the replica reads, slowly, from memory and disk.
+        let record_bytes = 8 + 4 + 4;
+        let (sender, receiver, stats) = lane(2, settings(40 * record_bytes));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(chunk) = receiver.take().expect("take") {
+                got.push(chunk);
+                if got.len() % 7 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            got
+        });
+        let (mut n, mut full) = (0, 0);
+        while n < 2000 {
+            match sender.offer(chunk(n)) {
+                Offer::Taken => n += 1,
+                Offer::Full(_) => {
+                    full += 1;
+                    std::thread::yield_now();
+                }
+                Offer::Gone(_) => panic!("the replica is there"),
+            }
+        }
+        drop(sender);
+        let got = reader.join().expect("replica");
+        assert_eq!(
+            got,
+            (0..2000).map(chunk).collect::<Vec<_>>(),
+            "in order, all"
+        );
+        assert!(full > 0, "the lane was full at times");
+        assert!(
+            stats.spilled_chunks.load(Ordering::Relaxed) > 0,
+            "it spilled"
+        );
+        assert!(stats.peak_spill_bytes.load(Ordering::Relaxed) <= 40 * record_bytes);
     }
 
     #[test]
@@ -213,7 +295,7 @@ mod tests {
         });
         let mut n = 0;
         while n < 50 {
-            match sender.offer(chunk(n)).expect("offer") {
+            match sender.offer(chunk(n)) {
                 Offer::Taken => n += 1,
                 Offer::Full(_) => std::thread::yield_now(),
                 Offer::Gone(_) => panic!("the replica is there"),

@@ -101,8 +101,6 @@ pub(crate) struct Router {
     keys: Keys,
     /// `None` once the replica's chain ended.
     queues: Vec<Option<LaneSender>>,
-    /// Where the lanes spill (for errors).
-    spill: SpillSettings,
     shared: Arc<Shared>,
     /// How long the source may have nothing before the run is called stalled.
     stall_timeout: Option<Duration>,
@@ -130,7 +128,6 @@ impl Router {
                 source,
                 keys,
                 queues,
-                spill,
                 shared,
                 stall_timeout,
             },
@@ -211,7 +208,7 @@ impl Router {
             }
             drop(chunk);
             for (replica, part) in parts.into_iter().enumerate() {
-                if !part.is_empty() && !self.send(replica, part, stop)? {
+                if !part.is_empty() && !self.send(replica, part, stop) {
                     return Ok(());
                 }
             }
@@ -227,38 +224,29 @@ impl Router {
 
     /// Hands `part` to `replica`, waiting while its lane is full; false if the run is over
     /// (stopped, or a replica failed) before it could. A replica whose chain ended takes
-    /// nothing more: its records are counted as unrouted. An error is the lane's spill file's.
-    fn send(&mut self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> Result<bool> {
+    /// nothing more: its records are counted as unrouted.
+    fn send(&mut self, replica: usize, mut part: Chunk, stop: &AtomicBool) -> bool {
         loop {
             let Some(Some(queue)) = self.queues.get(replica) else {
                 self.shared
                     .unrouted
                     .fetch_add(u64::from(part.len()), Ordering::Relaxed);
-                return Ok(true);
+                return true;
             };
             match queue.offer(part) {
-                Ok(Offer::Taken) => return Ok(true),
-                Ok(Offer::Gone(back)) => {
+                Offer::Taken => return true,
+                Offer::Gone(back) => {
                     if let Some(slot) = self.queues.get_mut(replica) {
                         *slot = None;
                     }
                     part = back;
                 }
-                Ok(Offer::Full(back)) => {
+                Offer::Full(back) => {
                     if self.over(stop) {
-                        return Ok(false);
+                        return false;
                     }
                     part = back;
                     std::thread::park_timeout(WAIT);
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        stage: super::replica_name("partition", replica),
-                        message: format!(
-                            "cannot spill the partition's records to {}: {e}",
-                            self.spill.dir.display()
-                        ),
-                    });
                 }
             }
         }
