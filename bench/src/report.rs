@@ -27,17 +27,23 @@ deterministically on a noisy machine.
 | issue #13: no clock read per call (the time before a call's first epoch tick is charged as one tick), latency sampled (every resume of the first 256, then one in 16), chunks lifted into a thread-local pool of buffers | `clock_gettime` (vDSO) twice per call and `malloc`/`free` of each lifted chunk in the host's share | 4,283 instructions per hop | 4,070 per hop (−5%); the hand-written WAT pass-through: 2,019 |
 | issue #13: the fast path's host functions made once per component (a linker), each store holding only their options | per stage, a closure and a trampoline context per imported function | 39.8 KiB per live SDK stage | 36.4 KiB |
 | issue #13: the guest SDK recycles chunk buffers (a short free list per power-of-two size class up to 64 KiB in front of wasi-libc's `malloc`), and a batch's first reserve allocates at its size | the guest's functions named through wasmtime's perf map: `dlmalloc`, `dlfree`, `malloc`, `free`, `__rdl_alloc` and the `RawVec` growth path, about 1,150 instructions of a 64 B hop (two chunk buffers allocated and freed per hop) | 4,194 instructions per hop | 3,457 per hop (−18%) |
+| issue #13: guest stages built with fat LTO and one codegen unit, so the SDK, the stage and its crates (`market-data`) inline into each other | the guest's share of a hop spread over a dozen small SDK functions called across crate boundaries (`Batch::push`, `Batch::new`, the record iterator, the driver) | 3,399 instructions per hop (the same code as the row above, rebuilt) | 3,020 per hop (−11%; the guest's share 1,275 → 896) |
+| issue #13: the SDK's batch keeps the driver's empty overflow queue instead of dropping it and making a new one | two `VecDeque` drops (about 45 instructions each) on every resume | 3,020 instructions per hop | 2,903 per hop (−4%) |
+| issue #13: a wasm upstream's chunk copied straight from its memory into the puller's (checked where it lies, delivered before its post-return), not through a host buffer | with 16 KiB records, `memcpy` into and out of the pooled host buffer | 57,233 instructions per 16 KiB hop; 2,903 per 64 B hop | 44,752 per 16 KiB hop (−22%); 2,942 per 64 B hop (+1%: the delivery's indirection costs more than a 64 B copy saves) |
+| issue #13: the pulled chunk lowered with one borrow of the guest's memory (bytes, tag, pointer and length), realloc's answer checked with it | `Memory::data_mut` (a store lookup) four times per pull | 2,942 instructions per hop | 2,769 per hop (−6%); 2,884 after the review's fixes (the delivery's time charged to the puller, only the last delivery kept) |
 
-What the profile says is left (callgrind, 3,457 instructions per SDK hop): about 1,270 are the
-guest's own code and the wasm trampolines (the SDK's `resume`, the batch, the record iterator,
-the recycling allocator's 70 per allocation), about 870 wasmtime's core call and host-call
-machinery (`catch_traps`, the trap handler's thread-local, `call_raw`), roughly 1,200 the host's
-own code with the standard library inlined into it (the stage lock, the protocol state
-machine, the entry and its classification, the budget, the chunk's checks, the lift and lower),
-and the rest the C library (`memcpy`). The hand-written WAT pass-through, with no allocator,
-costs 2,019 instructions per hop. Left undone: copying a chunk straight from one guest memory
-into the next (it goes through a pooled host buffer today), and a leaner call path through
-the host's layers (lock, lifecycle, instance, entry), which is now the largest share. Fused mode halves the hop for small chunks where stages
+What the profile says is left (callgrind, 2,884 instructions per SDK hop): about 780 are the
+guest's own code and the wasm trampolines (the SDK's `resume` with the batch and the record
+iterator inlined, the recycling allocator, `cabi_realloc`, the post-return), about 790
+wasmtime's core call and host-call machinery (`catch_traps`, the trap handler's thread-local,
+`call_raw`: three entries into wasm per hop, `resume`, the puller's `cabi_realloc` and the
+post-return, and one exit, `pull`), roughly 1,400 the host's own code with the standard library
+inlined into it (the stage lock, the protocol state machine, the entry and its
+classification, the budget, the chunk's checks, the delivery), and about 110 the C library
+(`memcpy`). The hand-written WAT pass-through, with no allocator, costs 2,067 instructions per
+hop. The three entries per hop are the canonical ABI's (a result list is lowered through the
+puller's realloc and freed by the answerer's post-return); each costs wasmtime about 250
+instructions, which is why the 202 ns target is out of reach on this path. Fused mode halves the hop for small chunks where stages
 trust each other, but loses on large ones (wasmtime's adapter copies lists byte by byte), so it
 is not the answer for bulk throughput. At large credits the remaining time is the stages' own
 work (parsing) and copies between linear memories (`memmove`, about 5%); until issue #13 the
@@ -353,7 +359,17 @@ impl Report {
              shorter run), so sluicegate / native fell as well. The seed's other rejected \
              design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
-             Since the run before this one (docs at 98d4c0b): the guest SDK recycles its chunk buffers, so the isolated 64 B hop fell from 570 ns to 437 ns (the profile's table below has the instruction counts); and the NATS JetStream section is new. Every NATS run reads the same ticks, published into one stream before any clock starts; building the pipelines, which compiles their stages, is not timed for one host or for two.\n"
+             Since the run before this one (docs at 2f1283d): the guest stages are built with \
+             fat LTO and one codegen unit, which makes the stages' own work cheaper (the market \
+             pipeline) as well as the SDK's share of a hop; the SDK's batch no longer drops and \
+             remakes its overflow queue; a wasm upstream's chunk goes straight from its memory \
+             into the puller's, which matters for large records (the 16 KiB and 64 KiB rows of \
+             the hop table); and a pulled chunk is lowered with one borrow of the guest's \
+             memory. The profile's table below has the instruction counts of each change. \
+             That run's figures, to compare with the tables: the isolated hop 437 ns (64 B), \
+             472 ns (1 KiB), 1,541 ns (16 KiB), 5,266 ns (64 KiB); sluicegate on the market \
+             pipeline 683 k, 1,982 k, 3,090 k and 2,344 k records/s at credits 1, 16, 256 and \
+             4096, native Rust 8,188 k.\n"
         );
         m
     }
