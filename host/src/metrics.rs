@@ -152,70 +152,71 @@ fn escape_label(value: &str) -> String {
 
 /// A partitioned pipeline's sink, per partition (`partition="N"`; nothing for one chain).
 fn partition_sinks(pipeline: &str, sinks: &[StageStats]) -> String {
-    if sinks.is_empty() {
-        return String::new();
-    }
-    let pipeline = escape_label(pipeline);
-    let mut out = String::new();
-    type Field = fn(&StageStats) -> u64;
-    let families: [(&str, &str, Field); 3] = [
-        (
-            "partition_sink_records_total",
-            "Records that reached the sink from each partition.",
-            |s| s.records,
-        ),
-        (
-            "partition_sink_chunks_total",
-            "Chunks that reached the sink from each partition.",
-            |s| s.chunks,
-        ),
-        (
-            "partition_sink_bytes_total",
-            "Bytes that reached the sink from each partition.",
-            |s| s.bytes,
-        ),
-    ];
-    for (name, help, field) in families {
-        out += &format!("# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} counter\n");
-        for (partition, sink) in sinks.iter().enumerate() {
-            out += &format!(
-                "sluicegate_{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {}\n",
-                field(sink)
-            );
-        }
-    }
-    out
+    per_partition(
+        pipeline,
+        sinks,
+        &[
+            (
+                "partition_sink_records_total",
+                "counter",
+                "Records that reached the sink from each partition.",
+                |s| s.records,
+            ),
+            (
+                "partition_sink_chunks_total",
+                "counter",
+                "Chunks that reached the sink from each partition.",
+                |s| s.chunks,
+            ),
+            (
+                "partition_sink_bytes_total",
+                "counter",
+                "Bytes that reached the sink from each partition.",
+                |s| s.bytes,
+            ),
+        ],
+    )
 }
 
 /// A routed partitioned pipeline's spill files, per partition (`partition="N"`): the bytes
-/// they hold now (how far behind the partition is) and the chunks that went through them.
+/// waiting in them now (how far behind the partition is) and the chunks that went through them.
 fn partition_spills(pipeline: &str, spills: &[PartitionSpill]) -> String {
-    if spills.is_empty() {
+    per_partition(
+        pipeline,
+        spills,
+        &[
+            (
+                "partition_spill_bytes",
+                "gauge",
+                "Bytes of records waiting in each partition's spill files.",
+                |s| s.bytes,
+            ),
+            (
+                "partition_spilled_chunks_total",
+                "counter",
+                "Chunks that went through each partition's spill files.",
+                |s| s.chunks,
+            ),
+        ],
+    )
+}
+
+/// A family (name, type, help, value) per partition of `rows`, labelled `partition="N"`;
+/// nothing when there are no rows.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+fn per_partition<T>(pipeline: &str, rows: &[T], families: &[Family<T>]) -> String {
+    if rows.is_empty() {
         return String::new();
     }
     let pipeline = escape_label(pipeline);
     let mut out = String::new();
-    type Field = fn(&PartitionSpill) -> u64;
-    let families: [(&str, &str, &str, Field); 2] = [
-        (
-            "partition_spill_bytes",
-            "gauge",
-            "Bytes of records waiting in each partition's spill files.",
-            |s| s.bytes,
-        ),
-        (
-            "partition_spilled_chunks_total",
-            "counter",
-            "Chunks that went through each partition's spill files.",
-            |s| s.chunks,
-        ),
-    ];
     for (name, kind, help, field) in families {
         out += &format!("# HELP sluicegate_{name} {help}\n# TYPE sluicegate_{name} {kind}\n");
-        for (partition, spill) in spills.iter().enumerate() {
+        for (partition, row) in rows.iter().enumerate() {
             out += &format!(
                 "sluicegate_{name}{{pipeline=\"{pipeline}\",partition=\"{partition}\"}} {}\n",
-                field(spill)
+                field(row)
             );
         }
     }

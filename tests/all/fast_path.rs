@@ -304,8 +304,14 @@ fn boundary_transcript(engine: &Engine, wat: &str, fast: bool) -> Vec<String> {
 
 /// Runs `wat` on both paths, requires the same transcript, and returns it.
 fn boundary(wat: &str) -> Vec<String> {
-    let got = boundary_transcript(fast_engine(), wat, true);
-    let want = boundary_transcript(component_engine(), wat, false);
+    alike(|engine, fast| boundary_transcript(engine, wat, fast))
+}
+
+/// `transcript` on the fast engine and on the reference (the flag says which); requires the
+/// same and returns it.
+fn alike(transcript: impl Fn(&Engine, bool) -> Vec<String>) -> Vec<String> {
+    let got = transcript(fast_engine(), true);
+    let want = transcript(component_engine(), false);
     assert_eq!(
         got, want,
         "the fast path (left) and the component path (right) disagree"
@@ -634,13 +640,7 @@ fn chain_transcript(engine: &Engine, upstream: &str, policy: FaultPolicy) -> Vec
 
 /// [`chain_transcript`] on both paths; requires the same transcript and returns it.
 fn chain(upstream: &str, policy: FaultPolicy) -> Vec<String> {
-    let got = chain_transcript(fast_engine(), upstream, policy);
-    let want = chain_transcript(component_engine(), upstream, policy);
-    assert_eq!(
-        got, want,
-        "a chain on the fast path (left) and on the component path (right) disagree"
-    );
-    got
+    alike(|engine, _| chain_transcript(engine, upstream, policy))
 }
 
 /// A forwarder whose post-return traps on its `n`th call (a counter in its memory, so a fresh
