@@ -10,6 +10,13 @@
 //! linear memory never shrinks anyway). A small block costs up to twice its size (sizes are
 //! rounded up to a power of two).
 //!
+//! The first small blocks (up to [`ARENA_BLOCK`] bytes) come from a [`ARENA`]-byte arena in
+//! the allocator's own static state, before anything is asked of `malloc`: a stage whose
+//! chunks are small then never initializes dlmalloc, whose first use writes two more pages of
+//! linear memory (the heap's start and the fencepost at its end), 8 KiB per live stage. Arena
+//! blocks are recycled like any other; one the full free list cannot keep is simply not used
+//! again (the arena is never given to `free`).
+//!
 //! Only on `wasm32` without the `atomics` feature: a stage instance runs one thread, so the
 //! lists need no lock. Elsewhere (a stage's unit tests on the build machine) nothing is
 //! installed. Turn the `recycle` feature off to bring your own `#[global_allocator]`.
@@ -30,9 +37,45 @@ const PER_CLASS: usize = 4;
 /// The alignment every block of a class is allocated with (and the most a kept block serves).
 const CLASS_ALIGN: usize = 8;
 
+/// Bytes of the arena the first small blocks come from.
+const ARENA: usize = 512;
+/// The largest block the arena serves.
+const ARENA_BLOCK: usize = 256;
+
 /// The global allocator of a stage built with the SDK.
 pub struct Recycle {
     lists: UnsafeCell<[FreeList; CLASSES]>,
+    arena: UnsafeCell<Arena>,
+}
+
+/// The arena: `bytes` first, so that a block at a multiple of its (power-of-two, at least
+/// 16-byte) size is aligned to [`CLASS_ALIGN`].
+#[repr(C, align(16))]
+struct Arena {
+    bytes: [u8; ARENA],
+    used: usize,
+}
+
+impl Arena {
+    /// A fresh block of `size` bytes, if the arena has room and serves that size.
+    fn take(&mut self, size: usize) -> Option<*mut u8> {
+        if size > ARENA_BLOCK || self.used + size > ARENA {
+            return None;
+        }
+        // Blocks are handed out in any order of sizes: round up to this one's alignment.
+        let at = self.used.next_multiple_of(size);
+        if at + size > ARENA {
+            return None;
+        }
+        self.used = at + size;
+        self.bytes.get_mut(at..).map(|rest| rest.as_mut_ptr())
+    }
+
+    /// True if `ptr` is a block of the arena.
+    fn holds(&self, ptr: *mut u8) -> bool {
+        let start = self.bytes.as_ptr() as usize;
+        (start..start + ARENA).contains(&(ptr as usize))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -55,6 +98,10 @@ impl Recycle {
                     blocks: [std::ptr::null_mut(); PER_CLASS],
                 }; CLASSES],
             ),
+            arena: UnsafeCell::new(Arena {
+                bytes: [0; ARENA],
+                used: 0,
+            }),
         }
     }
 }
@@ -93,6 +140,11 @@ unsafe impl GlobalAlloc for Recycle {
             list.len -= 1;
             return list.blocks[list.len];
         }
+        let size = class_layout(class).size();
+        // SAFETY: as for the lists.
+        if let Some(block) = unsafe { (*self.arena.get()).take(size) } {
+            return block;
+        }
         // SAFETY: a class layout has a non-zero size.
         unsafe { System.alloc(class_layout(class)) }
     }
@@ -104,13 +156,16 @@ unsafe impl GlobalAlloc for Recycle {
         };
         // SAFETY: as in `alloc`.
         let list = unsafe { &mut (*self.lists.get())[class] };
+        // SAFETY: as for the lists.
+        let in_arena = unsafe { (*self.arena.get()).holds(ptr) };
         if list.len < PER_CLASS {
             list.blocks[list.len] = ptr;
             list.len += 1;
-        } else {
+        } else if !in_arena {
             // SAFETY: blocks of a class are allocated with its class layout.
             unsafe { System.dealloc(ptr, class_layout(class)) }
         }
+        // An arena block the full list cannot keep is not used again: never handed to `free`.
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -189,6 +244,38 @@ mod tests {
             }
             let lists = &*heap.lists.get();
             assert_eq!(lists[class_of(layout).unwrap()].len, PER_CLASS);
+        }
+    }
+
+    #[test]
+    fn the_first_small_blocks_come_from_the_arena_aligned_and_are_never_freed_to_malloc() {
+        let heap = Recycle::new();
+        let small = Layout::from_size_align(20, 8).unwrap(); // class 32
+        let chunk = Layout::from_size_align(68, 1).unwrap(); // class 128
+        let big = Layout::from_size_align(300, 1).unwrap(); // class 512: past the arena
+        unsafe {
+            let a = heap.alloc(small);
+            let b = heap.alloc(chunk);
+            let c = heap.alloc(chunk);
+            let arena = &*heap.arena.get();
+            for block in [a, b, c] {
+                assert!(arena.holds(block), "from the arena");
+                assert_eq!(block as usize % CLASS_ALIGN, 0, "aligned");
+            }
+            assert_eq!(b as usize % 128, arena.bytes.as_ptr() as usize % 128);
+            let d = heap.alloc(big);
+            assert!(!arena.holds(d), "a large block comes from malloc");
+            heap.dealloc(d, big);
+            // Filled up, the arena hands out nothing more; freed arena blocks are reused.
+            let rest: Vec<_> = (0..8).map(|_| heap.alloc(chunk)).collect();
+            assert!(rest.iter().any(|&r| !arena.holds(r)), "the arena runs out");
+            heap.dealloc(b, chunk);
+            assert_eq!(heap.alloc(chunk), b, "recycled");
+            // More arena blocks freed than the list keeps: dropped, not given to `free`.
+            for block in rest.into_iter().chain([b, c]) {
+                heap.dealloc(block, chunk);
+            }
+            heap.dealloc(a, small);
         }
     }
 }
