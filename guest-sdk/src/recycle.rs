@@ -22,7 +22,8 @@
 //! installed. Turn the `recycle` feature off to bring your own `#[global_allocator]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
 
 /// The smallest size class, in bytes (its log2).
 const MIN_SHIFT: u32 = 4;
@@ -45,35 +46,41 @@ const ARENA_BLOCK: usize = 256;
 /// The global allocator of a stage built with the SDK.
 pub struct Recycle {
     lists: UnsafeCell<[FreeList; CLASSES]>,
-    arena: UnsafeCell<Arena>,
+    arena: Arena,
 }
 
 /// The arena: `bytes` first, so that a block at a multiple of its (power-of-two, at least
-/// 16-byte) size is aligned to [`CLASS_ALIGN`].
+/// 16-byte) size is aligned to [`CLASS_ALIGN`]. The bytes are only ever reached through raw
+/// pointers (blocks handed out are the program's), never through a reference to the array.
 #[repr(C, align(16))]
 struct Arena {
-    bytes: [u8; ARENA],
-    used: usize,
+    bytes: UnsafeCell<[MaybeUninit<u8>; ARENA]>,
+    used: Cell<usize>,
 }
+
+// Blocks are aligned only if the bytes start the arena and the arena is 16-aligned.
+const _: () =
+    assert!(std::mem::align_of::<Arena>() >= 16 && std::mem::offset_of!(Arena, bytes) == 0);
 
 impl Arena {
     /// A fresh block of `size` bytes, if the arena has room and serves that size.
-    fn take(&mut self, size: usize) -> Option<*mut u8> {
-        if size > ARENA_BLOCK || self.used + size > ARENA {
+    fn take(&self, size: usize) -> Option<*mut u8> {
+        let used = self.used.get();
+        if size > ARENA_BLOCK || used + size > ARENA {
             return None;
         }
         // Blocks are handed out in any order of sizes: round up to this one's alignment.
-        let at = self.used.next_multiple_of(size);
+        let at = used.next_multiple_of(size);
         if at + size > ARENA {
             return None;
         }
-        self.used = at + size;
-        self.bytes.get_mut(at..).map(|rest| rest.as_mut_ptr())
+        self.used.set(at + size);
+        Some(self.bytes.get().cast::<u8>().wrapping_add(at))
     }
 
     /// True if `ptr` is a block of the arena.
     fn holds(&self, ptr: *mut u8) -> bool {
-        let start = self.bytes.as_ptr() as usize;
+        let start = self.bytes.get() as usize;
         (start..start + ARENA).contains(&(ptr as usize))
     }
 }
@@ -98,10 +105,10 @@ impl Recycle {
                     blocks: [std::ptr::null_mut(); PER_CLASS],
                 }; CLASSES],
             ),
-            arena: UnsafeCell::new(Arena {
-                bytes: [0; ARENA],
-                used: 0,
-            }),
+            arena: Arena {
+                bytes: UnsafeCell::new([MaybeUninit::uninit(); ARENA]),
+                used: Cell::new(0),
+            },
         }
     }
 }
@@ -140,9 +147,7 @@ unsafe impl GlobalAlloc for Recycle {
             list.len -= 1;
             return list.blocks[list.len];
         }
-        let size = class_layout(class).size();
-        // SAFETY: as for the lists.
-        if let Some(block) = unsafe { (*self.arena.get()).take(size) } {
+        if let Some(block) = self.arena.take(class_layout(class).size()) {
             return block;
         }
         // SAFETY: a class layout has a non-zero size.
@@ -156,12 +161,10 @@ unsafe impl GlobalAlloc for Recycle {
         };
         // SAFETY: as in `alloc`.
         let list = unsafe { &mut (*self.lists.get())[class] };
-        // SAFETY: as for the lists.
-        let in_arena = unsafe { (*self.arena.get()).holds(ptr) };
         if list.len < PER_CLASS {
             list.blocks[list.len] = ptr;
             list.len += 1;
-        } else if !in_arena {
+        } else if !self.arena.holds(ptr) {
             // SAFETY: blocks of a class are allocated with its class layout.
             unsafe { System.dealloc(ptr, class_layout(class)) }
         }
@@ -248,6 +251,41 @@ mod tests {
     }
 
     #[test]
+    fn arena_blocks_of_every_class_in_any_order_are_aligned_and_disjoint() {
+        for order in [
+            [16, 256, 32, 128, 64],
+            [256, 16, 64, 32, 128],
+            [64, 64, 16, 256, 32],
+        ] {
+            let heap = Recycle::new();
+            let mut blocks: Vec<(usize, usize)> = Vec::new();
+            for size in order.iter().cycle().take(40) {
+                let layout = Layout::from_size_align(*size, 8).unwrap();
+                // SAFETY: a non-zero size.
+                let block = unsafe { heap.alloc(layout) };
+                if !heap.arena.holds(block) {
+                    // SAFETY: from `alloc` with `layout`.
+                    unsafe { heap.dealloc(block, layout) };
+                    continue;
+                }
+                let at = block as usize;
+                let start = heap.arena.bytes.get() as usize;
+                assert_eq!(
+                    (at - start) % size,
+                    0,
+                    "a {size}-byte block at a multiple of its size"
+                );
+                assert_eq!(at % CLASS_ALIGN, 0);
+                for &(other, len) in &blocks {
+                    assert!(at + size <= other || other + len <= at, "disjoint");
+                }
+                blocks.push((at, *size));
+            }
+            assert!(blocks.len() >= 2, "{order:?}");
+        }
+    }
+
+    #[test]
     fn the_first_small_blocks_come_from_the_arena_aligned_and_are_never_freed_to_malloc() {
         let heap = Recycle::new();
         let small = Layout::from_size_align(20, 8).unwrap(); // class 32
@@ -257,12 +295,12 @@ mod tests {
             let a = heap.alloc(small);
             let b = heap.alloc(chunk);
             let c = heap.alloc(chunk);
-            let arena = &*heap.arena.get();
+            let arena = &heap.arena;
             for block in [a, b, c] {
                 assert!(arena.holds(block), "from the arena");
                 assert_eq!(block as usize % CLASS_ALIGN, 0, "aligned");
             }
-            assert_eq!(b as usize % 128, arena.bytes.as_ptr() as usize % 128);
+            assert_eq!(b as usize % 128, arena.bytes.get() as usize % 128);
             let d = heap.alloc(big);
             assert!(!arena.holds(d), "a large block comes from malloc");
             heap.dealloc(d, big);

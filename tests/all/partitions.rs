@@ -508,12 +508,12 @@ fn ticks(records: u64) -> Vec<Vec<u8>> {
     ticks
 }
 
-/// A partitioned pipeline of `count` replicas of one poison-pill stage over `records`
-/// generated ticks, poisoned by the `nth` tick, with the stage's extra settings `policy`;
-/// returns it with the ticks and its directory.
+/// A partitioned pipeline (`partitions`: the settings of its `[partitions]` besides the key) of
+/// replicas of one poison-pill stage over `records` generated ticks, poisoned by the `nth`
+/// tick, with the stage's extra settings `policy`; returns it with the ticks and its directory.
 fn poisoned(
     name: &str,
-    count: u32,
+    partitions: &str,
     records: u64,
     nth: usize,
     policy: &str,
@@ -524,7 +524,7 @@ fn poisoned(
     std::fs::create_dir_all(&dir).expect("temp dir");
     let toml = format!(
         "[source]\nkind = \"generate\"\nrecords = {records}\n\n\
-         [partitions]\ncount = {count}\nkey = {{ delimiter = \",\", field = 2 }}\n\n\
+         [partitions]\n{partitions}\nkey = {{ delimiter = \",\", field = 2 }}\n\n\
          [[stage]]\nname = \"poison\"\ncomponent = {:?}\nconfig = {{ poison = {poison:?} }}\n\
          {policy}\n\n\
          [sink]\nkind = \"file\"\npath = \"out.bin\"\nformat = \"framed\"\ncredits = 64\n",
@@ -539,15 +539,16 @@ fn poisoned(
 #[test]
 fn a_failed_partition_stops_the_router_the_others_finish_and_the_run_names_the_stage() {
     // Three partitions: the run fails, naming the replica's stage, and ends.
-    let (mut pipeline, _, _) = poisoned("fail", 3, 20_000, 4_999, "");
+    let (mut pipeline, _, _) = poisoned("fail", "count = 3", 20_000, 4_999, "");
     let report = within(HANG, move || pipeline.run());
     assert_eq!(report.status, RunStatus::Failed, "{report}");
     let failure = report.failure.as_ref().expect("a failure");
     assert!(failure.stage.starts_with("poison#"), "{report}");
-    // One partition: nobody else drains the router, whose queue is full when the replica
-    // fails; it must see the failure and stop, long before the end of the source (the queue
-    // bound keeps it within a few thousand records of the failure).
-    let (mut pipeline, _, _) = poisoned("fail-one", 1, 200_000, 4_999, "");
+    // One partition without spill files: nobody else drains the router, whose queue is full
+    // when the replica fails; it must see the failure and stop, long before the end of the
+    // source (the queue bound keeps it within a few thousand records of the failure). With
+    // spill files it may read on into them until it notices, at most `spill_mib` ahead.
+    let (mut pipeline, _, _) = poisoned("fail-one", "count = 1\nspill_mib = 0", 200_000, 4_999, "");
     let stages = pipeline.stages().to_vec();
     let report = within(HANG, move || pipeline.run());
     assert_eq!(report.status, RunStatus::Failed, "{report}");
@@ -564,7 +565,7 @@ fn a_failed_partition_stops_the_router_the_others_finish_and_the_run_names_the_s
 
 #[test]
 fn a_stopped_partitioned_run_closes_every_stage_and_says_so() {
-    let (mut pipeline, _, _) = poisoned("stop", 2, 20_000, 19_999, "");
+    let (mut pipeline, _, _) = poisoned("stop", "count = 2", 20_000, 19_999, "");
     pipeline.stopper().stop();
     let (report, pipeline) = within(HANG, move || (pipeline.run(), pipeline));
     assert!(report.stopped, "{report}");
@@ -741,7 +742,7 @@ fn q2_a_restart_in_one_partition_loses_and_repeats_nothing() {
     // goes on. Every tick is then either at the sink or in a dead-letter file, exactly once.
     let (pipeline, ticks, dir) = poisoned(
         "restart",
-        3,
+        "count = 3",
         20_000,
         4_999,
         "on_fault = \"restart\"\ndead_letter = \"dead.bin\"",

@@ -261,15 +261,14 @@ impl CoreCalls {
     ) -> wasmtime::Result<Result<Option<Answered<T>>>> {
         let ret = self.resume.func.call(&mut *store, credits)?;
         let clean = store.data().call_is_clean();
-        let delivery_began = store.data().budget.ticks();
         let memory = self.resume.memory.data(&*store);
-        let mut delivered = false;
+        let mut delivery_began = None;
         let answer = match option_list(memory, ret)? {
             None => Ok(None),
             Some(bytes) => check(bytes).map(|records| {
                 Some(match deliver {
                     Some(deliver) if clean => {
-                        delivered = true;
+                        delivery_began = Some(store.data().budget.ticks());
                         Answered::Delivered {
                             value: deliver(Lent::Borrowed(bytes), records),
                             records,
@@ -283,8 +282,8 @@ impl CoreCalls {
                 })
             }),
         };
-        if delivered {
-            store.data_mut().budget.charge_upstream(delivery_began);
+        if let Some(began) = delivery_began {
+            store.data_mut().budget.charge_upstream(began);
         }
         post_return(store, self.resume.post_return.as_ref(), ret)?;
         Ok(answer)

@@ -73,9 +73,9 @@ pub(super) fn define(
 /// then the return area is checked, then the guest's realloc is called. The time until a
 /// delivery begins and after it ends is the upstream's; the delivery's is this stage's. If the
 /// upstream faults after a delivery (its post-return trapped) and a restart delivers again,
-/// the last delivery is the answer, a lowering that failed stays failed, and only the
-/// answered chunk is kept for supervision; if instead the fault ends this stage's input
-/// (X4), a failed lowering is moot: the guest sees `none`.
+/// the last delivery is the answer and only the answered chunk is kept for supervision. A
+/// lowering that failed fails the call whatever came after it (a trap in this guest's
+/// realloc is this guest's fault, as it would be on the component path).
 fn pull(
     caller: &mut Caller<'_, StageCtx>,
     options: &Options,
@@ -106,8 +106,14 @@ fn pull(
     if let (Ok(Some(())), Some((bytes, records))) = (&answer, kept) {
         caller.data_mut().keep_pulled(bytes, records);
     }
-    match caller.data_mut().pulled(pull, since, answer)? {
-        Some(()) => failed.map_or(Ok(()), Err),
+    let answer = caller.data_mut().pulled(pull, since, answer);
+    // A lowering that failed (this guest's realloc trapped or ran out of memory) fails the
+    // call whatever the upstream answered after it: the guest is not run on after a trap.
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    match answer? {
+        Some(()) => Ok(()),
         None => answer_none(caller, options, retptr),
     }
 }

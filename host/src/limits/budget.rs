@@ -35,10 +35,11 @@ pub(crate) struct Budget {
     waited: Duration,
     /// The engine's tick counter (one increment per [`EPOCH_TICK`]).
     ticks: Arc<AtomicU64>,
-    /// Ticks that passed while the current call waited for its upstream to serve pulls. Each
-    /// pull reads the counter before and after (two atomic loads, no clock read): a pull that
-    /// spans a tick boundary is charged a whole tick, one that does not is charged nothing,
-    /// so the sum is an unbiased estimate of the upstream time, good to a tick or so.
+    /// Ticks of the current call that were not this stage's: while its upstream served its
+    /// pulls, and (fast path) while a chunk it answered was being delivered into its puller.
+    /// Each span reads the counter before and after (two atomic loads, no clock read): a span
+    /// across a tick boundary is charged a whole tick, one that is not is charged nothing, so
+    /// the sum is an unbiased estimate of the time, good to a tick or so.
     upstream_ticks: u64,
     /// Taken at the first epoch tick of a call that lasts that long: the thread's CPU clock
     /// and the upstream ticks so far. Reading the CPU clock is a system call, so healthy
@@ -145,7 +146,7 @@ impl Budget {
     /// merely descheduled on a busy host is not faulted. Time before the first tick is charged
     /// as wall time, at most one tick of it (the deadline is one tick ahead, so a stage that
     /// was running the whole time cannot have used more; a longer wait means the thread was
-    /// descheduled), and upstream time is never charged.
+    /// descheduled), and upstream time (and a delivery into the puller) is never charged.
     pub(crate) fn on_deadline(&mut self) -> UpdateDeadline {
         self.on_deadline_at(cpu_clock())
     }
