@@ -361,19 +361,14 @@ impl Pipeline {
             .lock()
             .map(|c| c.value())
             .unwrap_or_else(|_| Checksum::default().value());
-        let failed = failure.is_some() || !close_errors.is_empty();
         RunReport {
             pipeline: self.name.clone(),
-            status: if failed {
-                RunStatus::Failed
-            } else {
-                RunStatus::Ok
-            },
+            status: RunStatus::of(failure.is_some(), close_errors.len()),
             elapsed_s,
-            records_per_s: match hops.first() {
-                Some(head) if elapsed_s > 0.0 => head.stats.records as f64 / elapsed_s,
-                _ => 0.0,
-            },
+            records_per_s: crate::report::rate(
+                hops.first().map_or(0, |head| head.stats.records),
+                elapsed_s,
+            ),
             credits: self.credits,
             hops: hops.into_iter().map(HopReport::from).collect(),
             sink: SinkReport {

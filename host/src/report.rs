@@ -47,6 +47,26 @@ pub enum RunStatus {
     Failed,
 }
 
+impl RunStatus {
+    /// `Failed` if the run failed or a stage did not close cleanly, else `Ok`.
+    pub(crate) fn of(failed: bool, close_errors: usize) -> Self {
+        if failed || close_errors > 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Ok
+        }
+    }
+}
+
+/// Records per second: `records` over `elapsed_s`, 0 when no time passed.
+pub(crate) fn rate(records: u64, elapsed_s: f64) -> f64 {
+    if elapsed_s > 0.0 {
+        records as f64 / elapsed_s
+    } else {
+        0.0
+    }
+}
+
 /// What a run did, hop by hop.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]

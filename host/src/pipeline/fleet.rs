@@ -613,20 +613,11 @@ fn combine(
         sinks.push(report.sink);
     }
     let kind = sinks.first().map(|s| s.kind).unwrap_or_default();
-    let failed = summary.failure.is_some() || !summary.close_errors.is_empty();
     RunReport {
         pipeline: name.to_string(),
-        status: if failed {
-            RunStatus::Failed
-        } else {
-            RunStatus::Ok
-        },
+        status: RunStatus::of(summary.failure.is_some(), summary.close_errors.len()),
         elapsed_s,
-        records_per_s: if elapsed_s > 0.0 {
-            records_in as f64 / elapsed_s
-        } else {
-            0.0
-        },
+        records_per_s: crate::report::rate(records_in, elapsed_s),
         credits,
         hops,
         sink: SinkReport {

@@ -206,20 +206,11 @@ impl Partitions {
         {
             failure = Some(FailureReport::from(&error));
         }
-        let failed = failure.is_some() || !close_errors.is_empty();
         RunReport {
             pipeline: name.to_string(),
-            status: if failed {
-                RunStatus::Failed
-            } else {
-                RunStatus::Ok
-            },
+            status: RunStatus::of(failure.is_some(), close_errors.len()),
             elapsed_s,
-            records_per_s: if elapsed_s > 0.0 {
-                source_records as f64 / elapsed_s
-            } else {
-                0.0
-            },
+            records_per_s: crate::report::rate(source_records, elapsed_s),
             credits,
             hops,
             sink: SinkReport {
