@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+mod append;
+
 /// Bytes of the length prefix in front of every record.
 const PREFIX_LEN: usize = 4;
 
@@ -66,18 +68,21 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(credits: u32, overflow: VecDeque<Vec<u8>>) -> Self {
+    /// A batch for `resume(credits)`: the records `overflow` kept from the last resume go
+    /// first; `bytes` is an empty buffer to write into (the last answered one, or a new one).
+    pub(crate) fn new(credits: u32, overflow: VecDeque<Vec<u8>>, bytes: Vec<u8>) -> Self {
+        debug_assert!(bytes.is_empty());
         if overflow.is_empty() {
             // The usual case: the (empty) queue is kept, not dropped and made anew.
             return Batch {
-                bytes: Vec::new(),
+                bytes,
                 records: 0,
                 credits,
                 overflow,
             };
         }
         let mut batch = Batch {
-            bytes: Vec::new(),
+            bytes,
             records: 0,
             credits,
             overflow: VecDeque::new(),
@@ -98,8 +103,7 @@ impl Batch {
                 self.reserve(guess.saturating_mul(self.remaining().min(64) as usize));
             }
             let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
-            self.bytes.extend_from_slice(&len.to_le_bytes());
-            self.bytes.extend_from_slice(&record[..len as usize]);
+            append::append(&mut self.bytes, len.to_le_bytes(), &record[..len as usize]);
             self.records += 1;
         } else {
             self.overflow.push_back(record.to_vec());

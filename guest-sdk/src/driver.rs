@@ -12,7 +12,13 @@ pub struct StageDriver<S> {
     stage: Option<S>,
     done: bool,
     pending: VecDeque<Vec<u8>>,
+    /// The buffer of the last chunk answered, once the host has read it: the next chunk is
+    /// written into it (see [`RawStage::reuse`]).
+    spare: Vec<u8>,
 }
+
+/// The largest answered buffer kept for the next chunk; a larger one is freed.
+const SPARE_MAX: usize = 64 * 1024;
 
 impl<S: Stage> RawStage for StageDriver<S> {
     fn new() -> Self {
@@ -20,6 +26,7 @@ impl<S: Stage> RawStage for StageDriver<S> {
             stage: None,
             done: false,
             pending: VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -42,7 +49,8 @@ impl<S: Stage> RawStage for StageDriver<S> {
             }
             return (!self.done || !self.pending.is_empty()).then(Vec::new);
         }
-        let mut out = Batch::new(credits, std::mem::take(&mut self.pending));
+        let spare = std::mem::take(&mut self.spare);
+        let mut out = Batch::new(credits, std::mem::take(&mut self.pending), spare);
         if !self.done && !out.is_full() {
             self.done = stage.resume(credits, &mut Upstream::new(), &mut out) == Flow::Done;
         }
@@ -60,6 +68,13 @@ impl<S: Stage> RawStage for StageDriver<S> {
     fn close(&mut self) {
         if let Some(stage) = self.stage.as_mut() {
             stage.close();
+        }
+    }
+
+    fn reuse(&mut self, mut answered: Vec<u8>) {
+        if answered.capacity() <= SPARE_MAX {
+            answered.clear();
+            self.spare = answered;
         }
     }
 

@@ -40,12 +40,15 @@ pub mod bindings {
         export_macro_name: "__export_stage_world",
         default_bindings_module: "sluicegate_guest::bindings",
         runtime_path: "sluicegate_guest::__wit_bindgen::rt",
+        // Written by hand (`answer.rs`): its answer needs no post-return.
+        skip: ["resume"],
     });
 }
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+mod answer;
 mod batch;
 mod driver;
 mod host;
@@ -76,6 +79,7 @@ pub use crate::stage::{Flow, Map, RawStage, Stage};
 
 #[doc(hidden)]
 pub mod __rt {
+    pub use crate::answer::resume;
     pub use crate::driver::{MapDriver, StageDriver};
 }
 
@@ -90,12 +94,16 @@ macro_rules! export_raw {
                 static STAGE: ::core::cell::RefCell<$ty> =
                     ::core::cell::RefCell::new(<$ty as $crate::RawStage>::new());
             }
+            // `resume` is exported by hand, without a post-return (the SDK's `answer.rs`).
+            #[unsafe(export_name = "sluicegate:stage/generator@0.1.0#resume")]
+            extern "C" fn __sluicegate_resume(credits: i32) -> *mut u8 {
+                #[cfg(target_arch = "wasm32")]
+                $crate::__wit_bindgen::rt::run_ctors_once();
+                $crate::__rt::resume(&STAGE, credits as u32)
+            }
             impl $crate::bindings::exports::sluicegate::stage::generator::Guest
                 for __SluicegateExport
             {
-                fn resume(credits: u32) -> ::core::option::Option<::std::vec::Vec<u8>> {
-                    STAGE.with(|s| $crate::RawStage::resume(&mut *s.borrow_mut(), credits))
-                }
                 fn close() {
                     STAGE.with(|s| $crate::RawStage::close(&mut *s.borrow_mut()))
                 }

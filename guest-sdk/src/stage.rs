@@ -79,6 +79,12 @@ pub trait RawStage: 'static {
     /// Cleanup.
     fn close(&mut self);
 
+    /// Takes back the chunk the previous `resume` answered, once the host has read it, to
+    /// write the next one into; dropped by default.
+    fn reuse(&mut self, answered: Vec<u8>) {
+        drop(answered);
+    }
+
     /// The state to hand to the next version in a hot swap; `None` by default.
     fn snapshot(&self) -> Option<Vec<u8>> {
         None

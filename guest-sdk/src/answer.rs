@@ -1,0 +1,78 @@
+//! The generator's `resume` export, written here rather than by wit-bindgen, so that the chunk
+//! a stage answers needs no post-return.
+//!
+//! wit-bindgen's export frees the answered list in a post-return function, which the host
+//! calls after it has read the answer: a third entry into the guest on every hop. Here the
+//! answered buffer is kept until the next `resume` instead, and handed back to the stage
+//! ([`RawStage::reuse`]) to write its next chunk into, so the export has no post-return and a
+//! steady stage allocates no answer buffer at all. The canonical ABI is the one wit-bindgen
+//! generates for `resume: func(credits: u32) -> option<chunk>`: the answer goes through a
+//! 4-aligned return area of 12 bytes (the option's tag at 0, the list's pointer at 4, its
+//! length at 8), whose address the export returns. The world's type (the `component-type`
+//! section) is still wit-bindgen's, `resume` skipped in its generated code only.
+//!
+//! Memory: a stage holds at most one answered chunk beyond the one it is writing, until its
+//! next resume.
+
+use std::cell::{Cell, RefCell};
+use std::thread::LocalKey;
+
+use crate::stage::RawStage;
+
+/// Bytes of the return area of `option<list<u8>>` on wasm32.
+const RETURN_AREA: usize = 12;
+
+/// The return area, aligned as the canonical ABI aligns it.
+#[repr(C, align(4))]
+struct ReturnArea(Cell<[u8; RETURN_AREA]>);
+
+thread_local! {
+    /// The return area of `resume` (a wasm32 stage has one thread: a plain static there).
+    static AREA: ReturnArea = const { ReturnArea(Cell::new([0; RETURN_AREA])) };
+    /// The chunk the last `resume` answered, which the host reads after the call returns.
+    static ANSWERED: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
+}
+
+/// The body of the `resume` export: hands the previous answer back to the stage, resumes it,
+/// keeps the answer and returns the address of the return area describing it.
+pub fn resume<S: RawStage>(stage: &'static LocalKey<RefCell<S>>, credits: u32) -> *mut u8 {
+    stage.with(|stage| {
+        let mut stage = stage.borrow_mut();
+        if let Some(previous) = ANSWERED.take() {
+            // The host read it when the call that answered it returned.
+            stage.reuse(previous);
+        }
+        let answer = stage.resume(credits);
+        AREA.with(|area| {
+            area.0.set(encode(answer.as_deref()));
+            ANSWERED.set(answer);
+            area.0.as_ptr().cast::<u8>()
+        })
+    })
+}
+
+/// The return area for `answer`: its tag, then (for `some`) its pointer and length as the
+/// wasm32 `u32`s they are.
+fn encode(answer: Option<&[u8]>) -> [u8; RETURN_AREA] {
+    let mut area = [0; RETURN_AREA];
+    if let Some(bytes) = answer {
+        area[0] = 1;
+        area[4..8].copy_from_slice(&(bytes.as_ptr() as usize as u32).to_le_bytes());
+        area[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    }
+    area
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn none_is_a_zero_tag_and_some_carries_its_length() {
+        assert_eq!(encode(None), [0; RETURN_AREA]);
+        let bytes = [7u8; 5];
+        let area = encode(Some(&bytes));
+        assert_eq!(area[0], 1);
+        assert_eq!(area[8..12], 5u32.to_le_bytes());
+    }
+}
