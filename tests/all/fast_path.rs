@@ -167,6 +167,35 @@ fn every_example_stage_behaves_the_same_on_both_paths() {
     }
 }
 
+/// The SDK's `resume` export has no post-return (its answered chunk is written over on the
+/// next resume instead of freed after the call), so a hop enters the answering stage once
+/// for `resume`, not twice; `close` and the `state` interface keep wit-bindgen's exports.
+#[test]
+fn sdk_stages_answer_resume_without_a_post_return() {
+    const RESUME: &str = "sluicegate:stage/generator@0.1.0#resume";
+    for path in [a::PASSTHROUGH, a::COUNTER, a::DECODE, a::VWAP, a::SCRIPTED] {
+        let bytes = std::fs::read(path).expect("reads");
+        let mut core_exports = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+            if let wasmparser::Payload::ExportSection(exports) = payload.expect("parses") {
+                for export in exports {
+                    core_exports.push(export.expect("parses").name.to_string());
+                }
+            }
+        }
+        assert!(
+            core_exports.iter().any(|name| name == RESUME),
+            "{path} exports {RESUME}: {core_exports:?}"
+        );
+        assert!(
+            !core_exports
+                .iter()
+                .any(|name| name == &format!("cabi_post_{RESUME}")),
+            "{path}: resume has a post-return"
+        );
+    }
+}
+
 /// The stages the SDK builds take the fast path; the others say why they do not.
 #[test]
 fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
