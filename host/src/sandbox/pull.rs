@@ -113,14 +113,14 @@ impl StageCtx {
             // machine fails the call.
             Err(error) if error.is_fault() => {
                 self.upstream_done = true;
-                self.report.upstream_fault = Some(error);
+                self.report_mut().upstream_fault = Some(Box::new(error));
                 Ok(None)
             }
             // X6: the upstream refused the pull (re-entered, not primed, closed): the input is
             // not over, so the guest must not see `none`; its call is abandoned.
             Err(error) => {
                 let message = format!("its upstream refused a pull: {error}");
-                self.report.upstream_refused = Some(error);
+                self.report_mut().upstream_refused = Some(error);
                 wasmtime::bail!(message)
             }
         }

@@ -36,7 +36,7 @@ pub(crate) struct CallReport {
     /// The first rule the guest broke, with details.
     pub(crate) violation: Option<(Rule, String)>,
     /// The upstream's error, if it faulted while serving a pull (X4).
-    pub(crate) upstream_fault: Option<Error>,
+    pub(crate) upstream_fault: Option<Box<Error>>,
     /// The upstream's error, if it refused a pull for a reason that is not its fault (X6):
     /// the guest was trapped in its pull.
     pub(crate) upstream_refused: Option<Error>,
@@ -54,7 +54,9 @@ pub(crate) struct Lowering {
 pub(crate) struct StageCtx {
     name: Arc<str>,
     pub(super) serving: Serving,
-    pub(super) report: CallReport,
+    /// What went wrong at the boundary during the current call: made only when something
+    /// does (rare), so that a clean call moves one pointer, not the report.
+    pub(super) report: Option<Box<CallReport>>,
     pub(super) upstream: Box<dyn Upstream>,
     pub(super) upstream_done: bool,
     /// Copies of the chunks pulled during the current call, kept when supervision needs them.
@@ -107,7 +109,7 @@ impl StageCtx {
         StageCtx {
             name,
             serving: Serving::Nothing,
-            report: CallReport::default(),
+            report: None,
             upstream,
             upstream_done: false,
             inputs: None,
@@ -161,9 +163,7 @@ impl StageCtx {
     /// True while the current call broke no rule and its upstream neither faulted nor refused:
     /// its answer will be delivered if it passes the chunk checks.
     pub(crate) fn call_is_clean(&self) -> bool {
-        self.report.violation.is_none()
-            && self.report.upstream_fault.is_none()
-            && self.report.upstream_refused.is_none()
+        self.report.is_none()
     }
 
     /// True if the chunks pulled during a call are kept (the fault policy needs them).
@@ -218,15 +218,20 @@ impl StageCtx {
             inputs.clear();
         }
         self.serving = serving;
-        self.report = CallReport::default();
+        self.report = None;
         self.stderr.forget();
         self.budget.start_call(cpu, wall);
     }
 
-    /// Marks the end of a call and hands over what happened at the boundary.
-    pub(crate) fn end(&mut self) -> CallReport {
+    /// Marks the end of a call and hands over what happened at the boundary, if anything.
+    pub(crate) fn end(&mut self) -> Option<Box<CallReport>> {
         self.serving = Serving::Nothing;
-        std::mem::take(&mut self.report)
+        self.report.take()
+    }
+
+    /// The current call's report, made on its first entry.
+    pub(super) fn report_mut(&mut self) -> &mut CallReport {
+        self.report.get_or_insert_default()
     }
 
     /// What the guest last wrote to stderr that explains a trap (a Rust panic message).
@@ -236,8 +241,9 @@ impl StageCtx {
 
     /// Records that the guest broke `rule` during the current call (the first break counts).
     pub(super) fn violate(&mut self, rule: Rule, detail: String) {
-        if self.report.violation.is_none() {
-            self.report.violation = Some((rule, detail));
+        let report = self.report_mut();
+        if report.violation.is_none() {
+            report.violation = Some((rule, detail));
         }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) fn enter<R>(
     serving: Serving,
     fuel: Option<u64>,
     f: impl FnOnce(&mut Store<StageCtx>) -> wasmtime::Result<R>,
-) -> Result<(R, Option<Error>)> {
+) -> Result<(R, Option<Box<Error>>)> {
     let limits = store.data().budget.limits();
     // A state handoff runs inside a swap's cut-over, while callers wait: its CPU and its waits
     // are bounded by the handoff budget.
@@ -53,8 +53,16 @@ fn classify<R>(
     name: &str,
     call: Call,
     answer: wasmtime::Result<R>,
-    report: CallReport,
-) -> Result<(R, Option<Error>)> {
+    report: Option<Box<CallReport>>,
+) -> Result<(R, Option<Box<Error>>)> {
+    let Some(report) = report else {
+        // Nothing happened at the boundary: the usual case.
+        return match answer {
+            Ok(answer) => Ok((answer, None)),
+            Err(error) => Err(fault(store, name, call, &error)),
+        };
+    };
+    let report = *report;
     match (&answer, report.violation) {
         // R4 lets the cleanup go on: if it then trapped or ran out of a budget, that ended it.
         (Err(_), Some((Rule::PullWhileClosing, _))) => {}

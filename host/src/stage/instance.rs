@@ -167,10 +167,10 @@ enum Calls {
 
 /// What a resume answered that passed every check, and the upstream's fault if one happened
 /// while it served this stage's pulls (X4).
-pub(crate) type Answer = (Option<Chunk>, Option<Error>);
+pub(crate) type Answer = (Option<Chunk>, Option<Box<Error>>);
 
 /// [`Answer`], delivered already where the path allows it.
-pub(crate) type Delivery<T> = (Option<Answered<T>>, Option<Error>);
+pub(crate) type Delivery<T> = (Option<Answered<T>>, Option<Box<Error>>);
 
 impl Live {
     /// Calls `resume(credits)` and checks everything the guest did and answered (C1-C3, P1,
@@ -262,7 +262,7 @@ impl Live {
             if let Some(cause) = upstream_fault {
                 return Err(Error::UpstreamFaulted {
                     stage: name.clone(),
-                    cause: Box::new(cause),
+                    cause,
                 });
             }
             if let Some(bytes) = answer {

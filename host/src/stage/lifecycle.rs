@@ -122,7 +122,6 @@ impl Inner {
             // X4: nothing of this call is delivered; the stage itself stays usable for close,
             // and refuses every later resume (its input is gone).
             Some(cause) => {
-                let cause = Box::new(cause);
                 let error = upstream_faulted(name, &cause);
                 self.upstream_lost = Some(cause);
                 Err(error)
