@@ -32,23 +32,35 @@ deterministically on a noisy machine.
 | issue #13: a wasm upstream's chunk copied straight from its memory into the puller's (checked where it lies, delivered before its post-return), not through a host buffer | with 16 KiB records, `memcpy` into and out of the pooled host buffer | 57,233 instructions per 16 KiB hop; 2,903 per 64 B hop | 44,752 per 16 KiB hop (−22%); 2,942 per 64 B hop (+1%: the delivery's indirection costs more than a 64 B copy saves) |
 | issue #13: the pulled chunk lowered with one borrow of the guest's memory (bytes, tag, pointer and length), realloc's answer checked with it | `Memory::data_mut` (a store lookup) four times per pull | 2,942 instructions per hop | 2,769 per hop (−6%); 2,884 after the review's fixes (the delivery's time charged to the puller, only the last delivery kept) |
 | issue #13: the SDK's allocator serves its first small blocks (up to 256 B) from a 512-byte arena in its own static state | `/proc/self/smaps` of 1,000 live stages: after its first resume each SDK stage had written two more pages of linear memory, dlmalloc's first use (the heap's first page and the fencepost at its end) | 35.3 KiB per live SDK stage after running | 27.4 KiB (2,906 instructions per hop) |
+| issue #13: the SDK's `resume` export written by hand, without a post-return: the answered chunk is kept until the next resume and written over (wit-bindgen's export frees it in a post-return the host must call) | a third entry into wasm per hop, the answerer's post-return (about 250 instructions of wasmtime's entry), freeing a buffer the next resume allocates again | 2,919 instructions per hop (this code, measured again) | 2,613 per hop (−10%) |
+| issue #13: the SDK frames a record of up to 64 bytes with two fixed-size copies instead of `memcpy` | `wasmtime_builtin_memory_copy`: wasm's `memory.copy` is a call out to the host, for a 64-byte copy | 2,613 instructions per hop | 2,580 per hop (−1%) |
+| issue #13: what went wrong at the boundary during a call is recorded in a report made only when something does (boxed), and an upstream's fault travels boxed | `memcpy` of the 160-byte call report out of the store on every call, and of nested `Result`s carrying a 64-byte error | 2,580 instructions per hop | 2,434 per hop (−6%); the WAT pass-through 2,067 → 1,928 |
 
-What the profile says is left (callgrind, 2,884 instructions per SDK hop before the arena, 2,906 with it): about 780 are the
-guest's own code and the wasm trampolines (the SDK's `resume` with the batch and the record
-iterator inlined, the recycling allocator, `cabi_realloc`, the post-return), about 790
-wasmtime's core call and host-call machinery (`catch_traps`, the trap handler's thread-local,
-`call_raw`: three entries into wasm per hop, `resume`, the puller's `cabi_realloc` and the
-post-return, and one exit, `pull`), roughly 1,400 the host's own code with the standard library
-inlined into it (the stage lock, the protocol state machine, the entry and its
-classification, the budget, the chunk's checks, the delivery), and about 110 the C library
-(`memcpy`). The hand-written WAT pass-through, with no allocator, costs 2,067 instructions per
-hop. The three entries per hop are the canonical ABI's (a result list is lowered through the
-puller's realloc and freed by the answerer's post-return); each costs wasmtime about 250
-instructions, which is why the 202 ns target is out of reach on this path. Fused mode halves the hop for small chunks where stages
-trust each other, but loses on large ones (wasmtime's adapter copies lists byte by byte), so it
-is not the answer for bulk throughput. At large credits the remaining time is the stages' own
-work (parsing) and copies between linear memories (`memmove`, about 5%); until issue #13 the
-host-native feed that formatted the text ticks inside the timed run took another 14%.
+What the profile says is left (callgrind, 2,434 instructions per SDK hop): about 680 are
+the guest's own code and the wasm trampolines (the SDK's `resume` with the batch and the
+record iterator inlined, the recycling allocator, `cabi_realloc`), about 590 wasmtime's core
+call and host-call machinery (`catch_traps`, the trap handler's thread-local, `call_raw`: two
+entries into wasm per hop, `resume` and the puller's `cabi_realloc`, and one exit, `pull`),
+about 1,240 the host's own code with the standard library inlined into it (the stage lock,
+the protocol state machine, the entry and its classification, the budget, the chunk's checks,
+the delivery), and about 65 the C library (`memcpy`). The hand-written WAT pass-through, with
+no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
+instructions and the canonical ABI needs two per hop (a result list is lowered through the
+puller's realloc), which with the host's checks is why the 202 ns target is out of reach on
+this path. Fused mode halves the hop for small chunks where stages trust each other, but
+loses on large ones (wasmtime's adapter copies lists byte by byte), so it is not the answer
+for bulk throughput.
+
+At large credits the market pipeline is the stages' own code: at 256 credits callgrind counts
+4,509 instructions per tick (`bench/examples/market_profile.rs`), 4,218 of them (94%) in the
+four stages' wasm as Cranelift compiled it and only about 300 in the host and wasmtime; native
+Rust runs the same stage code (`market-data`) in 1,732 instructions per tick for the whole
+pipeline. The digit loop of the tick decoder alone takes 1,113 instructions per tick in wasm:
+Cranelift keeps fewer values in registers than LLVM and checks the epoch deadline on every
+iteration (the CPU budget: the sandbox's cost table shows epoch deadlines costing about a
+quarter of the pipeline's throughput). That, not the boundary, is why sluicegate reaches
+about 0.4× native Rust at 256 credits and not 0.8×: a host change cannot close it, only a
+better wasm compiler or fewer epoch checks (a weaker CPU bound).
 ";
 
 /// The isolated 64 B hop (ns) in docs/benchmarks.md when issue #13 was filed (commit bffb70b,
@@ -360,19 +372,21 @@ impl Report {
              shorter run), so sluicegate / native fell as well. The seed's other rejected \
              design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
-             Since the run before this one (docs at 2f1283d): the guest stages are built with \
-             fat LTO and one codegen unit, which makes the stages' own work cheaper (the market \
-             pipeline) as well as the SDK's share of a hop; the SDK's batch no longer drops and \
-             remakes its overflow queue; a wasm upstream's chunk goes straight from its memory \
-             into the puller's, which matters for large records (the 16 KiB and 64 KiB rows of \
-             the hop table); a pulled chunk is lowered with one borrow of the guest's \
-             memory; and the SDK's allocator serves a stage's first small blocks from an \
-             arena of its own, so a live SDK stage costs 8 KiB less (the memory per stage \
-             table). The profile's table below has the instruction counts of each change. \
-             That run's figures, to compare with the tables: the isolated hop 437 ns (64 B), \
-             472 ns (1 KiB), 1,541 ns (16 KiB), 5,266 ns (64 KiB); sluicegate on the market \
-             pipeline 683 k, 1,982 k, 3,090 k and 2,344 k records/s at credits 1, 16, 256 and \
-             4096, native Rust 8,188 k; 36.4 KiB per live SDK stage once it has run.\n"
+             Since the run before this one (docs at 3c68ce7): the SDK's `resume` export no \
+             longer has a post-return (the answered chunk is kept and written over on the next \
+             resume), so a hop enters the answering stage once instead of twice; the SDK frames \
+             small records without a call to `memcpy` (a host call in wasmtime); and the host \
+             records a call's boundary faults in a report made only when one happens, instead \
+             of moving a 160-byte report on every call. And the benchmark's guests are no \
+             longer replaced by the ones `cargo clippy` builds (through clippy-driver, with \
+             MIR optimisations off: about 10% more instructions per tick in the market \
+             pipeline); whether the run before measured such guests cannot be told now, so \
+             part of its difference from this one may be that. The profile's table below has \
+             the instruction counts of each change. That run's figures, to compare with the \
+             tables: the isolated hop 376 ns (64 B), 425 ns (1 KiB), 972 ns (16 KiB), 3,468 ns \
+             (64 KiB); sluicegate on the market pipeline 870 k, 1,742 k, 3,378 k and 3,382 k \
+             records/s at credits 1, 16, 256 and 4096, native Rust 8,744 k; 27.4 KiB per live \
+             SDK stage once it has run.\n"
         );
         m
     }
