@@ -43,8 +43,9 @@ call and host-call machinery (`catch_traps`, the trap handler's thread-local, `c
 entries into wasm per hop, `resume` and the puller's `cabi_realloc`, and one exit, `pull`),
 about 1,240 the host's own code with the standard library inlined into it (the stage lock,
 the protocol state machine, the entry and its classification, the budget, the chunk's checks,
-the delivery), and about 65 the C library (`memcpy`). The hand-written WAT pass-through, with
-no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
+the delivery), and about 65 the C library (`memcpy`); the shares add up to more than the
+whole because wasmtime's code inlined into the host's functions is counted in both. The
+hand-written WAT pass-through, with no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
 instructions and the canonical ABI needs two per hop (a result list is lowered through the
 puller's realloc), which with the host's checks is why the 202 ns target is out of reach on
 this path. Fused mode halves the hop for small chunks where stages trust each other, but

@@ -11,8 +11,9 @@
 //! length at 8), whose address the export returns. The world's type (the `component-type`
 //! section) is still wit-bindgen's, `resume` skipped in its generated code only.
 //!
-//! Memory: a stage holds at most one answered chunk beyond the one it is writing, until its
-//! next resume.
+//! Memory: a stage holds at most one answered chunk beyond the one it is writing, between
+//! two calls; every call into the stage (`resume`, `close`, `snapshot`, `restore`) first hands
+//! it back ([`settle`]), and the SDK's driver keeps it only up to 64 KiB.
 
 use std::cell::{Cell, RefCell};
 use std::thread::LocalKey;
@@ -26,6 +27,13 @@ const RETURN_AREA: usize = 12;
 #[repr(C, align(4))]
 struct ReturnArea(Cell<[u8; RETURN_AREA]>);
 
+const _: () = assert!(
+    std::mem::size_of::<ReturnArea>() == RETURN_AREA && std::mem::align_of::<ReturnArea>() == 4
+);
+// The pointer and length go into the return area as the `u32`s wasm32's `usize` is.
+#[cfg(target_arch = "wasm32")]
+const _: () = assert!(std::mem::size_of::<usize>() == 4);
+
 thread_local! {
     /// The return area of `resume` (a wasm32 stage has one thread: a plain static there).
     static AREA: ReturnArea = const { ReturnArea(Cell::new([0; RETURN_AREA])) };
@@ -33,16 +41,20 @@ thread_local! {
     static ANSWERED: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
 }
 
+/// Hands the chunk the last `resume` answered back to the stage ([`RawStage::reuse`]): the
+/// host read it when that call returned. Runs first in every call into the stage.
+pub fn settle<S: RawStage>(stage: &'static LocalKey<RefCell<S>>) {
+    if let Some(previous) = ANSWERED.take() {
+        stage.with(|stage| stage.borrow_mut().reuse(previous));
+    }
+}
+
 /// The body of the `resume` export: hands the previous answer back to the stage, resumes it,
 /// keeps the answer and returns the address of the return area describing it.
 pub fn resume<S: RawStage>(stage: &'static LocalKey<RefCell<S>>, credits: u32) -> *mut u8 {
+    settle(stage);
     stage.with(|stage| {
-        let mut stage = stage.borrow_mut();
-        if let Some(previous) = ANSWERED.take() {
-            // The host read it when the call that answered it returned.
-            stage.reuse(previous);
-        }
-        let answer = stage.resume(credits);
+        let answer = stage.borrow_mut().resume(credits);
         AREA.with(|area| {
             area.0.set(encode(answer.as_deref()));
             ANSWERED.set(answer);
@@ -58,6 +70,7 @@ fn encode(answer: Option<&[u8]>) -> [u8; RETURN_AREA] {
     if let Some(bytes) = answer {
         area[0] = 1;
         area[4..8].copy_from_slice(&(bytes.as_ptr() as usize as u32).to_le_bytes());
+        // A chunk is at most the host's chunk cap, far below 4 GiB.
         area[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
     }
     area

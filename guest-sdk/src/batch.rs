@@ -70,8 +70,9 @@ pub struct Batch {
 impl Batch {
     /// A batch for `resume(credits)`: the records `overflow` kept from the last resume go
     /// first; `bytes` is an empty buffer to write into (the last answered one, or a new one).
-    pub(crate) fn new(credits: u32, overflow: VecDeque<Vec<u8>>, bytes: Vec<u8>) -> Self {
-        debug_assert!(bytes.is_empty());
+    pub(crate) fn new(credits: u32, overflow: VecDeque<Vec<u8>>, mut bytes: Vec<u8>) -> Self {
+        // Nothing of an earlier chunk may lead this one.
+        bytes.clear();
         if overflow.is_empty() {
             // The usual case: the (empty) queue is kept, not dropped and made anew.
             return Batch {

@@ -72,7 +72,8 @@ impl<S: Stage> RawStage for StageDriver<S> {
     }
 
     fn reuse(&mut self, mut answered: Vec<u8>) {
-        if answered.capacity() <= SPARE_MAX {
+        // The larger buffer is kept: a pause answers an empty chunk that owns no memory.
+        if answered.capacity() > self.spare.capacity() && answered.capacity() <= SPARE_MAX {
             answered.clear();
             self.spare = answered;
         }

@@ -40,7 +40,8 @@ pub mod bindings {
         export_macro_name: "__export_stage_world",
         default_bindings_module: "sluicegate_guest::bindings",
         runtime_path: "sluicegate_guest::__wit_bindgen::rt",
-        // Written by hand (`answer.rs`): its answer needs no post-return.
+        // Written by hand (`answer.rs`): its answer needs no post-return. (`skip` names a
+        // function in every interface; no other is called `resume`.)
         skip: ["resume"],
     });
 }
@@ -79,7 +80,7 @@ pub use crate::stage::{Flow, Map, RawStage, Stage};
 
 #[doc(hidden)]
 pub mod __rt {
-    pub use crate::answer::resume;
+    pub use crate::answer::{resume, settle};
     pub use crate::driver::{MapDriver, StageDriver};
 }
 
@@ -105,6 +106,7 @@ macro_rules! export_raw {
                 for __SluicegateExport
             {
                 fn close() {
+                    $crate::__rt::settle(&STAGE);
                     STAGE.with(|s| $crate::RawStage::close(&mut *s.borrow_mut()))
                 }
             }
@@ -112,9 +114,11 @@ macro_rules! export_raw {
                 for __SluicegateExport
             {
                 fn snapshot() -> ::core::option::Option<::std::vec::Vec<u8>> {
+                    $crate::__rt::settle(&STAGE);
                     STAGE.with(|s| $crate::RawStage::snapshot(&*s.borrow()))
                 }
                 fn restore(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__rt::settle(&STAGE);
                     STAGE.with(|s| $crate::RawStage::restore(&mut *s.borrow_mut(), &state))
                 }
             }

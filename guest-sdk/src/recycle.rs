@@ -1,6 +1,7 @@
-//! A recycling front for the stage's allocator: every hop allocates two chunk buffers (the
-//! chunk the host writes in through `cabi_realloc`, and the chunk the stage answers, freed by
-//! the post-return), and the same sizes come back on every resume. A freed block of up to
+//! A recycling front for the stage's allocator: every hop allocates a chunk buffer (the chunk
+//! the host writes in through `cabi_realloc`; the chunk the stage answers is written into the
+//! last answered one, see `answer.rs`, unless it outgrew it), and the same sizes come back on
+//! every resume. A freed block of up to
 //! [`MAX_CLASS`] bytes is kept on a short free list of its size class and handed out again,
 //! instead of a round trip through `malloc`/`free` (wasi-libc's dlmalloc), which cost about a
 //! quarter of a 64-byte hop's instructions.

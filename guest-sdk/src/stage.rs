@@ -79,8 +79,9 @@ pub trait RawStage: 'static {
     /// Cleanup.
     fn close(&mut self);
 
-    /// Takes back the chunk the previous `resume` answered, once the host has read it, to
-    /// write the next one into; dropped by default.
+    /// Takes back the chunk the last `resume` answered (only a `Some` answer), once the host
+    /// has read it: at the start of the next call into the stage, whichever it is (`resume`,
+    /// `close`, `snapshot`, `restore`). Keep it to write a later chunk into; dropped by default.
     fn reuse(&mut self, answered: Vec<u8>) {
         drop(answered);
     }

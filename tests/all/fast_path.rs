@@ -169,7 +169,7 @@ fn every_example_stage_behaves_the_same_on_both_paths() {
 
 /// The SDK's `resume` export has no post-return (its answered chunk is written over on the
 /// next resume instead of freed after the call), so a hop enters the answering stage once
-/// for `resume`, not twice; `close` and the `state` interface keep wit-bindgen's exports.
+/// for `resume`, not twice. wit-component names a post-return `cabi_post_` + the export.
 #[test]
 fn sdk_stages_answer_resume_without_a_post_return() {
     const RESUME: &str = "sluicegate:stage/generator@0.1.0#resume";

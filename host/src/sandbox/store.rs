@@ -30,7 +30,9 @@ pub(crate) enum Serving {
     Close,
 }
 
-/// What went wrong at the boundary during one call, collected for the state machine.
+/// What went wrong at the boundary during one call, collected for the state machine. Every
+/// field is a failure: the store makes a report only to record one (`report_mut`), so a call
+/// without a report is clean (`call_is_clean`).
 #[derive(Debug, Default)]
 pub(crate) struct CallReport {
     /// The first rule the guest broke, with details.
