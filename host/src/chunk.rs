@@ -116,6 +116,14 @@ impl Chunk {
     /// If the record is 4 GiB or larger, which its u32 length prefix cannot express.
     pub fn push(&mut self, record: &[u8]) {
         let len = u32::try_from(record.len()).expect("a record is smaller than 4 GiB");
+        let framed = PREFIX_LEN + record.len();
+        if self.bytes.capacity() == 0 {
+            // A new chunk's first record: a buffer a chunk delivered on this thread gave back
+            // (`buffers.rs`), so a host source that answers a chunk per pull allocates none.
+            self.bytes = buffers::take(framed);
+        } else {
+            self.bytes.reserve(framed);
+        }
         self.bytes.extend_from_slice(&len.to_le_bytes());
         self.bytes.extend_from_slice(record);
         self.records += 1;
@@ -185,6 +193,29 @@ impl<'a> Iterator for Records<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_chunk_frames_its_records_in_a_buffer_a_delivered_chunk_gave_back() {
+        let delivered = Chunk::from_records(["a long enough record to need a real buffer"]);
+        let at = delivered.as_bytes().as_ptr();
+        Lent::Owned(delivered.into_bytes()).release();
+        let mut chunk = Chunk::empty();
+        chunk.push(b"tick");
+        assert_eq!(
+            chunk.as_bytes().as_ptr(),
+            at,
+            "the buffer given back is reused"
+        );
+        chunk.push(b"and one more record, longer than the buffer's room");
+        let records: Vec<&[u8]> = chunk.records().collect();
+        assert_eq!(
+            records,
+            [
+                &b"tick"[..],
+                b"and one more record, longer than the buffer's room"
+            ]
+        );
+    }
 
     #[test]
     fn c1_round_trip_and_count() {
