@@ -35,6 +35,7 @@ deterministically on a noisy machine.
 | issue #13: the SDK's `resume` export written by hand, without a post-return: the answered chunk is kept until the next resume and written over (wit-bindgen's export frees it in a post-return the host must call) | a third entry into wasm per hop, the answerer's post-return (about 250 instructions of wasmtime's entry), freeing a buffer the next resume allocates again | 2,919 instructions per hop (this code, measured again) | 2,613 per hop (−10%) |
 | issue #13: the SDK frames a record of up to 64 bytes with two fixed-size copies instead of `memcpy` | `wasmtime_builtin_memory_copy`: wasm's `memory.copy` is a call out to the host, for a 64-byte copy | 2,613 instructions per hop | 2,580 per hop (−1%) |
 | issue #13: what went wrong at the boundary during a call is recorded in a report made only when something does (boxed), and an upstream's fault travels boxed | `memcpy` of the 160-byte call report out of the store on every call, and of nested `Result`s carrying a 64-byte error | 2,580 instructions per hop | 2,434 per hop (−6%); the WAT pass-through 2,067 → 1,928 |
+| issue #13: a host source's new chunk frames its first record in a buffer a delivered chunk gave back (the lifted-chunk pool), and reserves each record's framed size once | callgrind of the market pipeline at credits 1 (`bench/examples/market_profile.rs`): `Chunk::push` at 591 instructions per tick (`malloc`, then `realloc` for the record after its prefix), freed again once lowered into the decoder | 9,954 instructions per tick (credits 1) | 9,459 per tick (−5%); the source's pull 650 → 174 |
 
 What the profile says is left (callgrind, 2,434 instructions per SDK hop): about 680 are
 the guest's own code and the wasm trampolines (the SDK's `resume` with the batch and the
@@ -61,7 +62,10 @@ Cranelift keeps fewer values in registers than LLVM and checks the epoch deadlin
 iteration (the CPU budget: the sandbox's cost table shows epoch deadlines costing about a
 quarter of the pipeline's throughput). That, not the boundary, is why sluicegate reaches
 about 0.4× native Rust at 256 credits and not 0.8×: a host change cannot close it, only a
-better wasm compiler or fewer epoch checks (a weaker CPU bound).
+better wasm compiler or fewer epoch checks (a weaker CPU bound). At credits 1 the same stage
+code runs inside 9,459 instructions per tick: every tick crosses the boundary about twice
+(the host's source into the decoder, the decoder into the filter; an eighth of the ticks go
+on through VWAP and the strategy), and each crossing costs about a hop.
 ";
 
 /// The isolated 64 B hop (ns) in docs/benchmarks.md when issue #13 was filed (commit bffb70b,
@@ -378,7 +382,9 @@ impl Report {
              resume), so a hop enters the answering stage once instead of twice; the SDK frames \
              small records without a call to `memcpy` (a host call in wasmtime); and the host \
              records a call's boundary faults in a report made only when one happens, instead \
-             of moving a 160-byte report on every call. And the benchmark's guests are no \
+             of moving a 160-byte report on every call; a host source's chunk reuses a \
+             buffer a delivered chunk gave back instead of allocating one per pull. And the \
+             benchmark's guests are no \
              longer replaced by the ones `cargo clippy` builds (through clippy-driver, with \
              MIR optimisations off: about 10% more instructions per tick in the market \
              pipeline); whether the run before measured such guests cannot be told now, so \
