@@ -49,12 +49,12 @@ whole because wasmtime's code inlined into the host's functions is counted in bo
 hand-written WAT pass-through, with no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
 instructions and the canonical ABI needs two per hop (a result list is lowered through the
 puller's realloc), which with the host's checks is why the 202 ns target is out of reach on
-this path. Fused mode halves the hop for small chunks where stages trust each other, but
+this path. Fused mode makes a small chunk's hop 1.3–1.8× cheaper (the hop table) where stages trust each other, but
 loses on large ones (wasmtime's adapter copies lists byte by byte), so it is not the answer
 for bulk throughput.
 
 At large credits the market pipeline is the stages' own code: at 256 credits callgrind counts
-4,509 instructions per tick (`bench/examples/market_profile.rs`), 4,218 of them (94%) in the
+4,509 instructions per tick (at 62c8053; 4,504 after this session's last changes) (`bench/examples/market_profile.rs`), 4,218 of them (94%) in the
 four stages' wasm as Cranelift compiled it and only about 300 in the host and wasmtime; native
 Rust runs the same stage code (`market-data`) in 1,732 instructions per tick for the whole
 pipeline. The digit loop of the tick decoder alone takes 1,113 instructions per tick in wasm:
@@ -65,7 +65,8 @@ about 0.4× native Rust at 256 credits and not 0.8×: a host change cannot close
 better wasm compiler or fewer epoch checks (a weaker CPU bound). At credits 1 the same stage
 code runs inside 9,459 instructions per tick: every tick crosses the boundary about twice
 (the host's source into the decoder, the decoder into the filter; an eighth of the ticks go
-on through VWAP and the strategy), and each crossing costs about a hop.
+on through VWAP and the strategy): a crossing between two stages costs about a hop, the one
+from the host's source a little less (no `resume` entry).
 ";
 
 /// The isolated 64 B hop (ns) in docs/benchmarks.md when issue #13 was filed (commit bffb70b,
@@ -377,7 +378,8 @@ impl Report {
              shorter run), so sluicegate / native fell as well. The seed's other rejected \
              design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
-             Since the run before this one (docs at 3c68ce7): the SDK's `resume` export no \
+             Since the docs at 3c68ce7 (before this session's changes; regenerated once in \
+             between, at 069bffe): the SDK's `resume` export no \
              longer has a post-return (the answered chunk is kept and written over on the next \
              resume), so a hop enters the answering stage once instead of twice; the SDK frames \
              small records without a call to `memcpy` (a host call in wasmtime); and the host \

@@ -14,12 +14,17 @@ thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty buffer with room for at least `len` bytes, reused if one is kept.
+/// An empty buffer with room for at least `len` bytes: the smallest kept one that fits, so a
+/// small chunk does not take (and hold) the largest; a new one if none does.
 pub(crate) fn take(len: usize) -> Vec<u8> {
     let reused = FREE
         .try_with(|free| {
             let mut free = free.try_borrow_mut().ok()?;
-            let at = free.iter().position(|b| b.capacity() >= len)?;
+            let (at, _) = free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())?;
             Some(free.swap_remove(at))
         })
         .ok()
@@ -62,5 +67,20 @@ mod tests {
         FREE.with(|free| {
             assert!(free.borrow().iter().all(|b| b.capacity() <= LARGEST));
         });
+    }
+
+    #[test]
+    fn a_small_chunk_takes_the_smallest_buffer_that_fits() {
+        give_back(Vec::with_capacity(100_000));
+        give_back(Vec::with_capacity(10));
+        give_back(Vec::with_capacity(200));
+        assert!(
+            (200..100_000).contains(&take(50).capacity()),
+            "not the largest"
+        );
+        assert!(
+            take(5_000).capacity() >= 100_000,
+            "the large one is still there"
+        );
     }
 }

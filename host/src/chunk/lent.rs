@@ -30,7 +30,8 @@ pub(crate) enum Answered<T> {
 pub(crate) enum Lent<'a> {
     /// In a host buffer.
     Owned(Vec<u8>),
-    /// In the answering stage's memory, until its post-return runs.
+    /// In the answering stage's memory, until the host next enters that stage (its
+    /// post-return, or for an SDK stage its next call).
     Borrowed(&'a [u8]),
 }
 
