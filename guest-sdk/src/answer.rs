@@ -44,8 +44,13 @@ thread_local! {
 /// Hands the chunk the last `resume` answered back to the stage ([`RawStage::reuse`]): the
 /// host read it when that call returned. Runs first in every call into the stage.
 pub fn settle<S: RawStage>(stage: &'static LocalKey<RefCell<S>>) {
+    stage.with(|stage| hand_back(&mut *stage.borrow_mut()));
+}
+
+/// [`settle`] on a stage already borrowed.
+fn hand_back<S: RawStage>(stage: &mut S) {
     if let Some(previous) = ANSWERED.take() {
-        stage.with(|stage| stage.borrow_mut().reuse(previous));
+        stage.reuse(previous);
     }
 }
 
@@ -54,10 +59,7 @@ pub fn settle<S: RawStage>(stage: &'static LocalKey<RefCell<S>>) {
 pub fn resume<S: RawStage>(stage: &'static LocalKey<RefCell<S>>, credits: u32) -> *mut u8 {
     stage.with(|stage| {
         let mut stage = stage.borrow_mut();
-        // As `settle` does, within the one borrow of the hot path.
-        if let Some(previous) = ANSWERED.take() {
-            stage.reuse(previous);
-        }
+        hand_back(&mut *stage);
         let answer = stage.resume(credits);
         AREA.with(|area| {
             area.0.set(encode(answer.as_deref()));

@@ -95,6 +95,21 @@ fn run(pipeline: Pipeline) -> RunReport {
     run_keep(pipeline).0
 }
 
+/// The orders the single chain places on the first `records` ticks, by symbol.
+fn single_chain_orders(tag: &str, records: u64) -> BTreeMap<String, Vec<Order>> {
+    let (single, path) = market(tag, None, records, "");
+    run(single);
+    orders_by_symbol(&path)
+}
+
+/// A first stage that spins `spin` times on every AAPL tick (a slow partition's front).
+fn slow_on_aapl(spin: u32) -> String {
+    format!(
+        "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = {spin} }}\n",
+        a::SLOW_KEY
+    )
+}
+
 /// [`run`], giving the pipeline back.
 fn run_keep(mut pipeline: Pipeline) -> (RunReport, Pipeline) {
     let (report, pipeline) = within(HANG, move || (pipeline.run(), pipeline));
@@ -321,13 +336,8 @@ fn q3_without_spill_a_slow_partition_holds_back_only_what_the_queues_hold_and_lo
     // files, the router blocks on its queue. At no point are more records in flight between
     // the source and the replica than its queue (`queue_chunks`), its input's remainder and
     // the router's hand can hold.
-    let slow = format!(
-        "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 20000 }}\n",
-        a::SLOW_KEY
-    );
-    let (single, path) = market("q3", None, 200_000, "");
-    run(single);
-    let expected = orders_by_symbol(&path);
+    let slow = slow_on_aapl(20_000);
+    let expected = single_chain_orders("q3", 200_000);
     let (partitioned, path) = market_with("q3", Some((2, 2, 99)), "spill_mib = 0", 200_000, &slow);
     assert!(
         partitioned
@@ -375,13 +385,8 @@ fn q3_without_spill_a_slow_partition_holds_back_only_what_the_queues_hold_and_lo
 /// single chain's orders.
 #[test]
 fn q3_records_that_went_through_a_full_spill_reach_the_sink_in_order() {
-    let slow = format!(
-        "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ key = \",AAPL,\", spin = 200000 }}\n",
-        a::SLOW_KEY
-    );
-    let (single, path) = market("q3spill", None, 200_000, "");
-    run(single);
-    let expected = orders_by_symbol(&path);
+    let slow = slow_on_aapl(200_000);
+    let expected = single_chain_orders("q3spill", 200_000);
     let (partitioned, path) =
         market_with("q3spill", Some((2, 1, 2)), "spill_mib = 1", 200_000, &slow);
     let probe = partitioned.probe();
