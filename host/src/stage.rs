@@ -70,11 +70,10 @@ struct Shared {
     swapping: AtomicBool,
     /// Held for the whole of a swap: two swaps of one stage run one after the other.
     swap_lock: Mutex<()>,
-    /// Set while a call (resume, close) is in progress: a second call is refused (R1).
-    /// Observers (`state`) may hold `inner` for a moment; only this flag, never a busy lock,
-    /// means "already running".
-    in_call: AtomicBool,
-    /// The thread inside the call in progress ([`this_thread`]), 0 between calls.
+    /// The thread inside the call (resume, close) in progress ([`this_thread`]), 0 between
+    /// calls: set once the call holds `inner`, cleared before it lets go. Observers (`state`)
+    /// and a swap's cut-over also hold `inner` for a moment, so a busy lock alone does not
+    /// mean "already running" (R1); a busy lock with a caller does.
     caller: AtomicU64,
     /// The faults recovered from, readable without the stage's lock (by an observer, or from
     /// inside a call).
@@ -148,7 +147,6 @@ impl Stage {
                 recipe,
                 swapping: AtomicBool::new(false),
                 swap_lock: Mutex::new(()),
-                in_call: AtomicBool::new(false),
                 caller: AtomicU64::new(0),
                 recovered: recovered.clone(),
                 path: Mutex::new(component.execution_path().clone()),
@@ -188,7 +186,7 @@ impl Stage {
 
     /// Where the stage is in the protocol; [`StageState::Running`] while a call is in progress.
     pub fn state(&self) -> StageState {
-        if self.shared.in_call.load(Ordering::Acquire) {
+        if self.shared.caller.load(Ordering::Acquire) != 0 {
             return StageState::Running;
         }
         match self.shared.inner.try_lock() {
@@ -299,55 +297,51 @@ impl Stage {
     /// of pulls: a pull nests the upstream's call inside the puller's). A call or a swap of it
     /// from this thread would wait for itself.
     fn entered_here(&self) -> bool {
-        self.shared.in_call.load(Ordering::Acquire)
-            && self.shared.caller.load(Ordering::Relaxed) == this_thread()
+        self.shared.caller.load(Ordering::Acquire) == this_thread()
     }
 
     /// Enters a call: refused with R1 if one is in progress (another thread's, or this
     /// thread's own through a pull); waits for a swap's cut-over or an observer's glance.
+    ///
+    /// One uncontended lock and two plain stores per call: the mutex is the only
+    /// read-modify-write (taking it and letting it go), since the handle is shared between
+    /// threads; who holds it is told by `caller`, not by a second atomic flag.
     fn lock(&self) -> Result<InCall<'_>> {
         let already_running = || Error::AlreadyRunning {
             stage: self.name().to_string(),
         };
+        let me = this_thread();
+        let caller = &self.shared.caller;
         // Re-entered from this thread (a cycle through a pull): refused at once, before waiting
         // for anything, since whatever it would wait for waits for this very call.
-        if self.entered_here() {
+        if caller.load(Ordering::Acquire) == me {
             return Err(already_running());
         }
-        // A swap is cutting over: let it finish first (a handful of microseconds, at most the
-        // handoff budget). std's mutex is not fair: without this the caller that just released
-        // the lock takes it straight back, and a swap could wait for as long as the stream
-        // flows.
-        let mut spins = 0u32;
-        while self.shared.swapping.load(Ordering::Acquire) {
-            if spins < 1000 {
-                spins += 1;
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
+        let mut waits = 0u32;
+        loop {
+            // A swap is cutting over: let it finish first (a handful of microseconds, at most
+            // the handoff budget). std's mutex is not fair: without this the caller that just
+            // released the lock takes it straight back, and a swap could wait for as long as
+            // the stream flows.
+            while self.shared.swapping.load(Ordering::Acquire) {
+                back_off(&mut waits);
             }
-        }
-        let in_call = &self.shared.in_call;
-        if in_call
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(already_running());
-        }
-        match self.shared.inner.lock() {
-            Ok(inner) => {
-                let caller = &self.shared.caller;
-                caller.store(this_thread(), Ordering::Relaxed);
-                Ok(InCall {
-                    inner,
-                    in_call,
-                    caller,
-                })
-            }
-            // Only a panic inside the host can poison the lock; refuse rather than guess.
-            Err(_) => {
-                in_call.store(false, Ordering::Release);
-                Err(self.poisoned())
+            match self.shared.inner.try_lock() {
+                Ok(inner) => {
+                    caller.store(me, Ordering::Release);
+                    return Ok(InCall { inner, caller });
+                }
+                // Only a panic inside the host can poison the lock; refuse rather than guess.
+                Err(TryLockError::Poisoned(_)) => return Err(self.poisoned()),
+                // Held by a call in progress: refused (R1). Held with no caller: an observer's
+                // glance, a swap's cut-over, or a call in its first or last instructions;
+                // each lets go within moments, so wait and look again.
+                Err(TryLockError::WouldBlock) => {
+                    if caller.load(Ordering::Acquire) != 0 {
+                        return Err(already_running());
+                    }
+                    back_off(&mut waits);
+                }
             }
         }
     }
@@ -389,18 +383,27 @@ impl std::fmt::Debug for Stage {
     }
 }
 
-/// A call in progress on a stage: its `Inner`, and the R1 flag, cleared when the call ends
-/// (also if the host panics, which poisons the lock instead).
+/// A call in progress on a stage: its `Inner`, and the caller mark (R1), cleared when the
+/// call ends, before the lock is let go (also if the host panics, which poisons the lock).
 struct InCall<'a> {
     inner: MutexGuard<'a, Inner>,
-    in_call: &'a AtomicBool,
     caller: &'a AtomicU64,
 }
 
 impl Drop for InCall<'_> {
     fn drop(&mut self) {
-        self.caller.store(0, Ordering::Relaxed);
-        self.in_call.store(false, Ordering::Release);
+        self.caller.store(0, Ordering::Release);
+    }
+}
+
+/// Waits a little, longer each time: first yields the thread (a thousand times), then sleeps
+/// 50 µs at a time.
+fn back_off(waits: &mut u32) {
+    if *waits < 1000 {
+        *waits += 1;
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
     }
 }
 
