@@ -1,12 +1,16 @@
 //! `sluicegate check` (the library behind the CLI): every example stage passes, and every
 //! fixture gives the verdict its name promises. `foreach_fixture!` and `foreach_example!` make
-//! a component without a test here a compile error.
+//! a component without a test here a compile error. A stage that takes the fast path is
+//! checked on both execution paths, which must give the same report (issue #13).
 
 use std::path::Path;
 
 use sluicegate::check::{CheckOptions, CheckReport, Verdict, check_file};
-use sluicegate::{Call, Error, Limit, Rule};
-use sluicegate_tests::{artifacts as a, engine, foreach_example, foreach_fixture, within};
+use sluicegate::{Call, Error, ExecutionPath, Limit, Rule};
+use sluicegate_tests::{
+    Path as On, artifacts as a, engine, foreach_example, foreach_fixture,
+    require_same_on_both_paths, within,
+};
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -25,7 +29,63 @@ fn options(upstream: &[&str], config: &[(&str, &str)]) -> CheckOptions {
 }
 
 fn run(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    check_file(engine(), Path::new(path), &options(upstream, config))
+    kit(path, &options(upstream, config))
+}
+
+/// Runs the kit on `path`, and again on the component path if the stage takes the fast path
+/// (issue #13's differential test): every line must get the same verdict, evidence and error
+/// on both paths, timings aside. Returns the fast path's report.
+fn kit(path: &str, options: &CheckOptions) -> CheckReport {
+    let fast = check_file(On::Fast.engine(), Path::new(path), options);
+    if fast.execution_path == Some(ExecutionPath::Core) {
+        let component = check_file(On::Component.engine(), Path::new(path), options);
+        require_same_on_both_paths(path, &lines(&fast), &lines(&component));
+    }
+    fast
+}
+
+/// A report's lines as text, each duration (`12.3 ms`) blanked: what two paths must agree on.
+fn lines(report: &CheckReport) -> Vec<String> {
+    report
+        .rules
+        .iter()
+        .map(|line| {
+            let error = line
+                .error
+                .as_ref()
+                .map(|e| without_durations(&format!("{e} [rule {:?}]", e.rule())));
+            format!(
+                "{} {:?}: {} {error:?}",
+                line.id,
+                line.verdict,
+                without_durations(&line.evidence)
+            )
+        })
+        .collect()
+}
+
+/// `text` with what depends on the machine's speed blanked (`_`): durations (`12.3 ms`,
+/// `1.46ms`) and how many log lines the log budget suppressed.
+fn without_durations(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let units = ["ms", "µs", "ns", "s", "s,", "s;", "s)"];
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| {
+            let digits = word
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(word.len());
+            let (number, unit) = word.split_at(digits);
+            let next = words.get(i + 1).copied().unwrap_or("");
+            let timing = !number.is_empty()
+                && (units.contains(&unit)
+                    || (unit.is_empty()
+                        && (next.starts_with("ms") || next.starts_with("µs") || next == "log")));
+            if timing { "_" } else { word }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn passes(report: &CheckReport) {
@@ -370,8 +430,7 @@ fn not_sticky() {
 }
 
 fn deterministic(path: &str, upstream: &[&str]) -> CheckReport {
-    let options = options(upstream, &[]).deterministic(true);
-    check_file(engine(), Path::new(path), &options)
+    kit(path, &options(upstream, &[]).deterministic(true))
 }
 
 #[test]
@@ -477,10 +536,12 @@ fn js_decode() {
 }
 
 fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    let options = options(upstream, config)
-        .deterministic(true)
-        .swappable(true);
-    check_file(engine(), Path::new(path), &options)
+    kit(
+        path,
+        &options(upstream, config)
+            .deterministic(true)
+            .swappable(true),
+    )
 }
 
 #[test]

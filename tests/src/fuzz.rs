@@ -9,7 +9,9 @@
 //! policy `fail` or `restart`; then a sequence of host calls (resumes with any credits,
 //! pauses, hot swaps to itself or to a pass-through, a close).
 //!
-//! After every step [`run`] checks: no panic; no step longer than [`STEP_LIMIT`] (minutes
+//! [`run`] runs every case twice, on the core-wasm fast path and on the component path, and
+//! requires the same answer at every step (records, faults and their rules, swaps, closes,
+//! counters): issue #13's differential test. After every step it checks: no panic; no step longer than [`STEP_LIMIT`] (minutes
 //! above what the budgets allow: a hang detector, not a speed test); the process's memory
 //! under [`RSS_LIMIT`]; every record delivered exactly once, in order, unless a loss was named
 //! (a restart's quarantine, a swap's `state_lost`); every error naming one of the chain's
@@ -24,6 +26,7 @@ use sluicegate::{
     StageOptions,
 };
 
+use crate::Path;
 use crate::artifacts as a;
 
 /// Longest a single step may take before the harness calls it a hang: the budgets are 100 ms at most,
@@ -173,19 +176,24 @@ impl Case {
     }
 }
 
-/// The harness's engine: its own, so that its live-instance count is the harness's alone
-/// (callers run cases one at a time), with the tests' compile cache.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        crate::with_compile_cache(Engine::builder())
+/// The harness's engine for `on`: its own, so that its live-instance count is the harness's
+/// alone (callers run cases one at a time), with the tests' compile cache.
+fn engine(on: Path) -> &'static Engine {
+    static FAST: OnceLock<Engine> = OnceLock::new();
+    static COMPONENT: OnceLock<Engine> = OnceLock::new();
+    let cell = match on {
+        Path::Fast => &FAST,
+        Path::Component => &COMPONENT,
+    };
+    cell.get_or_init(|| {
+        crate::with_compile_cache(Engine::builder().core_fast_path(on == Path::Fast))
             .build()
             .expect("the harness's engine starts")
     })
 }
 
-fn load(path: &str) -> StageComponent {
-    engine()
+fn load(on: Path, path: &str) -> StageComponent {
+    engine(on)
         .load_file(path)
         .unwrap_or_else(|e| panic!("loading {path}: {e}"))
 }
@@ -215,21 +223,39 @@ pub struct Outcome {
     /// What ended the stream, if a fault did: the root cause's kind and, for a violation or
     /// a limit, which (`protocol-violation C2`, `limit-exceeded cpu`, `trap`).
     pub fault: Option<String>,
+    /// What each step answered, and each stage's counters at the end: what the two execution
+    /// paths must agree on.
+    pub events: Vec<String>,
 }
 
-/// Runs `case`, checking every invariant after every step; panics with the case and the step
-/// when one breaks.
+/// Runs `case` on both execution paths, checking every invariant after every step, and
+/// requires the same events of both; panics with the case and the step when one breaks.
+/// Returns the fast path's outcome.
 pub fn run(case: &Case) -> Outcome {
     // One case at a time: the live-instance count at the end must be this case's alone.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _alone = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let fail = Failure(case);
-    let scripted = load(a::SCRIPTED);
-    let passthrough = load(a::PASSTHROUGH);
+    let fast = run_on(case, Path::Fast);
+    let component = run_on(case, Path::Component);
+    if fast.events != component.events {
+        crate::require_same_on_both_paths(
+            &format!("case {case:#?}"),
+            &fast.events,
+            &component.events,
+        );
+    }
+    fast
+}
+
+/// Runs `case` on the engine of `on`, checking every invariant after every step.
+fn run_on(case: &Case, on: Path) -> Outcome {
+    let fail = Failure(case, on);
+    let scripted = load(on, a::SCRIPTED);
+    let passthrough = load(on, a::PASSTHROUGH);
     let counter = (!case.native_source).then(|| {
-        load(a::COUNTER)
+        load(on, a::COUNTER)
             .instantiate(
                 "counter",
                 StageOptions::new().config("records", case.records.to_string()),
@@ -284,6 +310,7 @@ pub fn run(case: &Case) -> Outcome {
                     primed = true;
                     for stage in &chain {
                         if let Err(e) = stage.prime() {
+                            outcome.events.push(format!("{i}: prime: {}", describe(&e)));
                             check_error(&e, i, &fail);
                             outcome.faulted = true;
                             outcome.fault.get_or_insert_with(|| fault_name(&e));
@@ -296,6 +323,14 @@ pub fn run(case: &Case) -> Outcome {
                 // A restart quarantines the input of the failed call, and the stage's held
                 // records go with its instance: a named loss (`restarts` counts it).
                 lost |= hostile.stats().restarts > 0;
+                outcome.events.push(format!(
+                    "{i}: resume({credits}): {}",
+                    match &answer {
+                        Ok(Some(chunk)) => summary(chunk),
+                        Ok(None) => "none".into(),
+                        Err(e) => describe(e),
+                    }
+                ));
                 match answer {
                     Ok(Some(chunk)) => {
                         if closed || (ended && !outcome.finished && credits > 0) {
@@ -344,7 +379,20 @@ pub fn run(case: &Case) -> Outcome {
                 } else {
                     &passthrough
                 };
-                match hostile.swap(target) {
+                let swapped = hostile.swap(target);
+                outcome.events.push(format!(
+                    "{i}: {step:?}: {}",
+                    match &swapped {
+                        Ok(report) => format!(
+                            "carried {} ({} bytes), lost {}",
+                            report.state_carried,
+                            report.state_bytes,
+                            report.state_lost.is_some()
+                        ),
+                        Err(e) => describe(e),
+                    }
+                ));
+                match swapped {
                     Ok(report) => {
                         outcome.swaps += 1;
                         if closed {
@@ -358,7 +406,13 @@ pub fn run(case: &Case) -> Outcome {
             }
             Step::Close => {
                 for stage in &chain {
-                    if let Err(e) = stage.close() {
+                    let closed = stage.close();
+                    outcome.events.push(format!(
+                        "{i}: close {}: {}",
+                        stage.name(),
+                        closed.as_ref().map_or_else(describe, |()| "ok".into())
+                    ));
+                    if let Err(e) = closed {
                         check_error(&e, i, &fail);
                     }
                 }
@@ -400,15 +454,44 @@ pub fn run(case: &Case) -> Outcome {
             ),
         );
     }
+    for stage in &chain {
+        let stats = stage.stats();
+        outcome.events.push(format!(
+            "{}: {:?}; {} resumes, {} closes, {} records, {} restarts, {} swaps",
+            stage.name(),
+            stage.state(),
+            stats.resumes_entered,
+            stats.closes_entered,
+            stats.records,
+            stats.restarts,
+            stats.swaps
+        ));
+    }
     drop(chain);
     drop((hostile, after));
-    if engine().live_instances() != 0 {
+    if engine(on).live_instances() != 0 {
         fail.at(
             case.steps.len(),
-            format!("{} instances still alive", engine().live_instances()),
+            format!("{} instances still alive", engine(on).live_instances()),
         );
     }
     outcome
+}
+
+/// A chunk's records, as the first and last and how many.
+fn summary(chunk: &sluicegate::Chunk) -> String {
+    let mut records = chunk
+        .records()
+        .map(|r| String::from_utf8_lossy(r).into_owned());
+    let first = records.next();
+    let last = records.last().or_else(|| first.clone());
+    format!("{} records {first:?}..{last:?}", chunk.len())
+}
+
+/// An error as the paths must agree on it: the stage it names, its kind, and its root cause's
+/// rule or limit.
+fn describe(error: &Error) -> String {
+    format!("{} {} ({})", error.stage(), error.kind(), fault_name(error))
 }
 
 /// True if the script lets the hostile stage end its stream before its input does (`none`) or
@@ -419,12 +502,15 @@ fn script_may_end_early(case: &Case) -> bool {
         .any(|(_, ops)| ops.contains("none") || ops.contains("drain"))
 }
 
-/// Reports a broken invariant with the case that broke it.
-struct Failure<'a>(&'a Case);
+/// Reports a broken invariant with the case that broke it, and on which path.
+struct Failure<'a>(&'a Case, Path);
 
 impl Failure<'_> {
     fn at(&self, step: usize, what: String) -> ! {
-        panic!("step {step}: {what}\ncase: {:#?}", self.0)
+        panic!(
+            "step {step} ({:?} path): {what}\ncase: {:#?}",
+            self.1, self.0
+        )
     }
 }
 

@@ -25,6 +25,53 @@ pub fn engine() -> &'static Engine {
     })
 }
 
+/// The two ways a stage's calls cross the sandbox boundary, for the differential tests (issue
+/// #13): each has an engine of its own, whatever `SLUICEGATE_FAST_PATH` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The core-wasm fast path, for the components of its shape (`host/src/fast/`).
+    Fast,
+    /// The component model for every component: the reference.
+    Component,
+}
+
+impl Path {
+    /// Both, the fast path first.
+    pub const BOTH: [Path; 2] = [Path::Fast, Path::Component];
+
+    /// The engine of this path, shared by every test in the process, with the compile cache.
+    pub fn engine(self) -> &'static Engine {
+        static FAST: OnceLock<Engine> = OnceLock::new();
+        static COMPONENT: OnceLock<Engine> = OnceLock::new();
+        let (cell, fast) = match self {
+            Path::Fast => (&FAST, true),
+            Path::Component => (&COMPONENT, false),
+        };
+        cell.get_or_init(|| {
+            with_compile_cache(Engine::builder().core_fast_path(fast))
+                .build()
+                .expect("engine starts")
+        })
+    }
+}
+
+/// Panics, naming `what` and the first event where they part, unless the fast path's
+/// `fast` and the component path's `component` are the same events.
+pub fn require_same_on_both_paths(what: &str, fast: &[String], component: &[String]) {
+    let cut = |line: Option<&String>| {
+        line.map_or("(nothing)".to_string(), |l| l.chars().take(400).collect())
+    };
+    if let Some(i) = (0..fast.len().max(component.len())).find(|&i| fast.get(i) != component.get(i))
+    {
+        panic!(
+            "{what}: the fast path and the component path disagree at event {i}:\n  fast path: \
+             {}\n  component: {}",
+            cut(fast.get(i)),
+            cut(component.get(i))
+        );
+    }
+}
+
 /// `builder` with the tests' compile cache, `<target>/sluicegate-compile-cache`.
 pub fn with_compile_cache(builder: sluicegate::EngineBuilder) -> sluicegate::EngineBuilder {
     // <target>/sluicegate-guests/lang/<stage>.wasm -> <target>
