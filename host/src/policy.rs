@@ -35,8 +35,47 @@ impl FaultPolicy {
         }
     }
 
-    /// True if the input of each call must be kept, to quarantine or forward after a fault.
-    pub(crate) fn keeps_inputs(self) -> bool {
-        self != FaultPolicy::Fail
+    /// What of each call's input must be kept, to quarantine or forward after a fault:
+    /// nothing if a fault is final; the records' count if a restart quarantines them with no
+    /// dead-letter sink (`dead_letter`) to write them to; else copies of them.
+    pub(crate) fn keeps_inputs(self, dead_letter: bool) -> InputKeeping {
+        match self {
+            FaultPolicy::Fail => InputKeeping::Nothing,
+            FaultPolicy::Restart { .. } if !dead_letter => InputKeeping::Count,
+            FaultPolicy::Restart { .. } | FaultPolicy::Bypass => InputKeeping::Copies,
+        }
+    }
+}
+
+/// What a stage keeps of the chunks it pulls during a call, for its fault policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputKeeping {
+    /// Nothing (`fail`).
+    Nothing,
+    /// How many records (`restart` with no dead-letter sink: they are counted as quarantined).
+    Count,
+    /// Copies of them (`restart` writing to a dead-letter sink, `bypass` forwarding them).
+    Copies,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_without_a_dead_letter_sink_counts_its_inputs_and_copies_none() {
+        assert_eq!(
+            FaultPolicy::restart().keeps_inputs(false),
+            InputKeeping::Count
+        );
+        assert_eq!(
+            FaultPolicy::restart().keeps_inputs(true),
+            InputKeeping::Copies
+        );
+        assert_eq!(
+            FaultPolicy::Bypass.keeps_inputs(false),
+            InputKeeping::Copies
+        );
+        assert_eq!(FaultPolicy::Fail.keeps_inputs(true), InputKeeping::Nothing);
     }
 }

@@ -135,7 +135,7 @@ impl Stage {
             limits,
             capabilities: options.capabilities,
             fuel,
-            keep_inputs: options.policy.keeps_inputs(),
+            keep_inputs: options.policy.keeps_inputs(options.dead_letter.is_some()),
             log_lines_suppressed: counters.log_lines_suppressed(),
         };
         let live = recipe.spawn(component, &name, upstream, false)?;

@@ -86,14 +86,17 @@ fn pull(
     let Some(mut pull) = caller.data_mut().start_pull(credits)? else {
         return answer_none(caller, options, retptr);
     };
-    let keeps = caller.data().keeps_inputs();
+    let (keeps, copies) = (
+        caller.data().keeps_inputs(),
+        caller.data().keeps_copies_of_inputs(),
+    );
     let mut since = pull.started();
     let mut kept = None;
     let mut failed = None;
     let answer = pull.ask(&mut |lent, records| {
         caller.data_mut().budget.charge_upstream(since);
         if keeps {
-            kept = Some((lent.bytes().to_vec(), records));
+            kept = Some((copies.then(|| lent.bytes().to_vec()), records));
         }
         if failed.is_none()
             && let Err(error) = answer_some(caller, options, retptr, lent.bytes())

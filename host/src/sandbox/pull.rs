@@ -82,9 +82,9 @@ impl StageCtx {
         }))
     }
 
-    /// Keeps a pulled chunk (a copy of it, `records` records) if the fault policy needs the
-    /// call's input.
-    pub(crate) fn keep_pulled(&mut self, bytes: Vec<u8>, records: u32) {
+    /// Keeps a pulled chunk (`records` records; `bytes`, a copy of it, if copies are kept) if
+    /// the fault policy needs the call's input.
+    pub(crate) fn keep_pulled(&mut self, bytes: Option<Vec<u8>>, records: u32) {
         let cap = self.budget.limits().memory_bytes;
         if let Some(inputs) = self.inputs.as_mut() {
             inputs.keep(bytes, records, cap);
@@ -136,7 +136,8 @@ impl UpstreamImports for StageCtx {
         let answer = answer.map(|chunk| {
             chunk.map(|(bytes, records)| {
                 if self.keeps_inputs() {
-                    self.keep_pulled(bytes.clone(), records);
+                    let copy = self.keeps_copies_of_inputs().then(|| bytes.clone());
+                    self.keep_pulled(copy, records);
                 }
                 bytes
             })

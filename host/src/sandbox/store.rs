@@ -168,14 +168,24 @@ impl StageCtx {
         self.report.is_none()
     }
 
-    /// True if the chunks pulled during a call are kept (the fault policy needs them).
+    /// True if the chunks pulled during a call are kept or counted (the fault policy needs
+    /// them).
     pub(crate) fn keeps_inputs(&self) -> bool {
         self.inputs.is_some()
     }
 
-    /// Keeps copies of every chunk pulled during a call (for supervision after a fault).
-    pub(crate) fn keep_inputs(&mut self) {
-        self.inputs = Some(KeptInputs::default());
+    /// True if copies of the chunks pulled during a call are kept, not only their count.
+    pub(crate) fn keeps_copies_of_inputs(&self) -> bool {
+        self.inputs.as_ref().is_some_and(|inputs| inputs.copies)
+    }
+
+    /// Keeps every chunk pulled during a call (for supervision after a fault): copies of them
+    /// if `copies`, else how many records they held.
+    pub(crate) fn keep_inputs(&mut self, copies: bool) {
+        self.inputs = Some(KeptInputs {
+            copies,
+            ..KeptInputs::default()
+        });
     }
 
     /// Takes the upstream away (a swap moves it to the new version), leaving none behind.
@@ -271,19 +281,29 @@ pub(crate) struct Salvage {
 /// Copies of the chunks a stage pulled during its current call, kept when its fault policy
 /// needs them (to quarantine or forward after a fault), up to as many bytes as the stage's
 /// memory budget: a stage pulling without end cannot make the host keep without end. Records
-/// over the cap are counted, not kept.
+/// over the cap are counted, not kept. A policy that only counts them (a restart with no
+/// dead-letter sink) has no copies made at all.
 #[derive(Default)]
 pub(crate) struct KeptInputs {
     pub(crate) chunks: Vec<Chunk>,
     bytes: usize,
     /// Records pulled during the call and not kept (over the cap).
     pub(crate) unkept_records: u64,
+    /// Copies are kept; else only `counted_records`.
+    copies: bool,
+    /// Records pulled during the call, counted without a copy (none was needed).
+    counted_records: u64,
 }
 
 impl KeptInputs {
     /// Keeps a copy of a chunk (its checked `bytes`, `records` records) if `cap` bytes allow,
-    /// else counts its records.
-    pub(super) fn keep(&mut self, bytes: Vec<u8>, records: u32, cap: usize) {
+    /// else counts its records as unkept; only counts them if no copy is made (`bytes` is
+    /// `None`: copies are not kept).
+    pub(super) fn keep(&mut self, bytes: Option<Vec<u8>>, records: u32, cap: usize) {
+        let Some(bytes) = bytes.filter(|_| self.copies) else {
+            self.counted_records += u64::from(records);
+            return;
+        };
         match self
             .bytes
             .checked_add(bytes.len())
@@ -300,13 +320,14 @@ impl KeptInputs {
     /// Records pulled during the call, kept or not.
     pub(crate) fn records(&self) -> u64 {
         let kept: u64 = self.chunks.iter().map(|chunk| u64::from(chunk.len())).sum();
-        kept + self.unkept_records
+        kept + self.unkept_records + self.counted_records
     }
 
     fn clear(&mut self) {
         self.chunks.clear();
         self.bytes = 0;
         self.unkept_records = 0;
+        self.counted_records = 0;
     }
 }
 
@@ -323,5 +344,30 @@ impl AliveGuard {
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_only_counted_are_not_copied_but_all_their_records_count() {
+        let mut counted = KeptInputs::default();
+        counted.keep(None, 3, 1 << 20);
+        counted.keep(Some(b"\x01\x00\x00\x00a".to_vec()), 1, 1 << 20);
+        assert!(counted.chunks.is_empty(), "no copy is kept");
+        assert_eq!(counted.records(), 4);
+        counted.clear();
+        assert_eq!(counted.records(), 0, "a new call counts afresh");
+
+        let mut copied = KeptInputs {
+            copies: true,
+            ..KeptInputs::default()
+        };
+        copied.keep(Some(b"\x01\x00\x00\x00a".to_vec()), 1, 1 << 20);
+        copied.keep(Some(vec![0; 64]), 2, 8);
+        assert_eq!(copied.chunks.len(), 1, "a copy within the cap is kept");
+        assert_eq!((copied.unkept_records, copied.records()), (2, 3));
     }
 }

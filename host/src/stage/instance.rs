@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::error::{Call, Error, Result, Rule};
 use crate::fast::CoreCalls;
 use crate::limits::{Budget, Limits};
+use crate::policy::InputKeeping;
 use crate::sandbox::{Capabilities, Serving, StageCtx};
 use crate::upstream::Upstream;
 
@@ -36,7 +37,7 @@ pub(crate) struct Recipe {
     pub(crate) capabilities: Capabilities,
     /// Fuel to give each call when the engine meters fuel.
     pub(crate) fuel: Option<u64>,
-    pub(crate) keep_inputs: bool,
+    pub(crate) keep_inputs: InputKeeping,
     /// The stage's count of suppressed log lines, carried by every instance's log gate.
     pub(crate) log_lines_suppressed: Arc<AtomicU64>,
 }
@@ -84,8 +85,10 @@ impl Recipe {
                 .collect(),
         );
         store.data_mut().set_upstream_done(upstream_done);
-        if self.keep_inputs {
-            store.data_mut().keep_inputs();
+        match self.keep_inputs {
+            InputKeeping::Nothing => {}
+            InputKeeping::Count => store.data_mut().keep_inputs(false),
+            InputKeeping::Copies => store.data_mut().keep_inputs(true),
         }
         store.limiter(|ctx| &mut ctx.budget);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
