@@ -23,7 +23,6 @@ use self::probe::ChainProbe;
 pub use self::probe::Probe;
 use self::sink::Sink;
 use self::watchdog::Watchdog;
-use crate::checksum::Checksum;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::limits::DEFAULT_MAX_CHUNK_BYTES;
@@ -355,12 +354,7 @@ impl Pipeline {
     ) -> RunReport {
         let hops = self.probe().snapshot();
         let sink = self.sink.counters().snapshot();
-        let checksum = self
-            .sink
-            .checksum()
-            .lock()
-            .map(|c| c.value())
-            .unwrap_or_else(|_| Checksum::default().value());
+        let checksum = self.sink.checksum();
         RunReport {
             pipeline: self.name.clone(),
             status: RunStatus::of(failure.is_some(), close_errors.len()),

@@ -20,7 +20,7 @@ pub(crate) struct Sink {
     format: RecordFormat,
     /// Shared by the replicas of a partitioned pipeline, each writing whole chunks.
     output: Option<Arc<Mutex<Box<dyn Write + Send>>>>,
-    checksum: Arc<Mutex<Checksum>>,
+    checksum: Checksum,
     counters: Arc<Counters>,
     /// A replica's sink: the wrapping sum of every record's own FNV-1a, which does not depend
     /// on the order the replicas' records reach the sink in (`None` for a single chain).
@@ -54,7 +54,7 @@ impl Sink {
             kind: spec.kind,
             format: spec.format,
             output: output.map(|out| Arc::new(Mutex::new(out))),
-            checksum: Arc::default(),
+            checksum: Checksum::default(),
             counters: Arc::new(Counters::default()),
             unordered: None,
             nats,
@@ -69,7 +69,7 @@ impl Sink {
             kind: self.kind,
             format: self.format,
             output: self.output.clone(),
-            checksum: Arc::default(),
+            checksum: Checksum::default(),
             counters: Arc::new(Counters::default()),
             unordered: Some(Arc::default()),
             nats: self.nats.as_ref().map(|nats| nats.replica(replica)),
@@ -110,16 +110,15 @@ impl Sink {
         self.counters.clone()
     }
 
-    pub(crate) fn checksum(&self) -> Arc<Mutex<Checksum>> {
-        self.checksum.clone()
+    /// The checksum of every record received so far.
+    pub(crate) fn checksum(&self) -> u64 {
+        self.checksum.value()
     }
 
     /// Accepts one chunk (already checked by the hop that delivered it).
     pub(crate) fn write(&mut self, chunk: &Chunk) -> Result<()> {
         self.counters.delivered(chunk.len(), chunk.as_bytes().len());
-        if let Ok(mut checksum) = self.checksum.lock() {
-            checksum.add_framed(chunk.as_bytes());
-        }
+        self.checksum.add_framed(chunk.as_bytes());
         if let Some(sum) = &self.unordered {
             let mut total = sum.load(Ordering::Relaxed);
             for record in chunk.records() {

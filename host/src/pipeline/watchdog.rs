@@ -13,7 +13,9 @@ use crate::report::HopSnapshot;
 pub(super) struct Watchdog {
     timeout: Option<Duration>,
     probe: Probe,
-    last_progress: Instant,
+    /// When the sink began receiving nothing: the run's start, or the first empty answer
+    /// after the last records (`None` while records flow: no clock is read per chunk).
+    quiet_since: Option<Instant>,
     at_progress: Vec<HopSnapshot>,
 }
 
@@ -23,7 +25,7 @@ impl Watchdog {
         Watchdog {
             timeout,
             probe,
-            last_progress: Instant::now(),
+            quiet_since: Some(Instant::now()),
             at_progress,
         }
     }
@@ -33,14 +35,15 @@ impl Watchdog {
             return Ok(());
         };
         if records > 0 {
-            self.last_progress = Instant::now();
+            self.quiet_since = None;
             self.at_progress.clear();
             return Ok(());
         }
+        let quiet_since = *self.quiet_since.get_or_insert_with(Instant::now);
         if self.at_progress.is_empty() {
             self.at_progress = self.probe.snapshot();
         }
-        if self.last_progress.elapsed() < timeout {
+        if quiet_since.elapsed() < timeout {
             return Ok(());
         }
         let now = self.probe.snapshot();
