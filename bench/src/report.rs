@@ -25,7 +25,8 @@ deterministically on a noisy machine.
 | fused mode (`--fused`): stages composed into one component | in an isolated hop, wasmtime's four boundary crossings (resume, pull, the `realloc` that lowers the chunk into the next memory, post-return) are most of the cost; the host's own code is a small share | see the hop table above | see the hop table above |
 | issue #13: the core-wasm fast path (a component of the SDK's shape runs as its core modules, the canonical ABI done by the host, every guest value checked) | callgrind of a 4-stage chain of the SDK pass-through: most instructions in wasmtime's component trampolines, `Func::call` machinery and the lowering of `option<list<u8>>` | 7,003 instructions per hop | 4,283 per hop (−39%) |
 | issue #13: no clock read per call (the time before a call's first epoch tick is charged as one tick), latency sampled (every resume of the first 256, then one in 16), chunks lifted into a thread-local pool of buffers | `clock_gettime` (vDSO) twice per call and `malloc`/`free` of each lifted chunk in the host's share | 4,283 instructions per hop | 4,070 per hop (−5%); the hand-written WAT pass-through: 2,019 |
-| issue #13: the fast path's host functions made once per component (a linker), each store holding only their options | per stage, a closure and a trampoline context per imported function | 39.8 KiB per live SDK stage | 36.4 KiB |
+| issue #13: the fast path's host functions made once per component (a linker), each store holding only their options | per stage, a closure and a trampoline context per imported function | 39.8 KiB per live SDK stage | 36.4 KiB (instructions per hop not measured) |
+| issue #13: the fast path's `pull` moves its lowering options out of the store's slot for the call instead of cloning them | a typed function's clone counts references to its type: two atomic operations per pull | 2,255 instructions per WAT pass-through hop | 2,137 per WAT hop (−5%) |
 | issue #13: the guest SDK recycles chunk buffers (a short free list per power-of-two size class up to 64 KiB in front of wasi-libc's `malloc`), and a batch's first reserve allocates at its size | the guest's functions named through wasmtime's perf map: `dlmalloc`, `dlfree`, `malloc`, `free`, `__rdl_alloc` and the `RawVec` growth path, about 1,150 instructions of a 64 B hop (two chunk buffers allocated and freed per hop) | 4,194 instructions per hop | 3,457 per hop (−18%) |
 | issue #13: guest stages built with fat LTO and one codegen unit, so the SDK, the stage and its crates (`market-data`) inline into each other | the guest's share of a hop spread over a dozen small SDK functions called across crate boundaries (`Batch::push`, `Batch::new`, the record iterator, the driver) | 3,399 instructions per hop (the same code as the row above, rebuilt) | 3,020 per hop (−11%; the guest's share 1,275 → 896) |
 | issue #13: the SDK's batch keeps the driver's empty overflow queue instead of dropping it and making a new one | two `VecDeque` drops (about 45 instructions each) on every resume | 3,020 instructions per hop | 2,903 per hop (−4%) |
@@ -36,13 +37,22 @@ deterministically on a noisy machine.
 | issue #13: the SDK frames a record of up to 64 bytes with two fixed-size copies instead of `memcpy` | `wasmtime_builtin_memory_copy`: wasm's `memory.copy` is a call out to the host, for a 64-byte copy | 2,613 instructions per hop | 2,580 per hop (−1%) |
 | issue #13: what went wrong at the boundary during a call is recorded in a report made only when something does (boxed), and an upstream's fault travels boxed | `memcpy` of the 160-byte call report out of the store on every call, and of nested `Result`s carrying a 64-byte error | 2,580 instructions per hop | 2,434 per hop (−6%); the WAT pass-through 2,067 → 1,928 |
 | issue #13: a host source's new chunk frames its first record in a buffer a delivered chunk gave back (the lifted-chunk pool), and reserves each record's framed size once | callgrind of the market pipeline at credits 1 (`bench/examples/market_profile.rs`): `Chunk::push` at 591 instructions per tick (`malloc`, then `realloc` for the record after its prefix), freed again once lowered into the decoder | 9,954 instructions per tick (credits 1) | 9,459 per tick (−5%); the source's pull 650 → 174 |
+| issue #13: the stage's mutex is a call's only read-modify-write (taken with `try_lock`; a busy lock with a caller mark is R1, one without an observer's glance, waited for), not an `in_call` flag's compare-exchange in front of the mutex | the stage lock: three atomic read-modify-writes per call, about 5% of a hop's `perf` samples | 2,427 instructions per hop | 2,414 per hop (−0.5%); time per hop within noise (8 interleaved runs of each build) |
+| issue #13: under `restart` with no dead-letter sink, a call's pulled input is counted, not copied (the records are reported as quarantined; only a dead-letter sink or `bypass` needs their bytes) | a copy of every chunk pulled, on every call, kept only to be counted if the call faulted | not measured: off the default policy's path (`fail` keeps nothing) | no copy |
+| issue #13: the sink reads no clock per delivered chunk (the stall watchdog starts its clock at the first empty answer after records) and takes no mutex for its checksum (the sink owns it) | `Instant::now()` and a mutex per chunk reaching the sink | not measured: outside the hop (the hop benchmark has no sink) | no clock read, no lock |
 
-What the profile says is left (callgrind, 2,434 instructions per SDK hop): about 680 are
+The rows' figures before a change were each measured at that change's parent, so the table is not one
+chain: between 4,070 instructions per hop (after the clock and pool row) and 4,194 (before the
+SDK's recycling) came the host functions made once per component, the options moved out of the
+slot and the partitions work (issue #14); which of them added the 124 instructions was not
+measured.
+
+What the profile says is left (callgrind at 6ac7b58, 2,414 instructions per SDK hop): about 670 are
 the guest's own code and the wasm trampolines (the SDK's `resume` with the batch and the
 record iterator inlined, the recycling allocator, `cabi_realloc`), about 590 wasmtime's core
 call and host-call machinery (`catch_traps`, the trap handler's thread-local, `call_raw`: two
 entries into wasm per hop, `resume` and the puller's `cabi_realloc`, and one exit, `pull`),
-about 1,240 the host's own code with the standard library inlined into it (the stage lock,
+about 1,230 the host's own code with the standard library inlined into it (the stage lock,
 the protocol state machine, the entry and its classification, the budget, the chunk's checks,
 the delivery), and about 65 the C library (`memcpy`); the shares add up to more than the
 whole because wasmtime's code inlined into the host's functions is counted in both. The
@@ -378,24 +388,21 @@ impl Report {
              shorter run), so sluicegate / native fell as well. The seed's other rejected \
              design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
-             Since the docs at 3c68ce7 (before this session's changes; regenerated once in \
-             between, at 069bffe): the SDK's `resume` export no \
-             longer has a post-return (the answered chunk is kept and written over on the next \
-             resume), so a hop enters the answering stage once instead of twice; the SDK frames \
-             small records without a call to `memcpy` (a host call in wasmtime); and the host \
-             records a call's boundary faults in a report made only when one happens, instead \
-             of moving a 160-byte report on every call; a host source's chunk reuses a \
-             buffer a delivered chunk gave back instead of allocating one per pull. And the \
-             benchmark's guests are no \
-             longer replaced by the ones `cargo clippy` builds (through clippy-driver, with \
-             MIR optimisations off: about 10% more instructions per tick in the market \
-             pipeline); whether the run before measured such guests cannot be told now, so \
-             part of its difference from this one may be that. The profile's table below has \
-             the instruction counts of each change. That run's figures, to compare with the \
-             tables: the isolated hop 376 ns (64 B), 425 ns (1 KiB), 972 ns (16 KiB), 3,468 ns \
-             (64 KiB); sluicegate on the market pipeline 870 k, 1,742 k, 3,378 k and 3,382 k \
-             records/s at credits 1, 16, 256 and 4096, native Rust 8,744 k; 27.4 KiB per live \
-             SDK stage once it has run.\n"
+             Since the docs at 7706b52 (the run before this one): a stage's call takes \
+             the stage's mutex as its only read-modify-write (an `in_call` flag's \
+             compare-exchange in front of it is gone); under `restart` with no dead-letter \
+             sink a call's pulled input is counted instead of copied; the sink reads no clock \
+             and takes no lock per chunk. None of these changes a figure beyond this machine's \
+             noise (the profile table has their instruction counts). The benchmark itself \
+             changed in two places: what one live stage costs is split into the C heap (the \
+             host's allocations) and other mappings (the linear memories), and the seed's two \
+             claims are checked against this run's CPU and memory rows. That run's figures, to \
+             compare with the tables: the isolated hop 342 ns (64 B), 390 ns (1 KiB), 880 ns \
+             (16 KiB), 4,006 ns (64 KiB); sluicegate on the market pipeline 1,032 k, 2,716 k, \
+             3,473 k and 3,695 k records/s at credits 1, 16, 256 and 4096, native Rust 8,716 k; \
+             27.2 KiB per live SDK stage once it has run. At 3c68ce7, before the previous \
+             session's changes: 376 ns per 64 B hop and 870 k, 1,742 k, 3,378 k and 3,382 k \
+             records/s.\n"
         );
         m
     }
@@ -489,6 +496,34 @@ impl Report {
                 );
             }
         }
+        // The seed's claim, on this run's rows: what the queue design spends beyond the
+        // generator design doing the same work, as a share of the queue design's CPU.
+        let mut claims = Vec::new();
+        for (credits, rows) in &self.cpu {
+            let cpu = |name: &str| {
+                rows.iter()
+                    .find(|r| r.variant.starts_with(name))
+                    .map(crate::resources::CpuRow::cpu_s)
+            };
+            if let (Some(generators), Some(queues)) =
+                (cpu("CPython generators"), cpu("CPython threads"))
+                && queues > 0.0
+            {
+                claims.push(format!(
+                    "{:.0}% at credits {credits}",
+                    100.0 * (queues - generators) / queues
+                ));
+            }
+        }
+        if !claims.is_empty() {
+            let _ = writeln!(
+                m,
+                "\nThe seed's 15%, measured: the CPython queue design spends {} of its CPU beyond \
+                 what the generator design spends on the same work (its coordination: locks, \
+                 condition variables, thread switches under the GIL). The seed understated it.",
+                claims.join(" and ")
+            );
+        }
         if !self.market_memory.is_empty() {
             let _ = writeln!(m, "\n## Memory: the market pipeline's peak RSS by design\n");
             let _ = writeln!(
@@ -522,6 +557,31 @@ impl Report {
                         .unwrap_or_else(|| "-".into())
                 );
             }
+            let row = |name: &str| {
+                self.market_memory
+                    .iter()
+                    .find(|r| r.design.starts_with(name))
+                    .and_then(|r| Some((r.peak_rss_mib, r.peak_rss_mib - r.input_rss_mib?)))
+            };
+            if let (Some((generators_peak, generators)), Some((queues_peak, queues))) =
+                (row("CPython generators"), row("CPython threads"))
+                && queues_peak > 0.0
+            {
+                let _ = writeln!(
+                    m,
+                    "\nThe seed's 40%, measured: the generator design grows by {generators:.1} MiB \
+                     during the run and the queue design by {queues:.1} MiB; with the input each \
+                     holds, the generators' peak is {:.1}% {} the queues'. On this pipeline both \
+                     designs' own memory is small beside the input they read, so the seed's \
+                     40% does not show here.",
+                    100.0 * (queues_peak - generators_peak).abs() / queues_peak,
+                    if generators_peak <= queues_peak {
+                        "below"
+                    } else {
+                        "above"
+                    }
+                );
+            }
         }
         if !self.stage_memory.is_empty() {
             let _ = writeln!(m, "\n## Memory: what one more live stage costs\n");
@@ -535,17 +595,35 @@ impl Report {
                  stage's counters, its WASI context) and the guest's (the pages of its linear \
                  memory it touched: its stack, its data, its heap). The WAT pass-through has no \
                  runtime of its own, so its figure is nearly all the host's. Before issue #13 \
-                 (component path only): about 74 KiB per stage.\n"
+                 (component path only): about 74 KiB per stage.\n\n\
+                 Where it goes, from `/proc/self/smaps` (a mapping's resident pages, before and \
+                 after): the C heap holds the host's allocations (the store and its data, the \
+                 core instances with their contexts and tables, the stage's counters and WASI \
+                 context); the other anonymous mappings are mostly the stages' linear memories, \
+                 each mapped on its own, of which a stage touches its stack, its data and the \
+                 start of its heap; the rest of a stage's cost is neither (page tables, file \
+                 pages). The fast path's stage costs more of the host's heap than the component \
+                 path's: each store makes its own function for every host function the guest \
+                 imports (about twenty-five for a stage built with std: the WASI functions it \
+                 links) and keeps their lowering options, where a component instance shares \
+                 them; the linear memory is the same on both paths.\n"
             );
             let _ = writeln!(
                 m,
-                "| stage | path | live stages | KiB per stage, primed | KiB per stage, after running | whole process |\n|---|---|---:|---:|---:|---:|"
+                "| stage | path | live stages | KiB per stage, primed | KiB per stage, after running | of which C heap (the host's allocations) | of which other anonymous mappings (linear memories) | whole process |\n|---|---|---:|---:|---:|---:|---:|---:|"
             );
             for r in &self.stage_memory {
                 let _ = writeln!(
                     m,
-                    "| {} | {} | {} | {:.1} | {:.1} | {:.0} MiB |",
-                    r.stage, r.path, r.stages, r.primed_kib, r.run_kib, r.total_mib
+                    "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} MiB |",
+                    r.stage,
+                    r.path,
+                    r.stages,
+                    r.primed_kib,
+                    r.run_kib,
+                    r.heap_kib,
+                    r.mapped_kib,
+                    r.total_mib
                 );
             }
         }

@@ -17,6 +17,13 @@ pub struct StageMemoryRow {
     pub primed_kib: f64,
     /// KiB per stage once every chain has run.
     pub run_kib: f64,
+    /// Of `run_kib`: the part in the C heap (`[heap]` in /proc/self/smaps), where the host's
+    /// allocations go (the store and its data, the instances and their contexts, the WASI
+    /// context, the counters).
+    pub heap_kib: f64,
+    /// Of `run_kib`: the part in other anonymous mappings, mostly the stages' linear memories
+    /// (wasmtime maps each memory on its own); the rest of `run_kib` is neither.
+    pub mapped_kib: f64,
     /// The whole process's resident set at the end, MiB.
     pub total_mib: f64,
 }
@@ -55,12 +62,14 @@ pub fn measure(stage: &'static str, fast: bool, stages: usize) -> anyhow::Result
         stages,
         primed_kib: value("primed_kib")? / stages as f64,
         run_kib: value("run_kib")? / stages as f64,
+        heap_kib: value("heap_kib")? / stages as f64,
+        mapped_kib: value("mapped_kib")? / stages as f64,
         total_mib: value("total_kib")? / 1024.0,
     })
 }
 
-/// The child's side: prints `path=`, `primed_kib=`, `run_kib=` (growth over the baseline) and
-/// `total_kib=`.
+/// The child's side: prints `path=`, `primed_kib=`, `run_kib=`, `heap_kib=`, `mapped_kib=`
+/// (growth over the baseline) and `total_kib=`.
 pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
     let engine = Engine::new()?;
     let component = match stage {
@@ -75,6 +84,7 @@ pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
     let warm = crate::chain::primed_chain(&component, CHAIN, 64)?;
     run(&warm)?;
     let baseline = rss_kib()?;
+    let (heap_before, mapped_before) = resident_by_kind()?;
     let mut chains = Vec::with_capacity(stages.div_ceil(CHAIN));
     for _ in 0..stages.div_ceil(CHAIN) {
         chains.push(crate::chain::primed_chain(&component, CHAIN, 64)?);
@@ -84,10 +94,14 @@ pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
         run(chain)?;
     }
     let after = rss_kib()?;
+    let (heap_after, mapped_after) = resident_by_kind()?;
     println!("path={}", warm[0].execution_path());
     println!("primed_kib={}", primed.saturating_sub(baseline));
     println!("run_kib={}", after.saturating_sub(baseline));
+    println!("heap_kib={}", heap_after.saturating_sub(heap_before));
+    println!("mapped_kib={}", mapped_after.saturating_sub(mapped_before));
     println!("total_kib={after}");
+
     Ok(())
 }
 
@@ -108,4 +122,38 @@ fn rss_kib() -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))
+}
+
+/// Resident KiB in the C heap (`[heap]`) and in other anonymous mappings, from
+/// /proc/self/smaps. Reading it allocates, which may grow the heap while the kernel lists it:
+/// a mapping listed twice (by its start) counts once, as last listed.
+fn resident_by_kind() -> anyhow::Result<(u64, u64)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut mappings: std::collections::HashMap<&str, (bool, u64)> = Default::default();
+    // A mapping's header line (`start-end perms offset dev inode [name]`), then its fields.
+    let mut current = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((start, _)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            current = match words.nth(4).unwrap_or("") {
+                "[heap]" => Some((start, true)),
+                "" => Some((start, false)),
+                _ => None,
+            };
+        } else if first == "Rss:"
+            && let Some((start, heap)) = current
+        {
+            let kib = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            mappings.insert(start, (heap, kib));
+        }
+    }
+    let kind = |heap: bool| -> u64 {
+        mappings
+            .values()
+            .filter(|(h, _)| *h == heap)
+            .map(|(_, kib)| kib)
+            .sum()
+    };
+    Ok((kind(true), kind(false)))
 }
