@@ -6,10 +6,9 @@
 use std::path::Path;
 
 use sluicegate::check::{CheckOptions, CheckReport, Verdict, check_file};
-use sluicegate::{Call, Error, ExecutionPath, Limit, Rule};
+use sluicegate::{Call, Error, Limit, Rule};
 use sluicegate_tests::{
-    Path as On, artifacts as a, engine, foreach_example, foreach_fixture,
-    require_same_on_both_paths, within,
+    artifacts as a, check_on_both_paths, engine, foreach_example, foreach_fixture, within,
 };
 
 macro_rules! assert_test_exists {
@@ -29,63 +28,7 @@ fn options(upstream: &[&str], config: &[(&str, &str)]) -> CheckOptions {
 }
 
 fn run(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    kit(path, &options(upstream, config))
-}
-
-/// Runs the kit on `path`, and again on the component path if the stage takes the fast path
-/// (issue #13's differential test): every line must get the same verdict, evidence and error
-/// on both paths, timings aside. Returns the fast path's report.
-fn kit(path: &str, options: &CheckOptions) -> CheckReport {
-    let fast = check_file(On::Fast.engine(), Path::new(path), options);
-    if fast.execution_path == Some(ExecutionPath::Core) {
-        let component = check_file(On::Component.engine(), Path::new(path), options);
-        require_same_on_both_paths(path, &lines(&fast), &lines(&component));
-    }
-    fast
-}
-
-/// A report's lines as text, each duration (`12.3 ms`) blanked: what two paths must agree on.
-fn lines(report: &CheckReport) -> Vec<String> {
-    report
-        .rules
-        .iter()
-        .map(|line| {
-            let error = line
-                .error
-                .as_ref()
-                .map(|e| without_durations(&format!("{e} [rule {:?}]", e.rule())));
-            format!(
-                "{} {:?}: {} {error:?}",
-                line.id,
-                line.verdict,
-                without_durations(&line.evidence)
-            )
-        })
-        .collect()
-}
-
-/// `text` with what depends on the machine's speed blanked (`_`): durations (`12.3 ms`,
-/// `1.46ms`) and how many log lines the log budget suppressed.
-fn without_durations(text: &str) -> String {
-    let words: Vec<&str> = text.split(' ').collect();
-    let units = ["ms", "µs", "ns", "s", "s,", "s;", "s)"];
-    words
-        .iter()
-        .enumerate()
-        .map(|(i, word)| {
-            let digits = word
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(word.len());
-            let (number, unit) = word.split_at(digits);
-            let next = words.get(i + 1).copied().unwrap_or("");
-            let timing = !number.is_empty()
-                && (units.contains(&unit)
-                    || (unit.is_empty()
-                        && (next.starts_with("ms") || next.starts_with("µs") || next == "log")));
-            if timing { "_" } else { word }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    check_on_both_paths(path, &options(upstream, config))
 }
 
 fn passes(report: &CheckReport) {
@@ -430,7 +373,7 @@ fn not_sticky() {
 }
 
 fn deterministic(path: &str, upstream: &[&str]) -> CheckReport {
-    kit(path, &options(upstream, &[]).deterministic(true))
+    check_on_both_paths(path, &options(upstream, &[]).deterministic(true))
 }
 
 #[test]
@@ -536,7 +479,7 @@ fn js_decode() {
 }
 
 fn swappable(path: &str, upstream: &[&str], config: &[(&str, &str)]) -> CheckReport {
-    kit(
+    check_on_both_paths(
         path,
         &options(upstream, config)
             .deterministic(true)

@@ -159,6 +159,15 @@ fn every_example_stage_behaves_the_same_on_both_paths() {
     }
 }
 
+/// The hand-written WAT example stage behaves the same on both paths, and takes the fast one.
+#[test]
+fn the_wat_example_stage_behaves_the_same_on_both_paths() {
+    assert_eq!(
+        same_on_both_paths(sluicegate_tests::WAT_PASSTHROUGH),
+        ExecutionPath::Core
+    );
+}
+
 /// The SDK's `resume` export has no post-return (its answered chunk is written over on the
 /// next resume instead of freed after the call), so a hop enters the answering stage once
 /// for `resume`, not twice. wit-component names a post-return `cabi_post_` + the export.

@@ -4,21 +4,20 @@
 
 use std::path::Path;
 
-use sluicegate::check::{CheckOptions, check_file};
+use sluicegate::check::CheckOptions;
 use sluicegate::config::PipelineSpec;
 use sluicegate::report::{RunReport, RunStatus};
 use sluicegate::{Error, StageOptions};
-use sluicegate_tests::{artifacts as a, capture_logs, component, engine, pipelines};
-
-const WAT_PASSTHROUGH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../example-stages/wat-passthrough/stage.wat"
-);
+use sluicegate_tests::{
+    WAT_PASSTHROUGH, artifacts as a, capture_logs, check_on_both_paths, component, pipelines,
+};
 
 #[test]
 fn the_wat_stage_passes_check() {
     let options = CheckOptions::default().with_upstream([a::COUNTER]);
-    let report = check_file(engine(), Path::new(WAT_PASSTHROUGH), &options);
+    // It takes the fast path: checked on both paths, which must agree (issue #13).
+    let report = check_on_both_paths(WAT_PASSTHROUGH, &options);
+    assert_eq!(report.execution_path, Some(sluicegate::ExecutionPath::Core));
     assert!(report.passed(), "{:?}", report.first_error());
 }
 

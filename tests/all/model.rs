@@ -5,7 +5,7 @@
 //! the seed and the step that reproduce it. Every walk runs on both execution paths, the
 //! core-wasm fast path and the component path, which must agree step by step (issue #13).
 
-use sluicegate::{Error, Stage, StageComponent, StageOptions, StageState};
+use sluicegate::{Error, ExecutionPath, Stage, StageComponent, StageOptions, StageState};
 use sluicegate_tests::{Path, artifacts as a, require_same_on_both_paths};
 
 /// A small, seeded generator (SplitMix64): enough to pick calls, no dependency.
@@ -100,6 +100,13 @@ struct Walked {
 /// Walks `seed` on the engine of `on`, checking every step.
 fn walk(seed: u64, on: Path) -> Walked {
     let passthrough = load(on, a::PASSTHROUGH);
+    if on == Path::Fast {
+        assert_eq!(
+            passthrough.execution_path(),
+            &ExecutionPath::Core,
+            "the comparison needs the fast path to run the walk"
+        );
+    }
     let steps = [
         Step::Resume(0),
         Step::Resume(1),

@@ -64,6 +64,25 @@ fn restart_goes_on_after_a_fault_and_quarantines_the_failed_input() {
     let _ = std::fs::remove_file(dead);
 }
 
+/// With no dead-letter sink, the failed call's input is counted, not copied (issue #13: no copy
+/// of pulled chunks unless a policy needs them), and reported as quarantined all the same.
+#[test]
+fn restart_without_a_dead_letter_sink_still_counts_the_quarantined_input() {
+    let toml = stage("counter", a::COUNTER, "config = { records = 30 }")
+        + &stage(
+            "poison",
+            a::POISON_PILL,
+            "config = { poison = \"13\" }\non_fault = \"restart\"",
+        )
+        + &stage("after", a::PASSTHROUGH, "")
+        + "[sink]\ncredits = 5\n";
+    let report = build(&toml).run();
+    assert_eq!(report.status, RunStatus::Ok, "{report}");
+    assert_eq!(report.sink.checksum, checksum_of((0..10).chain(15..30)));
+    let poison = &report.hops[1];
+    assert_eq!((poison.restarts, poison.quarantined_records), (1, 5));
+}
+
 #[test]
 fn restarts_are_bounded_and_then_the_fault_is_final() {
     let toml = stage(

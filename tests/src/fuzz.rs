@@ -457,13 +457,15 @@ fn run_on(case: &Case, on: Path) -> Outcome {
     for stage in &chain {
         let stats = stage.stats();
         outcome.events.push(format!(
-            "{}: {:?}; {} resumes, {} closes, {} records, {} restarts, {} swaps",
+            "{}: {:?}; {} resumes, {} closes, {} records, {} restarts ({} records quarantined), \
+             {} swaps",
             stage.name(),
             stage.state(),
             stats.resumes_entered,
             stats.closes_entered,
             stats.records,
             stats.restarts,
+            stats.quarantined_records,
             stats.swaps
         ));
     }

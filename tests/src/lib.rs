@@ -8,9 +8,18 @@ use sluicegate::{Engine, StageComponent};
 
 pub use sluicegate_test_artifacts as artifacts;
 
+pub mod differential;
 pub mod fuzz;
+pub use differential::{Path, check_on_both_paths, require_same_on_both_paths};
 pub use sluicegate_nats_server as nats_server;
 pub use sluicegate_test_artifacts::{foreach_example, foreach_fixture};
+
+/// The hand-written WAT pass-through example stage (`example-stages/wat-passthrough`), loaded
+/// from its text.
+pub const WAT_PASSTHROUGH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../example-stages/wat-passthrough/stage.wat"
+);
 
 /// The engine shared by every test in the process. It keeps compiled components on disk
 /// (`<target>/sluicegate-compile-cache`), so the Python and JavaScript stages, which take
@@ -23,53 +32,6 @@ pub fn engine() -> &'static Engine {
             .build()
             .expect("engine starts")
     })
-}
-
-/// The two ways a stage's calls cross the sandbox boundary, for the differential tests (issue
-/// #13): each has an engine of its own, whatever `SLUICEGATE_FAST_PATH` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    /// The core-wasm fast path, for the components of its shape (`host/src/fast/`).
-    Fast,
-    /// The component model for every component: the reference.
-    Component,
-}
-
-impl Path {
-    /// Both, the fast path first.
-    pub const BOTH: [Path; 2] = [Path::Fast, Path::Component];
-
-    /// The engine of this path, shared by every test in the process, with the compile cache.
-    pub fn engine(self) -> &'static Engine {
-        static FAST: OnceLock<Engine> = OnceLock::new();
-        static COMPONENT: OnceLock<Engine> = OnceLock::new();
-        let (cell, fast) = match self {
-            Path::Fast => (&FAST, true),
-            Path::Component => (&COMPONENT, false),
-        };
-        cell.get_or_init(|| {
-            with_compile_cache(Engine::builder().core_fast_path(fast))
-                .build()
-                .expect("engine starts")
-        })
-    }
-}
-
-/// Panics, naming `what` and the first event where they part, unless the fast path's
-/// `fast` and the component path's `component` are the same events.
-pub fn require_same_on_both_paths(what: &str, fast: &[String], component: &[String]) {
-    let cut = |line: Option<&String>| {
-        line.map_or("(nothing)".to_string(), |l| l.chars().take(400).collect())
-    };
-    if let Some(i) = (0..fast.len().max(component.len())).find(|&i| fast.get(i) != component.get(i))
-    {
-        panic!(
-            "{what}: the fast path and the component path disagree at event {i}:\n  fast path: \
-             {}\n  component: {}",
-            cut(fast.get(i)),
-            cut(component.get(i))
-        );
-    }
 }
 
 /// `builder` with the tests' compile cache, `<target>/sluicegate-compile-cache`.
