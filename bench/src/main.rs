@@ -299,8 +299,8 @@ fn main() -> anyhow::Result<()> {
         let row = stage_memory::measure(stage, fast, stages)?;
         println!(
             "memory per stage: {stage} ({}) x {stages}: {:.1} KiB primed, {:.1} KiB after running \
-             ({:.1} heap, {:.1} mapped), {:.0} MiB in all",
-            row.path, row.primed_kib, row.run_kib, row.heap_kib, row.mapped_kib, row.total_mib
+             ({:.1} heap, {:.1} linear memory), {:.0} MiB in all",
+            row.path, row.primed_kib, row.run_kib, row.heap_kib, row.linear_kib, row.total_mib
         );
         report.stage_memory.push(row);
     }

@@ -388,21 +388,24 @@ impl Report {
              shorter run), so sluicegate / native fell as well. The seed's other rejected \
              design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
-             Since the docs at 7706b52 (the run before this one): a stage's call takes \
-             the stage's mutex as its only read-modify-write (an `in_call` flag's \
-             compare-exchange in front of it is gone); under `restart` with no dead-letter \
-             sink a call's pulled input is counted instead of copied; the sink reads no clock \
-             and takes no lock per chunk. None of these changes a figure beyond this machine's \
-             noise (the profile table has their instruction counts). The benchmark itself \
-             changed in two places: what one live stage costs is split into the C heap (the \
-             host's allocations) and other mappings (the linear memories), and the seed's two \
-             claims are checked against this run's CPU and memory rows. That run's figures, to \
-             compare with the tables: the isolated hop 342 ns (64 B), 390 ns (1 KiB), 880 ns \
-             (16 KiB), 4,006 ns (64 KiB); sluicegate on the market pipeline 1,032 k, 2,716 k, \
-             3,473 k and 3,695 k records/s at credits 1, 16, 256 and 4096, native Rust 8,716 k; \
-             27.2 KiB per live SDK stage once it has run. At 3c68ce7, before the previous \
-             session's changes: 376 ns per 64 B hop and 870 k, 1,742 k, 3,378 k and 3,382 k \
-             records/s.\n"
+             Since the docs at 7706b52 (the run before this one): the lifted-chunk pool \
+             hands out the smallest buffer that fits, and the SDK's `resume` hands its last \
+             answer back within its one borrow (2,434 -> 2,427 instructions per hop; 28db9d2); \
+             a stage's call takes the stage's mutex as its only read-modify-write (an \
+             `in_call` flag's compare-exchange in front of it is gone: 2,414 per hop); under \
+             `restart` with no dead-letter sink a call's pulled input is counted instead of \
+             copied; the sink reads no clock and takes no lock per chunk. The profile table \
+             below has what was measured of each. The benchmark itself changed in two places: \
+             what one live stage costs is split into the host's heap and linear memory, and \
+             the seed's two claims are checked against this run's CPU and memory rows. That \
+             run's figures, to compare with the tables (native Rust's own figure moves between \
+             runs on this shared machine, so compare ratios): the isolated hop 342 ns (64 B), \
+             390 ns (1 KiB), 880 ns (16 KiB), 4,006 ns (64 KiB); sluicegate on the market \
+             pipeline 1,032 k, 2,716 k, 3,473 k and 3,695 k records/s at credits 1, 16, 256 and \
+             4096 (2.65x and 4.69x CPython generators at credits 1 and 256, 0.40x native Rust \
+             at 256), native Rust 8,716 k; 27.2 KiB per live SDK stage once it has run. At \
+             3c68ce7, before the previous session's changes: 376 ns per 64 B hop and 870 k, \
+             1,742 k, 3,378 k and 3,382 k records/s.\n"
         );
         m
     }
@@ -498,7 +501,7 @@ impl Report {
         }
         // The seed's claim, on this run's rows: what the queue design spends beyond the
         // generator design doing the same work, as a share of the queue design's CPU.
-        let mut claims = Vec::new();
+        let (mut claims, mut shares) = (Vec::new(), Vec::new());
         for (credits, rows) in &self.cpu {
             let cpu = |name: &str| {
                 rows.iter()
@@ -509,18 +512,24 @@ impl Report {
                 (cpu("CPython generators"), cpu("CPython threads"))
                 && queues > 0.0
             {
-                claims.push(format!(
-                    "{:.0}% at credits {credits}",
-                    100.0 * (queues - generators) / queues
-                ));
+                let share = 100.0 * (queues - generators) / queues;
+                shares.push(share);
+                claims.push(format!("{share:.0}% at credits {credits}"));
             }
         }
         if !claims.is_empty() {
+            let verdict = if shares.iter().all(|&share| share > 15.0) {
+                " More than the seed's 15% at every credit setting measured."
+            } else if shares.iter().all(|&share| share < 15.0) {
+                " Less than the seed's 15% at every credit setting measured."
+            } else {
+                ""
+            };
             let _ = writeln!(
                 m,
                 "\nThe seed's 15%, measured: the CPython queue design spends {} of its CPU beyond \
                  what the generator design spends on the same work (its coordination: locks, \
-                 condition variables, thread switches under the GIL). The seed understated it.",
+                 condition variables, thread switches under the GIL).{verdict}",
                 claims.join(" and ")
             );
         }
@@ -569,11 +578,16 @@ impl Report {
             {
                 let _ = writeln!(
                     m,
-                    "\nThe seed's 40%, measured: the generator design grows by {generators:.1} MiB \
-                     during the run and the queue design by {queues:.1} MiB; with the input each \
-                     holds, the generators' peak is {:.1}% {} the queues'. On this pipeline both \
-                     designs' own memory is small beside the input they read, so the seed's \
-                     40% does not show here.",
+                    "\nThe seed's 40%, measured: during the run the generator design grows by \
+                     {generators:.1} MiB and the queue design by {queues:.1} MiB{}; with the \
+                     input each holds, the generators' peak is {:.1}% {} the queues'. The seed's \
+                     figure is about the designs' own memory, which here is small beside the \
+                     input they read.",
+                    if queues > 0.0 {
+                        format!(" ({:.0}% less)", 100.0 * (queues - generators) / queues)
+                    } else {
+                        String::new()
+                    },
                     100.0 * (queues_peak - generators_peak).abs() / queues_peak,
                     if generators_peak <= queues_peak {
                         "below"
@@ -596,21 +610,22 @@ impl Report {
                  memory it touched: its stack, its data, its heap). The WAT pass-through has no \
                  runtime of its own, so its figure is nearly all the host's. Before issue #13 \
                  (component path only): about 74 KiB per stage.\n\n\
-                 Where it goes, from `/proc/self/smaps` (a mapping's resident pages, before and \
-                 after): the C heap holds the host's allocations (the store and its data, the \
-                 core instances with their contexts and tables, the stage's counters and WASI \
-                 context); the other anonymous mappings are mostly the stages' linear memories, \
-                 each mapped on its own, of which a stage touches its stack, its data and the \
-                 start of its heap; the rest of a stage's cost is neither (page tables, file \
-                 pages). The fast path's stage costs more of the host's heap than the component \
-                 path's: each store makes its own function for every host function the guest \
-                 imports (about twenty-five for a stage built with std: the WASI functions it \
-                 links) and keeps their lowering options, where a component instance shares \
-                 them; the linear memory is the same on both paths.\n"
+                 Where it goes, from `/proc/self/smaps` (each mapping's resident pages, before \
+                 and after): the C heap (`[heap]`) holds the host's small allocations (the store \
+                 and its data, the core instances with their contexts and tables, the stage's \
+                 counters and WASI context; glibc maps large allocations apart, and those would \
+                 count in neither column); linear memory is wasmtime's anonymous reservation of \
+                 each memory and the copy-on-write mapping of the module's memory image over its \
+                 start, of which a stage touches a page or two (its stack, its data). Most of a \
+                 stage is the host's heap. The fast path's stage takes more of it than the \
+                 component path's (the difference is all in the heap); which of the fast path's \
+                 per-store structures (the store's handle of each host function the guest \
+                 imports, their lowering options, the table of core functions the wiring names) \
+                 accounts for it was not isolated.\n"
             );
             let _ = writeln!(
                 m,
-                "| stage | path | live stages | KiB per stage, primed | KiB per stage, after running | of which C heap (the host's allocations) | of which other anonymous mappings (linear memories) | whole process |\n|---|---|---:|---:|---:|---:|---:|---:|"
+                "| stage | path | live stages | KiB per stage, primed | KiB per stage, after running | of which C heap (the host's allocations) | of which linear memory | whole process |\n|---|---|---:|---:|---:|---:|---:|---:|"
             );
             for r in &self.stage_memory {
                 let _ = writeln!(
@@ -622,7 +637,7 @@ impl Report {
                     r.primed_kib,
                     r.run_kib,
                     r.heap_kib,
-                    r.mapped_kib,
+                    r.linear_kib,
                     r.total_mib
                 );
             }

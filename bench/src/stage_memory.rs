@@ -21,9 +21,10 @@ pub struct StageMemoryRow {
     /// allocations go (the store and its data, the instances and their contexts, the WASI
     /// context, the counters).
     pub heap_kib: f64,
-    /// Of `run_kib`: the part in other anonymous mappings, mostly the stages' linear memories
-    /// (wasmtime maps each memory on its own); the rest of `run_kib` is neither.
-    pub mapped_kib: f64,
+    /// Of `run_kib`: the part in linear memories (anonymous mappings, where wasmtime reserves
+    /// each memory, and the copy-on-write pages of a module's memory image laid over their
+    /// start); the rest of `run_kib` is neither.
+    pub linear_kib: f64,
     /// The whole process's resident set at the end, MiB.
     pub total_mib: f64,
 }
@@ -63,12 +64,12 @@ pub fn measure(stage: &'static str, fast: bool, stages: usize) -> anyhow::Result
         primed_kib: value("primed_kib")? / stages as f64,
         run_kib: value("run_kib")? / stages as f64,
         heap_kib: value("heap_kib")? / stages as f64,
-        mapped_kib: value("mapped_kib")? / stages as f64,
+        linear_kib: value("linear_kib")? / stages as f64,
         total_mib: value("total_kib")? / 1024.0,
     })
 }
 
-/// The child's side: prints `path=`, `primed_kib=`, `run_kib=`, `heap_kib=`, `mapped_kib=`
+/// The child's side: prints `path=`, `primed_kib=`, `run_kib=`, `heap_kib=`, `linear_kib=`
 /// (growth over the baseline) and `total_kib=`.
 pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
     let engine = Engine::new()?;
@@ -84,7 +85,7 @@ pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
     let warm = crate::chain::primed_chain(&component, CHAIN, 64)?;
     run(&warm)?;
     let baseline = rss_kib()?;
-    let (heap_before, mapped_before) = resident_by_kind()?;
+    let (heap_before, linear_before) = resident_by_kind()?;
     let mut chains = Vec::with_capacity(stages.div_ceil(CHAIN));
     for _ in 0..stages.div_ceil(CHAIN) {
         chains.push(crate::chain::primed_chain(&component, CHAIN, 64)?);
@@ -94,12 +95,12 @@ pub fn child(stage: &str, stages: usize) -> anyhow::Result<()> {
         run(chain)?;
     }
     let after = rss_kib()?;
-    let (heap_after, mapped_after) = resident_by_kind()?;
+    let (heap_after, linear_after) = resident_by_kind()?;
     println!("path={}", warm[0].execution_path());
     println!("primed_kib={}", primed.saturating_sub(baseline));
     println!("run_kib={}", after.saturating_sub(baseline));
     println!("heap_kib={}", heap_after.saturating_sub(heap_before));
-    println!("mapped_kib={}", mapped_after.saturating_sub(mapped_before));
+    println!("linear_kib={}", linear_after.saturating_sub(linear_before));
     println!("total_kib={after}");
 
     Ok(())
@@ -124,36 +125,53 @@ fn rss_kib() -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))
 }
 
-/// Resident KiB in the C heap (`[heap]`) and in other anonymous mappings, from
-/// /proc/self/smaps. Reading it allocates, which may grow the heap while the kernel lists it:
-/// a mapping listed twice (by its start) counts once, as last listed.
+/// Resident KiB in the C heap (`[heap]`) and in linear memories (anonymous mappings and
+/// wasmtime's memory images), from
+/// /proc/self/smaps, read a line at a time through one small buffer (a large one would be a
+/// mapping of its own, counted). Reading allocates, which may grow the heap while the kernel
+/// lists it: a mapping listed again (the same start as the one before) counts once, as last
+/// listed.
 fn resident_by_kind() -> anyhow::Result<(u64, u64)> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut mappings: std::collections::HashMap<&str, (bool, u64)> = Default::default();
-    // A mapping's header line (`start-end perms offset dev inode [name]`), then its fields.
-    let mut current = None;
-    for line in smaps.lines() {
+    use std::io::BufRead;
+    let smaps =
+        std::io::BufReader::with_capacity(16 << 10, std::fs::File::open("/proc/self/smaps")?);
+    let (mut heap, mut linear) = (0u64, 0u64);
+    // The mapping being read: its start, whether it is the heap (`None`: neither kind).
+    let mut current: Option<(u64, Option<bool>)> = None;
+    // The last mapping counted: its start, kind and resident KiB, taken back if listed again.
+    let mut counted: Option<(u64, bool, u64)> = None;
+    let mut line = String::with_capacity(256);
+    let mut lines = smaps;
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            break;
+        }
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
         if let Some((start, _)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
-            current = match words.nth(4).unwrap_or("") {
-                "[heap]" => Some((start, true)),
-                "" => Some((start, false)),
+            let start = u64::from_str_radix(start, 16).unwrap_or(0);
+            // Linear memories: wasmtime's anonymous reservations, and the copy-on-write
+            // mappings of a module's memory image laid over their start.
+            let kind = match words.nth(4).unwrap_or("") {
+                "[heap]" => Some(true),
+                "" => Some(false),
+                name if name.contains("memfd:wasm-memory-image") => Some(false),
                 _ => None,
             };
+            current = Some((start, kind));
         } else if first == "Rss:"
-            && let Some((start, heap)) = current
+            && let Some((start, Some(is_heap))) = current
         {
-            let kib = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            mappings.insert(start, (heap, kib));
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if let Some((last, was_heap, last_kib)) = counted
+                && last == start
+            {
+                *(if was_heap { &mut heap } else { &mut linear }) -= last_kib;
+            }
+            *(if is_heap { &mut heap } else { &mut linear }) += kib;
+            counted = Some((start, is_heap, kib));
         }
     }
-    let kind = |heap: bool| -> u64 {
-        mappings
-            .values()
-            .filter(|(h, _)| *h == heap)
-            .map(|(_, kib)| kib)
-            .sum()
-    };
-    Ok((kind(true), kind(false)))
+    Ok((heap, linear))
 }

@@ -323,8 +323,9 @@ impl Stage {
             // the handoff budget). std's mutex is not fair: without this the caller that just
             // released the lock takes it straight back, and a swap could wait for as long as
             // the stream flows.
+            let mut swap_waits = 0u32;
             while self.shared.swapping.load(Ordering::Acquire) {
-                back_off(&mut waits);
+                back_off(&mut swap_waits);
             }
             match self.shared.inner.try_lock() {
                 Ok(inner) => {

@@ -2,7 +2,7 @@
 //! state a stage is in and each call the host is asked to make, what happens ([`action`]), and
 //! where an entered call leaves the stage ([`after`]). No wasm here: the unit tests below walk
 //! the table row by row, rule by rule. `Running` is not a row: a call made while another is in
-//! progress is refused before the table is consulted (R1, the in-call flag of `stage.rs`).
+//! progress is refused before the table is consulted (R1, the caller mark of `stage.rs`).
 
 use crate::error::Call;
 
