@@ -39,7 +39,7 @@ deterministically on a noisy machine.
 | issue #13: a host source's new chunk frames its first record in a buffer a delivered chunk gave back (the lifted-chunk pool), and reserves each record's framed size once | callgrind of the market pipeline at credits 1 (`bench/examples/market_profile.rs`): `Chunk::push` at 591 instructions per tick (`malloc`, then `realloc` for the record after its prefix), freed again once lowered into the decoder | 9,954 instructions per tick (credits 1) | 9,459 per tick (−5%); the source's pull 650 → 174 |
 | issue #13: the stage's mutex is a call's only read-modify-write (taken with `try_lock`; a busy lock with a caller mark is R1, one without an observer's glance, waited for), not an `in_call` flag's compare-exchange in front of the mutex | the stage lock: three atomic read-modify-writes per call, about 5% of a hop's `perf` samples | 2,427 instructions per hop | 2,414 per hop (−0.5%); time per hop within noise (8 interleaved runs of each build) |
 | issue #13: under `restart` with no dead-letter sink, a call's pulled input is counted, not copied (the records are reported as quarantined; only a dead-letter sink or `bypass` needs their bytes) | a copy of every chunk pulled, on every call, kept only to be counted if the call faulted | not measured: off the default policy's path (`fail` keeps nothing) | no copy |
-| issue #13: the sink reads no clock per delivered chunk (the stall watchdog starts its clock at the first empty answer after records) and takes no mutex for its checksum (the sink owns it) | `Instant::now()` and a mutex per chunk reaching the sink | not measured: outside the hop (the hop benchmark has no sink) | no clock read, no lock |
+| issue #13: the sink reads no clock per delivered chunk (the stall watchdog starts its clock at the first empty answer after records, and takes the stages' counters a quarter of the timeout into a quiet spell, not at its start) and takes no mutex for its checksum (the sink owns it) | `Instant::now()` and a mutex per chunk reaching the sink; a snapshot of every stage's counters (names allocated) at each first empty answer after records | not measured: outside the hop (the hop benchmark has no sink) | no clock read, lock or allocation per chunk with records |
 
 The rows' figures before a change were each measured at that change's parent, so the table is not one
 chain: between 4,070 instructions per hop (after the clock and pool row) and 4,194 (before the
@@ -58,8 +58,10 @@ the delivery), and about 65 the C library (`memcpy`); the shares add up to more 
 whole because wasmtime's code inlined into the host's functions is counted in both. The
 hand-written WAT pass-through, with no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
 instructions and the canonical ABI needs two per hop (a result list is lowered through the
-puller's realloc), which with the host's checks is why the 202 ns target is out of reach on
-this path. Fused mode makes a small chunk's hop 1.3–1.8× cheaper (the hop table) where stages trust each other, but
+puller's realloc): the guest's and wasmtime's shares alone are about 1,260 instructions per SDK
+hop. The 202 ns target (about 1,430 instructions at this machine's rate) would leave the host
+under 200 for its lock, protocol state, entry, budget, checks and delivery, against about
+1,230 now: trimming does not get there, only a different shape of hot path might. Fused mode makes a small chunk's hop 1.3–1.8× cheaper (the hop table) where stages trust each other, but
 loses on large ones (wasmtime's adapter copies lists byte by byte), so it is not the answer
 for bulk throughput.
 
