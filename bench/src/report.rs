@@ -56,12 +56,13 @@ about 1,230 the host's own code with the standard library inlined into it (the s
 the protocol state machine, the entry and its classification, the budget, the chunk's checks,
 the delivery), and about 65 the C library (`memcpy`); the shares add up to more than the
 whole because wasmtime's code inlined into the host's functions is counted in both. The
-hand-written WAT pass-through, with no allocator, costs 1,928 instructions per hop. Each entry into wasm costs wasmtime about 250
+hand-written WAT pass-through, with no allocator, costs 1,929 instructions per hop (at 45555d5). Each entry into wasm costs wasmtime about 250
 instructions and the canonical ABI needs two per hop (a result list is lowered through the
 puller's realloc): the guest's and wasmtime's shares alone are about 1,260 instructions per SDK
-hop. The 202 ns target (about 1,430 instructions at this machine's rate) would leave the host
-under 200 for its lock, protocol state, entry, budget, checks and delivery, against about
-1,230 now: trimming does not get there, only a different shape of hot path might. Fused mode makes a small chunk's hop 1.3–1.8× cheaper (the hop table) where stages trust each other, but
+hop. The 202 ns target (about 1,420 instructions at this machine's rate) would leave the host
+under 200 for its lock, protocol state, entry, budget, checks and delivery, against 1,100 to
+1,230 now (the shares overlap): trimming does not get there, only a different shape of hot
+path might. Fused mode makes a small chunk's hop 1.3–1.8× cheaper (the hop table) where stages trust each other, but
 loses on large ones (wasmtime's adapter copies lists byte by byte), so it is not the answer
 for bulk throughput.
 
@@ -282,10 +283,20 @@ impl Report {
                 .find(|l| l.variant == variant && l.credits == 1)
                 .map(|l| l.p99_us)
         };
+        let p999 = |variant: &str| {
+            self.latency
+                .iter()
+                .find(|l| l.variant == variant && l.credits == 1)
+                .map(|l| l.p999_us)
+        };
         if let (Some(sg), Some(py)) = (p99("sluicegate"), p99("CPython generators")) {
+            let tail = match (p999("sluicegate"), p999("CPython generators")) {
+                (Some(sg), Some(py)) => format!(" (at p99.9: {sg:.1} µs, CPython {py:.1} µs)"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 m,
-                "| p99 latency at credits 1 below CPython generators' | {sg:.1} µs, CPython {py:.1} µs | {} |",
+                "| p99 latency at credits 1 below CPython generators' | {sg:.1} µs, CPython {py:.1} µs{tail} | {} |",
                 verdict(sg < py)
             );
         }
@@ -304,7 +315,7 @@ impl Report {
         ) {
             let _ = writeln!(
                 m,
-                "| memory flat as the stream grows, with a slow consumer | sluicegate {lo:.1}–{hi:.1} MiB from the shortest to the longest stream; an unbounded queue {last:.0} MiB at the longest | {} |",
+                "| (not an issue #13 target) memory flat as the stream grows, with a slow consumer | sluicegate {lo:.1}–{hi:.1} MiB from the shortest to the longest stream; an unbounded queue {last:.0} MiB at the longest (the table below has the bounded designs) | {} |",
                 verdict(hi <= lo * 1.25)
             );
         }
@@ -325,9 +336,11 @@ impl Report {
         ) {
             let _ = writeln!(
                 m,
-                "| ≤ 32 KiB per live stage | the Rust SDK's pass-through {:.1} KiB once it has run ({:.1} KiB primed), of which its own linear memory is about a half; the WAT pass-through {:.1} KiB | {} |",
+                "| ≤ 32 KiB per live stage | the Rust SDK's pass-through {:.1} KiB once it has run ({:.1} KiB primed), of which {:.1} KiB the host's heap and {:.1} KiB its linear memory; the WAT pass-through {:.1} KiB | {} |",
                 sdk.run_kib,
                 sdk.primed_kib,
+                sdk.heap_kib,
+                sdk.linear_kib,
                 wat.run_kib,
                 verdict(sdk.run_kib <= 32.0)
             );
@@ -362,6 +375,7 @@ impl Report {
             m,
             "| credits | native Rust, before → now | sluicegate, before → now | CPython generators, before → now | sluicegate / CPython, before → now | sluicegate / native, before → now |\n|---:|---:|---:|---:|---:|---:|"
         );
+        let (mut fell, mut rose) = (Vec::new(), Vec::new());
         for (credits, native, sluicegate, cpython) in BEFORE_13 {
             let Some(r) = self.market.iter().find(|r| r.credits == credits) else {
                 continue;
@@ -381,14 +395,30 @@ impl Report {
                 ratio(sluicegate, native),
                 ratio(r.sluicegate, r.native),
             );
+            let (before, now) = (sluicegate / native, r.sluicegate / r.native);
+            if now < before {
+                fell.push(credits.to_string());
+            } else {
+                rose.push(credits.to_string());
+            }
         }
+        let against_native = match (fell.is_empty(), rose.is_empty()) {
+            (false, true) => "fell at every credit setting".to_string(),
+            (true, false) => "rose at every credit setting".to_string(),
+            _ => format!(
+                "fell at credits {} and rose at credits {}",
+                fell.join(", "),
+                rose.join(", ")
+            ),
+        };
         let _ = writeln!(
             m,
             "\nCPython was handicapped most: without its feed it runs several times faster, so \
-             sluicegate's lead over it shrinks to the ratios above, the honest ones. Native Rust \
-             gained more than sluicegate (formatting the ticks was a larger share of its \
-             shorter run), so sluicegate / native fell as well. The seed's other rejected \
-             design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
+             sluicegate's lead over it shrinks to the ratios above, the honest ones. Sluicegate \
+             / native Rust {against_native}: native Rust no longer formats its ticks inside the \
+             timed run either, and the sluicegate column also has issue #13's host work (the \
+             fast path, the host's hot path), not only the fairer baseline. The seed's other \
+             rejected design, CPython threads with bounded `queue.Queue`s, is now measured beside the \
              generators, with the CPU time and memory of every design below.\n\n\
              Since the docs at 7706b52 (the run before this one): the lifted-chunk pool \
              hands out the smallest buffer that fits, and the SDK's `resume` hands its last \
@@ -397,7 +427,11 @@ impl Report {
              `in_call` flag's compare-exchange in front of it is gone: 2,414 per hop); under \
              `restart` with no dead-letter sink a call's pulled input is counted instead of \
              copied; the sink reads no clock and takes no lock per chunk. The profile table \
-             below has what was measured of each. The benchmark itself changed in two places: \
+             below has what was measured of each. The credits-1 figure moves most from run to \
+             run (a run just before this one had 793 k records/s there): the market pipeline of \
+             7706b52 and of this code, alternated twelve times each on this machine \
+             (`bench/examples/market_profile.rs 1 1`), ran at medians of 1,025 k and 1,013 k \
+             records/s, and callgrind counts 9,459 and 9,374 instructions per tick. The benchmark itself changed in two places: \
              what one live stage costs is split into the host's heap and linear memory, and \
              the seed's two claims are checked against this run's CPU and memory rows. That \
              run's figures, to compare with the tables (native Rust's own figure moves between \
@@ -615,10 +649,12 @@ impl Report {
                  Where it goes, from `/proc/self/smaps` (each mapping's resident pages, before \
                  and after): the C heap (`[heap]`) holds the host's small allocations (the store \
                  and its data, the core instances with their contexts and tables, the stage's \
-                 counters and WASI context; glibc maps large allocations apart, and those would \
-                 count in neither column); linear memory is wasmtime's anonymous reservation of \
-                 each memory and the copy-on-write mapping of the module's memory image over its \
-                 start, of which a stage touches a page or two (its stack, its data). Most of a \
+                 counters and WASI context); the linear memory column counts every anonymous \
+                 mapping and wasmtime's memory images: wasmtime reserves each linear memory on \
+                 its own and maps the module's memory image copy-on-write over its start, of \
+                 which a stage touches a page or two (its stack, its data). A large allocation \
+                 glibc maps apart, or another thread's arena, would count there too; the same \
+                 figure for 1,000 and 10,000 stages says none grew with the stages. Most of a \
                  stage is the host's heap. The fast path's stage takes more of it than the \
                  component path's (the difference is all in the heap); which of the fast path's \
                  per-store structures (the store's handle of each host function the guest \
@@ -857,9 +893,11 @@ impl Report {
         let _ = writeln!(m, "# Benchmarks\n");
         let _ = writeln!(
             m,
-            "Generated by `cargo run --release -p sluicegate-bench --bin bench`; every figure below \
-             comes from one run on one machine. Compare the ratios, not the absolute numbers: the \
-             machine is a shared 2-core VM and its neighbours are noisy.\n"
+            "Generated by `cargo run --release -p sluicegate-bench --bin bench`; every table below \
+             comes from one run on one machine, except the profile table (instruction counts, each \
+             measured at its change) and the figures quoted from earlier runs. Compare the \
+             ratios, not the absolute numbers: the machine is a shared 2-core VM and its \
+             neighbours are noisy.\n"
         );
         let _ = writeln!(m, "| | |\n|---|---|");
         let _ = writeln!(
