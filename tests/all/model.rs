@@ -6,6 +6,7 @@
 //! core-wasm fast path and the component path, which must agree step by step (issue #13).
 
 use sluicegate::{Error, ExecutionPath, Stage, StageComponent, StageOptions, StageState};
+use sluicegate_tests::differential::summary;
 use sluicegate_tests::{Path, artifacts as a, require_same_on_both_paths};
 
 /// A small, seeded generator (SplitMix64): enough to pick calls, no dependency.
@@ -78,16 +79,6 @@ fn random_walks_over_the_protocol_keep_every_rule() {
         "{mid_stream_swaps} swaps mid-stream"
     );
     assert!(early_closes > 3, "{early_closes} walks closed mid-stream");
-}
-
-/// A chunk's records, as the first and last number and how many.
-fn summary(chunk: &sluicegate::Chunk) -> String {
-    let mut records = chunk
-        .records()
-        .map(|r| String::from_utf8_lossy(r).into_owned());
-    let first = records.next();
-    let last = records.last().or_else(|| first.clone());
-    format!("{} records {first:?}..{last:?}", chunk.len())
 }
 
 /// What one walk did: every step's answer, and how often it swapped or closed mid-stream.

@@ -19,6 +19,19 @@ fn stage(name: &str, path: &str, extra: &str) -> String {
     format!("[[stage]]\nname = {name:?}\ncomponent = {path:?}\n{extra}\n")
 }
 
+/// counter (30 records) → `name`, the poison pill trapping on record 13 under `policy` (its
+/// `on_fault` and related keys) → a pass-through, the sink granting 5 credits.
+fn poisoned_chain(name: &str, policy: &str) -> String {
+    stage("counter", a::COUNTER, "config = { records = 30 }")
+        + &stage(
+            name,
+            a::POISON_PILL,
+            &format!("config = {{ poison = \"13\" }}\n{policy}"),
+        )
+        + &stage("after", a::PASSTHROUGH, "")
+        + "[sink]\ncredits = 5\n"
+}
+
 fn checksum_of(numbers: impl IntoIterator<Item = u32>) -> String {
     let mut checksum = Checksum::default();
     for n in numbers {
@@ -38,17 +51,13 @@ fn framed_numbers(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn restart_goes_on_after_a_fault_and_quarantines_the_failed_input() {
     let dead = std::env::temp_dir().join(format!("sluicegate-dead-{}.bin", std::process::id()));
-    let toml = stage("counter", a::COUNTER, "config = { records = 30 }")
-        + &stage(
-            "poison",
-            a::POISON_PILL,
-            &format!(
-                "config = {{ poison = \"13\" }}\non_fault = \"restart\"\ndead_letter = {:?}",
-                dead.to_str().expect("path")
-            ),
-        )
-        + &stage("after", a::PASSTHROUGH, "")
-        + "[sink]\ncredits = 5\n";
+    let toml = poisoned_chain(
+        "poison",
+        &format!(
+            "on_fault = \"restart\"\ndead_letter = {:?}",
+            dead.to_str().expect("path")
+        ),
+    );
     let mut p = build(&toml);
     let report = p.run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");
@@ -68,14 +77,7 @@ fn restart_goes_on_after_a_fault_and_quarantines_the_failed_input() {
 /// of pulled chunks unless a policy needs them), and reported as quarantined all the same.
 #[test]
 fn restart_without_a_dead_letter_sink_still_counts_the_quarantined_input() {
-    let toml = stage("counter", a::COUNTER, "config = { records = 30 }")
-        + &stage(
-            "poison",
-            a::POISON_PILL,
-            "config = { poison = \"13\" }\non_fault = \"restart\"",
-        )
-        + &stage("after", a::PASSTHROUGH, "")
-        + "[sink]\ncredits = 5\n";
+    let toml = poisoned_chain("poison", "on_fault = \"restart\"");
     let report = build(&toml).run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");
     assert_eq!(report.sink.checksum, checksum_of((0..10).chain(15..30)));
@@ -108,14 +110,7 @@ fn restarts_are_bounded_and_then_the_fault_is_final() {
 
 #[test]
 fn an_optional_stage_is_bypassed_and_nothing_is_lost() {
-    let toml = stage("counter", a::COUNTER, "config = { records = 30 }")
-        + &stage(
-            "monitor",
-            a::POISON_PILL,
-            "config = { poison = \"13\" }\non_fault = \"bypass\"\noptional = true",
-        )
-        + &stage("after", a::PASSTHROUGH, "")
-        + "[sink]\ncredits = 5\n";
+    let toml = poisoned_chain("monitor", "on_fault = \"bypass\"\noptional = true");
     let mut p = build(&toml);
     let report = p.run();
     assert_eq!(report.status, RunStatus::Ok, "{report}");

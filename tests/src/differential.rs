@@ -39,6 +39,16 @@ impl Path {
     }
 }
 
+/// A chunk's records as the two paths must agree on them: how many, the first and the last.
+pub fn summary(chunk: &sluicegate::Chunk) -> String {
+    let mut records = chunk
+        .records()
+        .map(|r| String::from_utf8_lossy(r).into_owned());
+    let first = records.next();
+    let last = records.last().or_else(|| first.clone());
+    format!("{} records {first:?}..{last:?}", chunk.len())
+}
+
 /// Panics, naming `what` and the first event where they part, unless the fast path's
 /// `fast` and the component path's `component` are the same events.
 pub fn require_same_on_both_paths(what: &str, fast: &[String], component: &[String]) {

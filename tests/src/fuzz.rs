@@ -28,6 +28,7 @@ use sluicegate::{
 
 use crate::Path;
 use crate::artifacts as a;
+use crate::differential::summary;
 
 /// Longest a single step may take before the harness calls it a hang: the budgets are 100 ms at most,
 /// a step enters at most a few dozen calls, so this is two orders of magnitude of slack for a
@@ -478,16 +479,6 @@ fn run_on(case: &Case, on: Path) -> Outcome {
         );
     }
     outcome
-}
-
-/// A chunk's records, as the first and last and how many.
-fn summary(chunk: &sluicegate::Chunk) -> String {
-    let mut records = chunk
-        .records()
-        .map(|r| String::from_utf8_lossy(r).into_owned());
-    let first = records.next();
-    let last = records.last().or_else(|| first.clone());
-    format!("{} records {first:?}..{last:?}", chunk.len())
 }
 
 /// An error as the paths must agree on it: the stage it names, its kind, and its root cause's
