@@ -48,9 +48,10 @@ impl FaultPolicy {
 }
 
 /// What a stage keeps of the chunks it pulls during a call, for its fault policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum InputKeeping {
     /// Nothing (`fail`).
+    #[default]
     Nothing,
     /// How many records (`restart` with no dead-letter sink: they are counted as quarantined).
     Count,

@@ -9,6 +9,7 @@ use super::abi::{self, Options};
 use super::imports::HostImport;
 use crate::bindings::Level;
 use crate::guest_log::{self, MAX_LOG_FIELDS};
+use crate::policy::InputKeeping;
 use crate::sandbox::StageCtx;
 
 /// Defines the function `import` (one of `Pull`, `Log`, `Config`) in `linker` as `name` of
@@ -86,18 +87,17 @@ fn pull(
     let Some(mut pull) = caller.data_mut().start_pull(credits)? else {
         return answer_none(caller, options, retptr);
     };
-    let (keeps, copies) = (
-        caller.data().keeps_inputs(),
-        caller.data().keeps_copies_of_inputs(),
-    );
+    let keeping = caller.data().input_keeping();
     let mut since = pull.started();
     let mut kept = None;
     let mut failed = None;
     let answer = pull.ask(&mut |lent, records| {
         caller.data_mut().budget.charge_upstream(since);
-        if keeps {
-            kept = Some((copies.then(|| lent.bytes().to_vec()), records));
-        }
+        kept = match keeping {
+            InputKeeping::Nothing => None,
+            InputKeeping::Count => Some((None, records)),
+            InputKeeping::Copies => Some((Some(lent.bytes().to_vec()), records)),
+        };
         if failed.is_none()
             && let Err(error) = answer_some(caller, options, retptr, lent.bytes())
         {

@@ -8,6 +8,7 @@ use super::store::{Serving, StageCtx};
 use crate::bindings::UpstreamImports;
 use crate::chunk::{Deliver, Lent};
 use crate::error::{Result, Rule};
+use crate::policy::InputKeeping;
 use crate::upstream::{Demand, NoUpstream, Upstream};
 
 /// A pull under way: the clamped demand, the upstream (out of the store while it answers, so
@@ -135,9 +136,10 @@ impl UpstreamImports for StageCtx {
         let answer = pull.ask(&mut |lent, records| (lent.into_vec(), records));
         let answer = answer.map(|chunk| {
             chunk.map(|(bytes, records)| {
-                if self.keeps_inputs() {
-                    let copy = self.keeps_copies_of_inputs().then(|| bytes.clone());
-                    self.keep_pulled(copy, records);
+                match self.input_keeping() {
+                    InputKeeping::Nothing => {}
+                    InputKeeping::Count => self.keep_pulled(None, records),
+                    InputKeeping::Copies => self.keep_pulled(Some(bytes.clone()), records),
                 }
                 bytes
             })

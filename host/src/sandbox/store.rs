@@ -17,6 +17,7 @@ use crate::chunk::Chunk;
 use crate::error::{Error, Rule};
 use crate::guest_log::{LogGate, LogPipe};
 use crate::limits::Budget;
+use crate::policy::InputKeeping;
 use crate::upstream::Upstream;
 
 /// What the host is waiting for the guest to finish.
@@ -168,22 +169,18 @@ impl StageCtx {
         self.report.is_none()
     }
 
-    /// True if the chunks pulled during a call are kept or counted (the fault policy needs
-    /// them).
-    pub(crate) fn keeps_inputs(&self) -> bool {
-        self.inputs.is_some()
+    /// What is kept of the chunks pulled during a call (the fault policy's need).
+    pub(crate) fn input_keeping(&self) -> InputKeeping {
+        self.inputs
+            .as_ref()
+            .map_or(InputKeeping::Nothing, |inputs| inputs.keeping)
     }
 
-    /// True if copies of the chunks pulled during a call are kept, not only their count.
-    pub(crate) fn keeps_copies_of_inputs(&self) -> bool {
-        self.inputs.as_ref().is_some_and(|inputs| inputs.copies)
-    }
-
-    /// Keeps every chunk pulled during a call (for supervision after a fault): copies of them
-    /// if `copies`, else how many records they held.
-    pub(crate) fn keep_inputs(&mut self, copies: bool) {
-        self.inputs = Some(KeptInputs {
-            copies,
+    /// Keeps what `keeping` says of every chunk pulled during a call (for supervision after a
+    /// fault): copies of them, how many records they held, or nothing.
+    pub(crate) fn keep_inputs(&mut self, keeping: InputKeeping) {
+        self.inputs = (keeping != InputKeeping::Nothing).then(|| KeptInputs {
+            keeping,
             ..KeptInputs::default()
         });
     }
@@ -287,25 +284,25 @@ pub(crate) struct Salvage {
 pub(crate) struct KeptInputs {
     pub(crate) chunks: Vec<Chunk>,
     bytes: usize,
-    /// Records pulled during the call and not kept (over the cap).
+    /// Records pulled during the call, kept or not.
+    records: u64,
+    /// Records pulled during the call whose copy was over the cap.
     pub(crate) unkept_records: u64,
-    /// Copies are kept; else only `counted_records`.
-    copies: bool,
-    /// Records pulled during the call, counted without a copy (none was needed).
-    counted_records: u64,
+    /// Copies, or only the count.
+    keeping: InputKeeping,
 }
 
 impl KeptInputs {
-    /// Keeps a copy of a chunk (its checked `bytes`, `records` records) if `cap` bytes allow,
-    /// else counts its records as unkept; only counts them if no copy is made (`bytes` is
-    /// `None`: copies are not kept).
+    /// Counts a pulled chunk's `records` records and keeps `bytes`, its copy (given when the
+    /// policy keeps copies), if `cap` bytes allow; else counts them as unkept.
     pub(super) fn keep(&mut self, bytes: Option<Vec<u8>>, records: u32, cap: usize) {
-        debug_assert!(
-            bytes.is_none() || self.copies,
-            "a copy was made that the policy does not keep"
+        debug_assert_eq!(
+            bytes.is_some(),
+            self.keeping == InputKeeping::Copies,
+            "a copy is made exactly when the policy keeps copies"
         );
-        let Some(bytes) = bytes.filter(|_| self.copies) else {
-            self.counted_records += u64::from(records);
+        self.records += u64::from(records);
+        let Some(bytes) = bytes else {
             return;
         };
         match self
@@ -323,15 +320,14 @@ impl KeptInputs {
 
     /// Records pulled during the call, kept or not.
     pub(crate) fn records(&self) -> u64 {
-        let kept: u64 = self.chunks.iter().map(|chunk| u64::from(chunk.len())).sum();
-        kept + self.unkept_records + self.counted_records
+        self.records
     }
 
     fn clear(&mut self) {
         self.chunks.clear();
         self.bytes = 0;
+        self.records = 0;
         self.unkept_records = 0;
-        self.counted_records = 0;
     }
 }
 
@@ -357,7 +353,10 @@ mod tests {
 
     #[test]
     fn inputs_only_counted_are_not_copied_but_all_their_records_count() {
-        let mut counted = KeptInputs::default();
+        let mut counted = KeptInputs {
+            keeping: InputKeeping::Count,
+            ..KeptInputs::default()
+        };
         counted.keep(None, 3, 1 << 20);
         counted.keep(None, 1, 0);
         assert!(counted.chunks.is_empty(), "no copy is kept");
@@ -366,7 +365,7 @@ mod tests {
         assert_eq!(counted.records(), 0, "a new call counts afresh");
 
         let mut copied = KeptInputs {
-            copies: true,
+            keeping: InputKeeping::Copies,
             ..KeptInputs::default()
         };
         copied.keep(Some(b"\x01\x00\x00\x00a".to_vec()), 1, 1 << 20);

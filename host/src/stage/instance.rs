@@ -85,11 +85,7 @@ impl Recipe {
                 .collect(),
         );
         store.data_mut().set_upstream_done(upstream_done);
-        match self.keep_inputs {
-            InputKeeping::Nothing => {}
-            InputKeeping::Count => store.data_mut().keep_inputs(false),
-            InputKeeping::Copies => store.data_mut().keep_inputs(true),
-        }
+        store.data_mut().keep_inputs(self.keep_inputs);
         store.limiter(|ctx| &mut ctx.budget);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().budget.on_deadline()));
         store.set_hostcall_fuel(self.limits.hostcall_fuel());
