@@ -71,10 +71,10 @@ impl<S: Stage> RawStage for StageDriver<S> {
         }
     }
 
-    fn reuse(&mut self, mut answered: Vec<u8>) {
-        // The larger buffer is kept: a pause answers an empty chunk that owns no memory.
+    fn reuse(&mut self, answered: Vec<u8>) {
+        // The larger buffer is kept: a pause answers an empty chunk that owns no memory. The
+        // next batch clears it (`Batch::new`).
         if answered.capacity() > self.spare.capacity() && answered.capacity() <= SPARE_MAX {
-            answered.clear();
             self.spare = answered;
         }
     }

@@ -10,18 +10,17 @@
 use std::mem::MaybeUninit;
 
 /// The largest record copied without `memcpy`.
-pub(super) const SMALL: usize = 64;
+const SMALL: usize = 64;
 
 /// Appends `prefix` and then `record` to `bytes`, growing it if needed.
 pub(super) fn append(bytes: &mut Vec<u8>, prefix: [u8; 4], record: &[u8]) {
     let n = record.len();
+    bytes.reserve(prefix.len() + n);
     if n > SMALL {
-        bytes.reserve(prefix.len() + n);
         bytes.extend_from_slice(&prefix);
         bytes.extend_from_slice(record);
         return;
     }
-    bytes.reserve(prefix.len() + n);
     let start = bytes.len();
     let spare = &mut bytes.spare_capacity_mut()[..prefix.len() + n];
     let (head, body) = spare.split_at_mut(prefix.len());
