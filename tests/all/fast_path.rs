@@ -11,17 +11,8 @@
 use sluicegate::{
     Engine, ExecutionPath, FaultPolicy, IterUpstream, Limits, StageComponent, StageOptions,
 };
+use sluicegate_tests::differential::describe;
 use sluicegate_tests::{Path, artifacts as a, capture_logs, require_same_on_both_paths};
-
-/// The reference: an engine without the fast path.
-fn component_engine() -> &'static Engine {
-    Path::Component.engine()
-}
-
-/// An engine with the fast path, whatever `SLUICEGATE_FAST_PATH` says.
-fn fast_engine() -> &'static Engine {
-    Path::Fast.engine()
-}
 
 /// Small budgets so that hostile fixtures end quickly, the same on both paths. The CPU budget
 /// is wide enough that a fixture stopped by another limit (memory, handles) reaches it first
@@ -46,7 +37,7 @@ fn transcript(component: &StageComponent) -> Vec<String> {
             .config("lines", "300");
         let stage = match component.instantiate("subject", options) {
             Ok(stage) => stage,
-            Err(e) => return vec![format!("instantiate: {}", describe_error(&e))],
+            Err(e) => return vec![format!("instantiate: {}", describe(&e))],
         };
         events.push(format!("prime: {}", outcome(stage.prime().map(Some))));
         let plan = [0u32, 1, 2, 5, 0, 16, 3, 100, 1000, 4096];
@@ -57,7 +48,7 @@ fn transcript(component: &StageComponent) -> Vec<String> {
                         "swap: state carried {} ({} bytes)",
                         report.state_carried, report.state_bytes
                     ),
-                    Err(e) => format!("swap: {}", describe_error(&e)),
+                    Err(e) => format!("swap: {}", describe(&e)),
                 });
             }
             let answer = stage.resume(*credits);
@@ -105,23 +96,19 @@ fn transcript(component: &StageComponent) -> Vec<String> {
     events
 }
 
-fn describe_error(e: &sluicegate::Error) -> String {
-    format!("{e} [rule {:?}]", e.rule())
-}
-
 fn outcome<T: std::fmt::Debug>(result: sluicegate::Result<Option<T>>) -> String {
     match result {
         Ok(Some(value)) => format!("{value:?}"),
         Ok(None) => "none".into(),
-        Err(e) => describe_error(&e),
+        Err(e) => describe(&e),
     }
 }
 
 /// Loads `path` on both engines and requires the same transcript; returns the fast engine's
 /// execution path.
 fn same_on_both_paths(path: &str) -> ExecutionPath {
-    let fast = fast_engine().load_file(path).expect("loads");
-    let reference = component_engine().load_file(path).expect("loads");
+    let fast = Path::Fast.load(path);
+    let reference = Path::Component.load(path);
     assert!(
         matches!(reference.execution_path(), ExecutionPath::Component { .. }),
         "the reference engine runs everything on the component path"
@@ -210,7 +197,7 @@ fn sdk_stages_answer_resume_without_a_post_return() {
 #[test]
 fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
     for path in [a::PASSTHROUGH, a::COUNTER, a::DECODE, a::VWAP, a::SCRIPTED] {
-        let component = fast_engine().load_file(path).expect("loads");
+        let component = Path::Fast.load(path);
         assert_eq!(
             component.execution_path(),
             &ExecutionPath::Core,
@@ -218,7 +205,7 @@ fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
         );
     }
     for path in [a::PY_SYMBOL_FILTER, a::JS_DECODE, a::PROBES_THE_SANDBOX] {
-        let component = fast_engine().load_file(path).expect("loads");
+        let component = Path::Fast.load(path);
         match component.execution_path() {
             ExecutionPath::Component { reason } => assert!(
                 reason.contains("wasi:filesystem"),
@@ -227,7 +214,8 @@ fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
             other => panic!("{path} runs on {other}"),
         }
     }
-    let fused = fast_engine()
+    let fused = Path::Fast
+        .engine()
         .load_fused(
             "chain",
             &[
@@ -241,7 +229,10 @@ fn sdk_stages_take_the_fast_path_and_the_others_say_why_not() {
         "{}",
         fused.execution_path()
     );
-    let off = component_engine().load_file(a::PASSTHROUGH).expect("loads");
+    let off = Path::Component
+        .engine()
+        .load_file(a::PASSTHROUGH)
+        .expect("loads");
     assert!(
         matches!(off.execution_path(), ExecutionPath::Component { reason } if reason.contains("without the fast path")),
         "{}",
@@ -349,8 +340,8 @@ fn boundary(wat: &str) -> Vec<String> {
 /// `transcript` on the fast engine and on the reference (the flag says which); requires the
 /// same and returns it.
 fn alike(transcript: impl Fn(&Engine, bool) -> Vec<String>) -> Vec<String> {
-    let got = transcript(fast_engine(), true);
-    let want = transcript(component_engine(), false);
+    let got = transcript(Path::Fast.engine(), true);
+    let want = transcript(Path::Component.engine(), false);
     assert_eq!(
         got, want,
         "the fast path (left) and the component path (right) disagree"
@@ -557,13 +548,13 @@ fn a_log_line_and_the_configuration_cross_alike() {
 fn the_conformance_report_says_which_path_a_stage_runs_on_and_why() {
     use sluicegate::check::{CheckOptions, check_file};
     let report = check_file(
-        fast_engine(),
+        Path::Fast.engine(),
         std::path::Path::new(a::PASSTHROUGH),
         &CheckOptions::default(),
     );
     assert_eq!(report.execution_path, Some(ExecutionPath::Core));
     let report = check_file(
-        fast_engine(),
+        Path::Fast.engine(),
         std::path::Path::new(a::PROBES_THE_SANDBOX),
         &CheckOptions::default(),
     );
@@ -573,7 +564,7 @@ fn the_conformance_report_says_which_path_a_stage_runs_on_and_why() {
         report.execution_path
     );
     let broken = check_file(
-        fast_engine(),
+        Path::Fast.engine(),
         std::path::Path::new("/nonexistent.wasm"),
         &CheckOptions::default(),
     );

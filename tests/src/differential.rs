@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use sluicegate::check::{CheckOptions, CheckReport, check_file};
-use sluicegate::{Engine, ExecutionPath};
+use sluicegate::{Engine, ExecutionPath, StageComponent};
 
 use crate::with_compile_cache;
 
@@ -37,16 +37,37 @@ impl Path {
                 .expect("engine starts")
         })
     }
+
+    /// `path` loaded on this path's engine.
+    pub fn load(self, path: &str) -> StageComponent {
+        self.engine()
+            .load_file(path)
+            .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+    }
 }
 
-/// A chunk's records as the two paths must agree on them: how many, the first and the last.
+/// A chunk's records as the two paths must agree on them: how many, the first and the last,
+/// and a checksum of every record.
 pub fn summary(chunk: &sluicegate::Chunk) -> String {
+    let mut checksum = sluicegate::Checksum::default();
+    for record in chunk.records() {
+        checksum.add(record);
+    }
     let mut records = chunk
         .records()
         .map(|r| String::from_utf8_lossy(r).into_owned());
     let first = records.next();
     let last = records.last().or_else(|| first.clone());
-    format!("{} records {first:?}..{last:?}", chunk.len())
+    format!(
+        "{} records {first:?}..{last:?} ({:016x})",
+        chunk.len(),
+        checksum.value()
+    )
+}
+
+/// An error as the two paths must agree on it: its message, timings blanked, and its rule.
+pub fn describe(error: &sluicegate::Error) -> String {
+    without_timing(&format!("{error} [rule {:?}]", error.rule()))
 }
 
 /// Panics, naming `what` and the first event where they part, unless the fast path's
@@ -88,10 +109,7 @@ fn lines(report: &CheckReport) -> Vec<String> {
         .rules
         .iter()
         .map(|line| {
-            let error = line
-                .error
-                .as_ref()
-                .map(|e| without_timing(&format!("{e} [rule {:?}]", e.rule())));
+            let error = line.error.as_ref().map(describe);
             format!(
                 "{} {:?}: {} {error:?}",
                 line.id,

@@ -28,7 +28,7 @@ use sluicegate::{
 
 use crate::Path;
 use crate::artifacts as a;
-use crate::differential::summary;
+use crate::differential::{describe, summary};
 
 /// Longest a single step may take before the harness calls it a hang: the budgets are 100 ms at most,
 /// a step enters at most a few dozen calls, so this is two orders of magnitude of slack for a
@@ -479,12 +479,6 @@ fn run_on(case: &Case, on: Path) -> Outcome {
         );
     }
     outcome
-}
-
-/// An error as the paths must agree on it: the stage it names, its kind, and its root cause's
-/// rule or limit.
-fn describe(error: &Error) -> String {
-    format!("{} {} ({})", error.stage(), error.kind(), fault_name(error))
 }
 
 /// True if the script lets the hostile stage end its stream before its input does (`none`) or
